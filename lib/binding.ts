@@ -1,0 +1,97 @@
+/**
+ * The whole native interface as TypeScript types: the rest of the TS never sees `any`
+ * from the addon. Each method says [sync] or [async].
+ */
+
+export type DType = "float32" | "float16" | "bfloat16" | "float64" | "int64" | "int32" | "int16" | "int8" | "uint8" | "bool";
+
+/** A tensor handle as the addon defines it; lib/tensor.ts subclasses it. */
+export interface NativeTensorInstance {
+  /** [sync] Frees the tensor now; idempotent. */
+  dispose(): void;
+  readonly isDisposed: boolean;
+  readonly shape: number[];
+  readonly dtype: DType;
+  readonly device: string;
+  readonly ndim: number;
+  readonly numel: number;
+  requiresGrad: boolean;
+  grad: NativeTensorInstance | null;
+  readonly isLeaf: boolean;
+  /** [sync] Runs autograd from this tensor. */
+  _backward(gradient: NativeTensorInstance | null, retainGraph: boolean | undefined, createGraph: boolean): void;
+  /** [sync] A copy of the values, converted to `dtype` (float16/bfloat16 as raw Uint16 bits). */
+  _data(dtype?: DType): Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array;
+  /** [sync] The single value of a one-element tensor. */
+  _item(): number | boolean;
+  isContiguous(): boolean;
+  sharesStorageWith(other: NativeTensorInstance): boolean;
+}
+
+export interface NativeGeneratorInstance {
+  manualSeed(seed: number | bigint): this;
+  readonly seed: number | bigint;
+  readonly device: string;
+  getState(): NativeTensorInstance;
+  setState(state: NativeTensorInstance): void;
+}
+
+export interface NativeModuleInstance {
+  /** [sync] Calls a TorchScript method; arguments are converted by its schema. */
+  run(method: string, args: unknown[], kwargs?: Record<string, unknown>): unknown;
+  /** [async] Same, on libuv's thread pool. */
+  runAsync(method: string, args: unknown[], kwargs?: Record<string, unknown>): Promise<unknown>;
+  methodNames(): string[];
+  methodSchema(method: string): string;
+  namedParameters(recurse?: boolean): Record<string, NativeTensorInstance>;
+  namedBuffers(recurse?: boolean): Record<string, NativeTensorInstance>;
+  namedModules(): string[];
+  train(on?: boolean): this;
+  readonly training: boolean;
+  to(device: string | null, dtype: DType | null): this;
+  save(path: string): void;
+  saveToBuffer(): Buffer;
+  setAttribute(name: string, value: NativeTensorInstance, kind: "parameter" | "buffer"): void;
+  clone(): NativeModuleInstance;
+  attribute(name: string): unknown;
+}
+
+export interface MemoryInfo {
+  /** Live tensor handles (not disposed, not collected). */
+  numTensors: number;
+  /** Distinct storages those handles keep alive. */
+  numStorages: number;
+  cpuBytes: number;
+  cudaBytes: number;
+}
+
+export interface BuildInfo {
+  torchVersion: string;
+  cuda: boolean;
+  libtorchDir?: string;
+}
+
+export interface Binding {
+  NativeTensor: abstract new () => NativeTensorInstance;
+  NativeModule: abstract new () => NativeModuleInstance;
+  NativeGenerator: new (seed?: number | bigint, device?: string) => NativeGeneratorInstance;
+  tensorFromBuffer(values: ArrayBufferView, shape: number[], sourceDtype: DType, dtype: DType, device: string): NativeTensorInstance;
+  memory(): MemoryInfo;
+  resolveOp(name: string): number;
+  callOp(handle: number, args: unknown[], kwargs?: Record<string, unknown>): unknown;
+  opSchema(handle: number): string;
+  loadModule(source: string | Buffer, device?: string): NativeModuleInstance;
+  saveValue(value: unknown): Buffer;
+  loadValue(bytes: Buffer): unknown;
+  manualSeed(seed: number | bigint): void;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  setGradEnabled(enabled: boolean): void;
+  isGradEnabled(): boolean;
+  cudaIsAvailable(): boolean;
+  cudaDeviceCount(): number;
+  cudaSynchronize(): void;
+  setTensorClass(cls: Function): void;
+  setModuleClass(cls: Function): void;
+  buildInfo: BuildInfo;
+}

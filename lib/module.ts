@@ -1,0 +1,88 @@
+/**
+ * TorchScript modules: `load(pathOrBuffer, {device, dtype})`. `forward` and named
+ * methods are async (libuv's pool, off the event loop) with sync twins; arguments are
+ * converted by the method's TorchScript schema.
+ */
+import type { DType, NativeModuleInstance } from "./binding";
+import { invalid } from "./errors";
+import { binding } from "./native";
+import { assertTensor, isDtype, type Tensor } from "./tensor";
+
+const NativeModule = binding.NativeModule as unknown as new () => NativeModuleInstance;
+
+/** Re-raises a native async error with the caller's stack, so it points at the user's line. */
+async function withCallerStack<T>(promise: Promise<T>, stack: string | undefined): Promise<T> {
+  try {
+    return await promise;
+  } catch (error) {
+    const err = error instanceof Error ? error : new Error(String(error));
+    if (stack) err.stack = `${err.name}: ${err.message}\n${stack.split("\n").slice(1).join("\n")}`;
+    throw err;
+  }
+}
+
+export class Module extends NativeModule {
+  /** [async] Runs `forward`. @example const eps = await unet.forward(latents, t, context) as Tensor; */
+  forward(...args: unknown[]): Promise<unknown> {
+    return this.callMethod("forward", args);
+  }
+  /** [sync] Runs `forward` on the calling thread. */
+  forwardSync(...args: unknown[]): unknown {
+    return this.run("forward", args);
+  }
+  /** [async] Runs any TorchScript method by name, with optional keyword arguments. */
+  callMethod(method: string, args: unknown[] = [], kwargs?: Record<string, unknown>): Promise<unknown> {
+    const stack = new Error().stack;
+    return withCallerStack(this.runAsync(method, args, kwargs), stack);
+  }
+  /** [sync] Runs any TorchScript method by name. */
+  callMethodSync(method: string, args: unknown[] = [], kwargs?: Record<string, unknown>): unknown {
+    return this.run(method, args, kwargs);
+  }
+  parameters(): Tensor[] {
+    return Object.values(this.namedParameters()) as Tensor[];
+  }
+  eval(): this {
+    return this.train(false);
+  }
+  /** Moves or casts every parameter and buffer in place. @example m.to("cuda"); m.to({ dtype: "float16" }) */
+  moveTo(target: string | { device?: string; dtype?: DType }): this {
+    const options = typeof target === "string" ? (isDtype(target) ? { dtype: target } : { device: target }) : target;
+    return this.to(options.device ?? null, options.dtype ?? null);
+  }
+  /** Replaces a parameter by dotted name, also with a new shape (e.g. widening a conv for InstructPix2Pix). */
+  setParameter(name: string, value: Tensor): void {
+    assertTensor(value, `setParameter("${name}") value`);
+    this.setAttribute(name, value, "parameter");
+  }
+  setBuffer(name: string, value: Tensor): void {
+    assertTensor(value, `setBuffer("${name}") value`);
+    this.setAttribute(name, value, "buffer");
+  }
+  /** A deep copy with its own parameters (e.g. for EMA weights). */
+  copy(): Module {
+    return this.clone() as unknown as Module;
+  }
+}
+// eslint-disable-next-line @typescript-eslint/no-empty-interface
+export interface Module extends NativeModuleInstance {}
+
+binding.setModuleClass(Module);
+
+export interface LoadOptions {
+  device?: string;
+  dtype?: DType;
+}
+
+/**
+ * Loads a TorchScript module from a file path or a Buffer.
+ * @example const unet = load("model/unet/model.pt", { device: "cuda", dtype: "float16" });
+ */
+export function load(source: string | Buffer, options: LoadOptions = {}): Module {
+  if (typeof source !== "string" && !Buffer.isBuffer(source)) throw invalid("file path or Buffer", "load source", source);
+  if (options.dtype !== undefined && !isDtype(options.dtype)) throw invalid("a dtype name", "options.dtype", options.dtype);
+  const module = binding.loadModule(source, options.device) as unknown as Module;
+  if (options.dtype) module.to(null, options.dtype);
+  module.eval();
+  return module;
+}

@@ -1,0 +1,32 @@
+/** Process-wide settings and facts: threads, CUDA, memory, build. */
+import type { BuildInfo, MemoryInfo } from "./binding";
+import { assertInteger } from "./errors";
+import { binding } from "./native";
+
+/**
+ * Live tensor handles and the bytes they keep alive; a leak test asserts numTensors returns to its baseline.
+ * @example const before = memory().numTensors;
+ */
+export function memory(): MemoryInfo {
+  return binding.memory();
+}
+
+/** Sets libtorch's intra-op thread count (default: the machine's cores). */
+export function setNumThreads(n: number): void {
+  assertInteger(n, "setNumThreads(n)", 1);
+  binding.setNumThreads(n);
+}
+
+export function getNumThreads(): number {
+  return binding.getNumThreads();
+}
+
+/** @example if (cuda.isAvailable()) x = x.cuda(); */
+export const cuda = {
+  isAvailable: (): boolean => binding.cudaIsAvailable(),
+  deviceCount: (): number => binding.cudaDeviceCount(),
+  synchronize: (): void => binding.cudaSynchronize(),
+};
+
+/** The libtorch this addon was built against. */
+export const buildInfo: BuildInfo = binding.buildInfo;

@@ -1,0 +1,61 @@
+/**
+ * Saving tensors and containers of them in PyTorch's pickle format (Python's
+ * `torch.load` reads them). File writes are atomic: a temp file, fsync, then rename, so
+ * a killed process never leaves a half-written checkpoint.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { invalid } from "./errors";
+import { binding } from "./native";
+
+/** Serializes tensors, numbers, strings, booleans, null, arrays and plain objects to bytes. */
+export function serialize(value: unknown): Buffer {
+  return binding.saveValue(value);
+}
+
+/** The inverse of `serialize` (dicts come back as plain objects, tuples/lists as arrays). */
+export function deserialize(bytes: Buffer): unknown {
+  if (!Buffer.isBuffer(bytes)) throw invalid("Buffer", "deserialize bytes", bytes);
+  return binding.loadValue(bytes);
+}
+
+/** Writes `bytes` to `file` atomically (temp file in the same folder + fsync + rename). */
+export function writeFileAtomic(file: string, bytes: Buffer | string): void {
+  const dir = path.dirname(path.resolve(file));
+  fs.mkdirSync(dir, { recursive: true });
+  const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
+  const fd = fs.openSync(temp, "w");
+  try {
+    fs.writeSync(fd, typeof bytes === "string" ? Buffer.from(bytes) : bytes);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    fs.renameSync(temp, file);
+  } catch (error) {
+    fs.rmSync(temp, { force: true });
+    throw error;
+  }
+}
+
+/**
+ * Saves a value (e.g. a checkpoint of tensors) to `file`, atomically.
+ * @example save({ step: 10, weights: model.namedParameters() }, "ckpt.pt");
+ */
+export function save(value: unknown, file: string): void {
+  writeFileAtomic(file, serialize(value));
+}
+
+/**
+ * Loads what `save` wrote (or what Python wrote with `torch.save(..., _use_new_zipfile_serialization=True)` of plain containers).
+ * @example const ckpt = loadValue("ckpt.pt") as { step: number };
+ */
+export function loadValue(file: string): unknown {
+  if (!fs.existsSync(file)) throw new Error(`loadValue: no such file "${file}"`);
+  try {
+    return deserialize(fs.readFileSync(file));
+  } catch (error) {
+    throw new Error(`loadValue("${file}"): ${(error as Error).message}`);
+  }
+}

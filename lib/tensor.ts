@@ -1,0 +1,276 @@
+/**
+ * Tensor: a libtorch tensor held from JS. Every method is a typed wrapper over the one
+ * generic op path (dispatch.ts); results are new tensors unless the name ends in `_`
+ * (in place, returns `this`). Free tensors with `dispose()`, `using`, or `tidy()`.
+ */
+import type { DType, NativeTensorInstance } from "./binding";
+import { call } from "./dispatch";
+import { assertInteger, invalid } from "./errors";
+import { binding } from "./native";
+import { setTensorPredicate, track } from "./scope";
+
+export type { DType } from "./binding";
+export type TypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array;
+export type Scalar = number | boolean;
+export type TensorOrScalar = Tensor | Scalar;
+
+const NativeTensor = binding.NativeTensor as unknown as new () => NativeTensorInstance;
+const disposeSymbol: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for("nodejs.dispose");
+
+const isTensorOrScalarScalar = (v: unknown): v is Scalar => typeof v === "number" || typeof v === "boolean";
+
+/** `aten::<name>.Tensor` or `aten::<name>.Scalar` by the kind of `other`. */
+function binary(name: string, self: Tensor, other: TensorOrScalar, extra: unknown[] = []): Tensor {
+  if (isTensorOrScalarScalar(other)) return call(`aten::${name}.Scalar`, [self, other, ...extra]);
+  return call(`aten::${name}.Tensor`, [self, other, ...extra]);
+}
+
+function dims(dim: number | number[]): number[] {
+  return Array.isArray(dim) ? dim : [dim];
+}
+
+export interface ToOptions {
+  dtype?: DType;
+  device?: string;
+}
+
+export class Tensor extends NativeTensor {
+  constructor() {
+    super();
+    track(this);
+  }
+
+  declare readonly shape: number[];
+  declare readonly dtype: DType;
+  declare readonly device: string;
+  declare readonly ndim: number;
+  declare readonly numel: number;
+  declare requiresGrad: boolean;
+  declare grad: Tensor | null;
+  declare readonly isDisposed: boolean;
+
+  [disposeSymbol](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return this.isDisposed ? "Tensor(disposed)" : `Tensor([${this.shape.join(", ")}] ${this.dtype} ${this.device})`;
+  }
+
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return this.toString();
+  }
+
+  // ---- reading values ----------------------------------------------------------------
+  /** The values as float32, row-major. @example randn([2, 2]).toFloat32Array() */
+  toFloat32Array(): Float32Array {
+    return this._data("float32") as Float32Array;
+  }
+  toFloat64Array(): Float64Array {
+    return this._data("float64") as Float64Array;
+  }
+  /** The values in the tensor's own dtype (float16/bfloat16 as raw Uint16 bits). */
+  data(): TypedArray {
+    return this._data();
+  }
+  /** Nested JS arrays like PyTorch's `tolist()` (int64 as numbers, bool as booleans). */
+  toArray(): unknown {
+    const flat: (number | boolean)[] = this.dtype === "bool" ? Array.from(this._data("uint8") as Uint8Array, (v) => v !== 0) : Array.from(this._data("float64") as Float64Array);
+    const shape = this.shape;
+    const build = (offset: number, dim: number): unknown => {
+      if (dim === shape.length) return flat[offset];
+      const stride = shape.slice(dim + 1).reduce((a, b) => a * b, 1);
+      return Array.from({ length: shape[dim] }, (_, i) => build(offset + i * stride, dim + 1));
+    };
+    return build(0, 0);
+  }
+  /** The single value of a one-element tensor. */
+  item(): number {
+    return Number(this._item());
+  }
+
+  // ---- conversion --------------------------------------------------------------------
+  /** @example x.to("float16"); x.to("cuda"); x.to({ device: "cuda", dtype: "bfloat16" }) */
+  to(target: DType | string | ToOptions): Tensor {
+    const options: ToOptions = typeof target === "string" ? (isDtype(target) ? { dtype: target } : { device: target }) : target;
+    if (options.device !== undefined) return call("aten::to.device", [this, options.device, options.dtype ?? this.dtype, false, false]);
+    return call("aten::to.dtype", [this, options.dtype ?? this.dtype, false, false]);
+  }
+  float(): Tensor { return this.to("float32"); }
+  double(): Tensor { return this.to("float64"); }
+  half(): Tensor { return this.to("float16"); }
+  long(): Tensor { return this.to("int64"); }
+  cpu(): Tensor { return this.to({ device: "cpu" }); }
+  cuda(index = 0): Tensor { return this.to({ device: `cuda:${index}` }); }
+  clone(): Tensor { return call("aten::clone", [this]); }
+  detach(): Tensor { return call("aten::detach", [this]); }
+  contiguous(): Tensor { return call("aten::contiguous", [this]); }
+
+  // ---- arithmetic (broadcasting; a number uses the Scalar overload) --------------------
+  add(other: TensorOrScalar, alpha: number = 1): Tensor { return binary("add", this, other, [alpha]); }
+  sub(other: TensorOrScalar, alpha: number = 1): Tensor { return binary("sub", this, other, [alpha]); }
+  mul(other: TensorOrScalar): Tensor { return binary("mul", this, other); }
+  div(other: TensorOrScalar): Tensor { return binary("div", this, other); }
+  pow(exponent: TensorOrScalar): Tensor {
+    return isTensorOrScalarScalar(exponent) ? call("aten::pow.Tensor_Scalar", [this, exponent]) : call("aten::pow.Tensor_Tensor", [this, exponent]);
+  }
+  remainder(other: TensorOrScalar): Tensor { return binary("remainder", this, other); }
+  maximum(other: Tensor): Tensor { return call("aten::maximum", [this, other]); }
+  minimum(other: Tensor): Tensor { return call("aten::minimum", [this, other]); }
+  clamp(min: number | null, max: number | null = null): Tensor { return call("aten::clamp", [this, min, max]); }
+  lerp(end: Tensor, weight: TensorOrScalar): Tensor {
+    return call(isTensorOrScalarScalar(weight) ? "aten::lerp.Scalar" : "aten::lerp.Tensor", [this, end, weight]);
+  }
+  neg(): Tensor { return call("aten::neg", [this]); }
+  abs(): Tensor { return call("aten::abs", [this]); }
+  sign(): Tensor { return call("aten::sign", [this]); }
+  sqrt(): Tensor { return call("aten::sqrt", [this]); }
+  rsqrt(): Tensor { return call("aten::rsqrt", [this]); }
+  square(): Tensor { return call("aten::square", [this]); }
+  reciprocal(): Tensor { return call("aten::reciprocal", [this]); }
+  exp(): Tensor { return call("aten::exp", [this]); }
+  expm1(): Tensor { return call("aten::expm1", [this]); }
+  log(): Tensor { return call("aten::log", [this]); }
+  log1p(): Tensor { return call("aten::log1p", [this]); }
+  sin(): Tensor { return call("aten::sin", [this]); }
+  cos(): Tensor { return call("aten::cos", [this]); }
+  tanh(): Tensor { return call("aten::tanh", [this]); }
+  sigmoid(): Tensor { return call("aten::sigmoid", [this]); }
+  relu(): Tensor { return call("aten::relu", [this]); }
+  silu(): Tensor { return call("aten::silu", [this]); }
+  gelu(approximate: "none" | "tanh" = "none"): Tensor { return call("aten::gelu", [this], { approximate }); }
+  floor(): Tensor { return call("aten::floor", [this]); }
+  round(): Tensor { return call("aten::round", [this]); }
+  logicalNot(): Tensor { return call("aten::logical_not", [this]); }
+
+  // ---- comparisons (bool results) -----------------------------------------------------
+  eq(other: TensorOrScalar): Tensor { return binary("eq", this, other); }
+  ne(other: TensorOrScalar): Tensor { return binary("ne", this, other); }
+  lt(other: TensorOrScalar): Tensor { return binary("lt", this, other); }
+  le(other: TensorOrScalar): Tensor { return binary("le", this, other); }
+  gt(other: TensorOrScalar): Tensor { return binary("gt", this, other); }
+  ge(other: TensorOrScalar): Tensor { return binary("ge", this, other); }
+
+  // ---- reductions ---------------------------------------------------------------------
+  sum(dim?: number | number[], keepdim = false): Tensor {
+    return dim === undefined ? call("aten::sum", [this]) : call("aten::sum.dim_IntList", [this, dims(dim), keepdim]);
+  }
+  mean(dim?: number | number[], keepdim = false): Tensor {
+    return dim === undefined ? call("aten::mean", [this]) : call("aten::mean.dim", [this, dims(dim), keepdim]);
+  }
+  /** Standard deviation; `unbiased` (default true) divides by N-1 like torch.std. */
+  std(dim?: number | number[] | null, options: { unbiased?: boolean; keepdim?: boolean } = {}): Tensor {
+    return call("aten::std.correction", [this, dim == null ? null : dims(dim)], { correction: options.unbiased === false ? 0 : 1, keepdim: options.keepdim ?? false });
+  }
+  var(dim?: number | number[] | null, options: { unbiased?: boolean; keepdim?: boolean } = {}): Tensor {
+    return call("aten::var.correction", [this, dim == null ? null : dims(dim)], { correction: options.unbiased === false ? 0 : 1, keepdim: options.keepdim ?? false });
+  }
+  /** max() -> the largest value; max(dim) -> { values, indices } along `dim`. */
+  max(): Tensor;
+  max(dim: number, keepdim?: boolean): { values: Tensor; indices: Tensor };
+  max(dim?: number, keepdim = false): Tensor | { values: Tensor; indices: Tensor } {
+    if (dim === undefined) return call("aten::max", [this]);
+    const [values, indices] = call<[Tensor, Tensor]>("aten::max.dim", [this, dim, keepdim]);
+    return { values, indices };
+  }
+  min(): Tensor;
+  min(dim: number, keepdim?: boolean): { values: Tensor; indices: Tensor };
+  min(dim?: number, keepdim = false): Tensor | { values: Tensor; indices: Tensor } {
+    if (dim === undefined) return call("aten::min", [this]);
+    const [values, indices] = call<[Tensor, Tensor]>("aten::min.dim", [this, dim, keepdim]);
+    return { values, indices };
+  }
+  amax(dim: number | number[] = [], keepdim = false): Tensor { return call("aten::amax", [this, dims(dim), keepdim]); }
+  amin(dim: number | number[] = [], keepdim = false): Tensor { return call("aten::amin", [this, dims(dim), keepdim]); }
+  argmax(dim: number | null = null, keepdim = false): Tensor { return call("aten::argmax", [this, dim, keepdim]); }
+  argmin(dim: number | null = null, keepdim = false): Tensor { return call("aten::argmin", [this, dim, keepdim]); }
+  norm(p: number = 2, dim?: number | number[], keepdim = false): Tensor {
+    return dim === undefined ? call("aten::norm.Scalar", [this, p]) : call("aten::norm.ScalarOpt_dim", [this, p, dims(dim), keepdim]);
+  }
+  quantile(q: number, dim: number | null = null, keepdim = false): Tensor { return call("aten::quantile.scalar", [this, q, dim, keepdim]); }
+  cumsum(dim: number): Tensor { return call("aten::cumsum", [this, dim]); }
+  cumprod(dim: number): Tensor { return call("aten::cumprod", [this, dim]); }
+  all(): Tensor { return call("aten::all", [this]); }
+  any(): Tensor { return call("aten::any", [this]); }
+
+  // ---- shape and views ----------------------------------------------------------------
+  reshape(shape: number[]): Tensor { return call("aten::reshape", [this, shape]); }
+  view(shape: number[]): Tensor { return call("aten::view", [this, shape]); }
+  flatten(startDim = 0, endDim = -1): Tensor { return call("aten::flatten.using_ints", [this, startDim, endDim]); }
+  permute(order: number[]): Tensor { return call("aten::permute", [this, order]); }
+  transpose(dim0: number, dim1: number): Tensor { return call("aten::transpose.int", [this, dim0, dim1]); }
+  squeeze(dim?: number): Tensor { return dim === undefined ? call("aten::squeeze", [this]) : call("aten::squeeze.dim", [this, dim]); }
+  unsqueeze(dim: number): Tensor { return call("aten::unsqueeze", [this, dim]); }
+  expand(shape: number[]): Tensor { return call("aten::expand", [this, shape]); }
+  expandAs(other: Tensor): Tensor { return this.expand(other.shape); }
+  /** Elements start..end (exclusive) by `step` along `dim`, as a view. */
+  slice(dim: number, start: number | null = null, end: number | null = null, step = 1): Tensor {
+    return call("aten::slice.Tensor", [this, dim, start, end, step]);
+  }
+  narrow(dim: number, start: number, length: number): Tensor { return call("aten::narrow", [this, dim, start, length]); }
+  /** `x[i]` along `dim` (default 0), dropping that dimension. */
+  index(i: number, dim = 0): Tensor {
+    assertInteger(i, "index");
+    return call("aten::select.int", [this, dim, i]);
+  }
+  indexSelect(dim: number, index: Tensor): Tensor { return call("aten::index_select", [this, dim, index]); }
+  gather(dim: number, index: Tensor): Tensor { return call("aten::gather", [this, dim, index]); }
+  chunk(chunks: number, dim = 0): Tensor[] { return call("aten::chunk", [this, chunks, dim]); }
+  split(size: number | number[], dim = 0): Tensor[] {
+    return Array.isArray(size) ? call("aten::split_with_sizes", [this, size, dim]) : call("aten::split.Tensor", [this, size, dim]);
+  }
+  flip(dimsToFlip: number | number[]): Tensor { return call("aten::flip", [this, dims(dimsToFlip)]); }
+  repeat(repeats: number[]): Tensor { return call("aten::repeat", [this, repeats]); }
+  matmul(other: Tensor): Tensor { return call("aten::matmul", [this, other]); }
+  bmm(other: Tensor): Tensor { return call("aten::bmm", [this, other]); }
+  softmax(dim: number): Tensor { return call("aten::softmax.int", [this, dim]); }
+  logSoftmax(dim: number): Tensor { return call("aten::log_softmax.int", [this, dim]); }
+
+  // ---- in place (return this) -------------------------------------------------------
+  add_(other: TensorOrScalar, alpha: number = 1): this { return binary("add_", this, other, [alpha]) as unknown as this; }
+  sub_(other: TensorOrScalar, alpha: number = 1): this { return binary("sub_", this, other, [alpha]) as unknown as this; }
+  mul_(other: TensorOrScalar): this { return binary("mul_", this, other) as unknown as this; }
+  div_(other: TensorOrScalar): this { return binary("div_", this, other) as unknown as this; }
+  addcmul_(a: Tensor, b: Tensor, value = 1): this { return call("aten::addcmul_", [this, a, b], { value }); }
+  addcdiv_(a: Tensor, b: Tensor, value = 1): this { return call("aten::addcdiv_", [this, a, b], { value }); }
+  lerp_(end: Tensor, weight: TensorOrScalar): this {
+    return call(isTensorOrScalarScalar(weight) ? "aten::lerp_.Scalar" : "aten::lerp_.Tensor", [this, end, weight]);
+  }
+  clamp_(min: number | null, max: number | null = null): this { return call("aten::clamp_", [this, min, max]); }
+  copy_(source: Tensor): this { return call("aten::copy_", [this, source]); }
+  zero_(): this { return call("aten::zero_", [this]); }
+  fill_(value: number): this { return call("aten::fill_.Scalar", [this, value]); }
+
+  // ---- autograd -----------------------------------------------------------------------
+  /** Accumulates gradients into the leaves' `.grad`. A non-scalar output needs `gradient`. */
+  backward(gradient: Tensor | null = null, options: { retainGraph?: boolean; createGraph?: boolean } = {}): void {
+    this._backward(gradient, options.retainGraph, options.createGraph ?? false);
+  }
+  /** Sets requiresGrad and returns this, like PyTorch's `requires_grad_()`. */
+  requiresGrad_(on = true): this {
+    this.requiresGrad = on;
+    return this;
+  }
+}
+
+const DTYPES: readonly DType[] = ["float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"];
+export function isDtype(value: unknown): value is DType {
+  return DTYPES.includes(value as DType);
+}
+
+export function isTensor(value: unknown): value is Tensor {
+  return value instanceof Tensor;
+}
+
+export function assertTensor(value: unknown, name: string): asserts value is Tensor {
+  if (!(value instanceof Tensor)) throw invalid("Tensor", name, value);
+}
+
+binding.setTensorClass(Tensor);
+setTensorPredicate(isTensor);
+
+// The tensor API in one import for library code (schedulers, pipelines): `import { Tensor, randn, tidy } from "../tensor"`.
+export { tensor, zeros, ones, full, arange, linspace, randn, rand, randint, zerosLike, onesLike, fullLike, randnLike, randLike } from "./creation";
+export { cat, stack, where } from "./functional";
+export { tidy, tidyAsync, keep } from "./scope";
+export { Generator } from "./random";

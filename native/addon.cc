@@ -1,0 +1,52 @@
+// Module init: registration only.
+#include "addon_data.h"
+#include "dispatch.h"
+#include "generator.h"
+#include "module.h"
+#include "runtime.h"
+#include "serialize.h"
+#include "tensor.h"
+
+namespace td {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData(data);
+
+  auto tensorClass = TensorWrap::Init(env);
+  data->nativeTensorClass = Napi::Persistent(tensorClass);
+  exports.Set("NativeTensor", tensorClass);
+  auto moduleClass = ModuleWrap::Init(env);
+  data->moduleClass = Napi::Persistent(moduleClass);
+  exports.Set("NativeModule", moduleClass);
+  auto generatorClass = GeneratorWrap::Init(env);
+  data->generatorClass = Napi::Persistent(generatorClass);
+  exports.Set("NativeGenerator", generatorClass);
+
+  exports.Set("tensorFromBuffer", Napi::Function::New<TensorFromBuffer>(env, "tensorFromBuffer"));
+  exports.Set("memory", Napi::Function::New<TensorWrap::Memory>(env, "memory"));
+  exports.Set("resolveOp", Napi::Function::New<ResolveOp>(env, "resolveOp"));
+  exports.Set("callOp", Napi::Function::New<CallOp>(env, "callOp"));
+  exports.Set("opSchema", Napi::Function::New<OpSchema>(env, "opSchema"));
+  exports.Set("loadModule", Napi::Function::New<LoadModule>(env, "loadModule"));
+  exports.Set("saveValue", Napi::Function::New<SaveValue>(env, "saveValue"));
+  exports.Set("loadValue", Napi::Function::New<LoadValue>(env, "loadValue"));
+  exports.Set("manualSeed", Napi::Function::New<ManualSeedAll>(env, "manualSeed"));
+  exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
+  exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
+  exports.Set("setGradEnabled", Napi::Function::New<SetGradEnabled>(env, "setGradEnabled"));
+  exports.Set("isGradEnabled", Napi::Function::New<IsGradEnabled>(env, "isGradEnabled"));
+  exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
+  exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
+  exports.Set("cudaSynchronize", Napi::Function::New<CudaSynchronize>(env, "cudaSynchronize"));
+  exports.Set("setTensorClass", Napi::Function::New<SetTensorClass>(env, "setTensorClass"));
+  exports.Set("setModuleClass", Napi::Function::New<SetModuleClass>(env, "setModuleClass"));
+  exports.Set("buildInfo", BuildInfo(env));
+  return exports;
+}
+
+}  // namespace td
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return td::Init(env, exports); }
+
+NODE_API_MODULE(torch_diffusion, InitAddon)

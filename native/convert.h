@@ -1,0 +1,25 @@
+// JS values <-> c10::IValue, directed by the TorchScript type the callee declares.
+#pragma once
+
+#include <vector>
+
+#include "common.h"
+
+namespace td {
+
+// Tensors handed in, so that an op returning one of them (in-place, out=) gives back the same JS object.
+struct InputTensors {
+  std::vector<std::pair<const c10::TensorImpl*, Napi::Object>> entries;
+};
+
+// Converts `value` to an IValue of `type`; `what` names the argument in error messages.
+c10::IValue toIValue(Napi::Env env, const Napi::Value& value, const c10::TypePtr& type, const std::string& what,
+                     InputTensors* inputs = nullptr, c10::optional<int32_t> fixedListSize = c10::nullopt);
+
+// Converts a value whose type nobody declared: plain objects become Dict[str, Any], arrays tuples.
+c10::IValue toIValueUntyped(Napi::Env env, const Napi::Value& value, const std::string& what);
+
+// Converts a result back to JS: Tensor -> tensor handle, tuples/lists -> arrays, dicts -> plain objects.
+Napi::Value fromIValue(Napi::Env env, const c10::IValue& value, const InputTensors* inputs = nullptr);
+
+}  // namespace td

@@ -1,0 +1,146 @@
+#include "dispatch.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+
+#include "convert.h"
+#include "tensor.h"
+
+namespace td {
+
+namespace {
+
+struct OpEntry {
+  c10::OperatorHandle handle;
+  std::string name;  // as the caller spelled it, e.g. "aten::add.Tensor"
+};
+
+// Resolved ops live for the whole process; a deque keeps references stable while it grows.
+std::mutex opsMutex;
+std::deque<OpEntry> ops;
+std::unordered_map<std::string, size_t> opIndex;
+
+const OpEntry& entryFor(Napi::Env env, const Napi::Value& value) {
+  if (!value.IsNumber()) throwTypeError(env, "callOp: expected an op handle from resolveOp");
+  const auto index = value.As<Napi::Number>().Int64Value();
+  std::lock_guard<std::mutex> lock(opsMutex);
+  if (index < 0 || static_cast<size_t>(index) >= ops.size()) throwTypeError(env, "callOp: unknown op handle");
+  return ops[static_cast<size_t>(index)];
+}
+
+std::string overloadsOf(const std::string& baseName) {
+  std::string list;
+  for (const auto& name : c10::Dispatcher::singleton().getAllOpNames()) {
+    if (name.name != baseName) continue;
+    list += (list.empty() ? "" : ", ") + name.name + (name.overload_name.empty() ? "" : "." + name.overload_name);
+  }
+  return list;
+}
+
+// "(self: [2, 3] float32 cpu, other: [4] float32 cpu)" for messages about a failed call.
+std::string describeArguments(const c10::FunctionSchema& schema, const std::vector<c10::IValue>& args) {
+  std::string text;
+  for (size_t i = 0; i < args.size() && i < schema.arguments().size(); ++i) {
+    const auto& v = args[i];
+    std::string d;
+    if (v.isTensor()) d = describeTensor(v.toTensor());
+    else if (v.isTensorList()) {
+      d = "[";
+      for (const auto& t : v.toTensorVector()) d += (d.size() > 1 ? ", " : "") + describeTensor(t);
+      d += "]";
+    } else continue;
+    text += (text.empty() ? "" : ", ") + schema.arguments()[i].name() + ": " + d;
+  }
+  return text.empty() ? "" : " (" + text + ")";
+}
+
+}  // namespace
+
+Napi::Value ResolveOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throwTypeError(env, "op: expected an op name such as \"aten::add.Tensor\"");
+  const std::string full = info[0].As<Napi::String>().Utf8Value();
+  {
+    std::lock_guard<std::mutex> lock(opsMutex);
+    auto it = opIndex.find(full);
+    if (it != opIndex.end()) return Napi::Number::New(env, static_cast<double>(it->second));
+  }
+  const auto sep = full.find("::");
+  if (sep == std::string::npos) throwError(env, "op: \"" + full + "\" is not an op name; expected namespace::name[.overload], e.g. \"aten::add.Tensor\"");
+  const auto dot = full.find('.', sep + 2);
+  const std::string base = full.substr(0, dot);
+  const std::string overload = dot == std::string::npos ? "" : full.substr(dot + 1);
+  auto handle = c10::Dispatcher::singleton().findSchema({base, overload});
+  if (!handle) {
+    const auto known = overloadsOf(base);
+    throwError(env, "op: unknown op \"" + full + "\"" + (known.empty() ? "" : "; overloads that exist: " + known));
+  }
+  std::lock_guard<std::mutex> lock(opsMutex);
+  ops.push_back({*handle, full});
+  opIndex[full] = ops.size() - 1;
+  return Napi::Number::New(env, static_cast<double>(ops.size() - 1));
+}
+
+Napi::Value OpSchema(const Napi::CallbackInfo& info) {
+  const auto& entry = entryFor(info.Env(), info[0]);
+  return Napi::String::New(info.Env(), c10::toString(entry.handle.schema()));
+}
+
+Napi::Value CallOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto& entry = entryFor(env, info[0]);
+  const auto& schema = entry.handle.schema();
+  const auto& params = schema.arguments();
+  if (info.Length() < 2 || !info[1].IsArray()) throwTypeError(env, entry.name + ": expected the arguments as an array");
+  auto positional = info[1].As<Napi::Array>();
+  Napi::Object keywords = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object();
+  if (positional.Length() > params.size()) {
+    throwError(env, entry.name + ": expected at most " + std::to_string(params.size()) + " arguments but received " +
+                        std::to_string(positional.Length()) + "; schema: " + c10::toString(schema));
+  }
+  size_t keywordsUsed = 0;
+  InputTensors inputs;
+  std::vector<c10::IValue> stack;
+  stack.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& param = params[i];
+    const std::string what = entry.name + ": argument '" + param.name() + "'";
+    Napi::Value value = env.Undefined();
+    if (i < positional.Length()) value = positional.Get(static_cast<uint32_t>(i));
+    if (!keywords.IsEmpty() && keywords.Has(param.name())) {
+      if (i < positional.Length()) throwError(env, entry.name + ": argument '" + param.name() + "' given both by position and by name");
+      value = keywords.Get(param.name());
+      ++keywordsUsed;
+    }
+    if (value.IsUndefined()) {
+      if (param.default_value()) {
+        stack.push_back(*param.default_value());
+        continue;
+      }
+      if (param.type()->kind() != c10::TypeKind::OptionalType) {
+        throwError(env, entry.name + ": missing argument '" + param.name() + "'; schema: " + c10::toString(schema));
+      }
+    }
+    stack.push_back(toIValue(env, value, param.type(), what, &inputs, param.N()));
+  }
+  if (!keywords.IsEmpty() && keywordsUsed != keywords.GetPropertyNames().Length()) {
+    throwError(env, entry.name + ": unknown keyword argument; schema: " + c10::toString(schema));
+  }
+  // Kept for the error message only: the boxed call consumes the stack.
+  std::vector<c10::IValue> arguments = stack;
+  try {
+    entry.handle.callBoxed(&stack);
+  } catch (const std::exception& e) {
+    throwError(env, entry.name + ": " + errorMessage(e) + describeArguments(schema, arguments));
+  }
+  if (stack.empty()) return env.Undefined();
+  if (stack.size() == 1) return fromIValue(env, stack[0], &inputs);
+  auto results = Napi::Array::New(env, stack.size());
+  for (size_t i = 0; i < stack.size(); ++i) results.Set(static_cast<uint32_t>(i), fromIValue(env, stack[i], &inputs));
+  return results;
+}
+
+}  // namespace td

@@ -1,0 +1,16 @@
+// The one generic op path: resolve any registered operator by schema name once,
+// then call it boxed, converting JS arguments by the schema's declared types.
+#pragma once
+
+#include "common.h"
+
+namespace td {
+
+// resolveOp("aten::add.Tensor") -> integer handle. Unknown names throw, listing the overloads that exist.
+Napi::Value ResolveOp(const Napi::CallbackInfo& info);
+// callOp(handle, positionalArgs: unknown[], keywordArgs?: object) -> converted result(s).
+Napi::Value CallOp(const Napi::CallbackInfo& info);
+// opSchema(handle) -> the schema string, for error messages and docs.
+Napi::Value OpSchema(const Napi::CallbackInfo& info);
+
+}  // namespace td

@@ -1,0 +1,312 @@
+#include "module.h"
+
+#include <torch/serialize.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "addon_data.h"
+#include "convert.h"
+#include "tensor.h"
+
+namespace td {
+
+namespace {
+
+thread_local torch::jit::Module* pendingModule = nullptr;
+
+// Runs one TorchScript method on libuv's pool. Holds only libtorch values, never JS ones.
+class MethodWorker : public Napi::AsyncWorker {
+ public:
+  MethodWorker(Napi::Env env, torch::jit::Module module, std::string method, std::vector<c10::IValue> args,
+               std::unordered_map<std::string, c10::IValue> kwargs)
+      : Napi::AsyncWorker(env),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        module_(std::move(module)),
+        method_(std::move(method)),
+        args_(std::move(args)),
+        kwargs_(std::move(kwargs)),
+        gradEnabled_(at::GradMode::is_enabled()) {}
+
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      // Grad mode is thread-local: carry the caller's noGrad() scope onto the worker thread.
+      at::AutoGradMode mode(gradEnabled_);
+      result_ = module_.get_method(method_)(std::move(args_), kwargs_);
+    } catch (const std::exception& e) {
+      SetError("Module." + method_ + ": " + errorMessage(e));
+    }
+  }
+
+  void OnOK() override {
+    try {
+      deferred_.Resolve(fromIValue(Env(), result_));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+    result_ = c10::IValue();
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  torch::jit::Module module_;
+  std::string method_;
+  std::vector<c10::IValue> args_;
+  std::unordered_map<std::string, c10::IValue> kwargs_;
+  bool gradEnabled_;
+  c10::IValue result_;
+};
+
+torch::jit::Module submoduleFor(Napi::Env env, torch::jit::Module root, const std::string& dotted, std::string& leaf) {
+  size_t start = 0;
+  for (size_t dot; (dot = dotted.find('.', start)) != std::string::npos; start = dot + 1) {
+    const std::string part = dotted.substr(start, dot - start);
+    auto child = root.attr(part, c10::IValue());
+    if (!child.isModule()) throwError(env, "Module.setParameter: \"" + dotted + "\" has no submodule \"" + part + "\"");
+    root = child.toModule();
+  }
+  leaf = dotted.substr(start);
+  return root;
+}
+
+template <class List>
+Napi::Object namedTensors(Napi::Env env, const List& list) {
+  auto result = Napi::Object::New(env);
+  for (const auto& item : list) result.Set(item.name, TensorWrap::Wrap(env, item.value));
+  return result;
+}
+
+}  // namespace
+
+Napi::Function ModuleWrap::Init(Napi::Env env) {
+  return DefineClass(env, "NativeModule",
+                     {
+                         InstanceMethod<&ModuleWrap::Run>("run"),
+                         InstanceMethod<&ModuleWrap::RunAsync>("runAsync"),
+                         InstanceMethod<&ModuleWrap::MethodNames>("methodNames"),
+                         InstanceMethod<&ModuleWrap::MethodSchema>("methodSchema"),
+                         InstanceMethod<&ModuleWrap::NamedParameters>("namedParameters"),
+                         InstanceMethod<&ModuleWrap::NamedBuffers>("namedBuffers"),
+                         InstanceMethod<&ModuleWrap::NamedModules>("namedModules"),
+                         InstanceMethod<&ModuleWrap::Train>("train"),
+                         InstanceAccessor<&ModuleWrap::IsTraining>("training"),
+                         InstanceMethod<&ModuleWrap::To>("to"),
+                         InstanceMethod<&ModuleWrap::Save>("save"),
+                         InstanceMethod<&ModuleWrap::SaveToBuffer>("saveToBuffer"),
+                         InstanceMethod<&ModuleWrap::SetAttribute>("setAttribute"),
+                         InstanceMethod<&ModuleWrap::Clone>("clone"),
+                         InstanceMethod<&ModuleWrap::Attribute>("attribute"),
+                     });
+}
+
+ModuleWrap::ModuleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModuleWrap>(info) {
+  if (!pendingModule) throwTypeError(info.Env(), "Module: modules are created by load(), not with new");
+  module_ = *pendingModule;
+  pendingModule = nullptr;
+}
+
+Napi::Value ModuleWrap::Wrap(Napi::Env env, torch::jit::Module module) {
+  pendingModule = &module;
+  try {
+    return addonData(env).moduleClass.New({});
+  } catch (...) {
+    pendingModule = nullptr;
+    throw;
+  }
+}
+
+std::vector<c10::IValue> ModuleWrap::convertArguments(Napi::Env env, const std::string& method, const Napi::CallbackInfo& info,
+                                                      std::unordered_map<std::string, c10::IValue>& kwargs) {
+  const std::string where = "Module." + method;
+  auto found = module_.find_method(method);
+  if (!found) {
+    std::string names;
+    for (const auto& m : module_.get_methods()) names += (names.empty() ? "" : ", ") + m.name();
+    throwError(env, where + ": the module has no method \"" + method + "\" (methods: " + names + ")");
+  }
+  const auto& params = found->function().getSchema().arguments();  // params[0] is self
+  if (info.Length() < 2 || !info[1].IsArray()) throwTypeError(env, where + ": expected the arguments as an array");
+  auto positional = info[1].As<Napi::Array>();
+  if (positional.Length() + 1 > params.size()) {
+    throwError(env, where + ": expected at most " + std::to_string(params.size() - 1) + " arguments but received " +
+                        std::to_string(positional.Length()) + "; schema: " + c10::toString(found->function().getSchema()));
+  }
+  std::vector<c10::IValue> args;
+  for (uint32_t i = 0; i < positional.Length(); ++i) {
+    const auto& param = params[i + 1];
+    args.push_back(toIValue(env, positional.Get(i), param.type(), where + ": argument '" + param.name() + "'"));
+  }
+  if (info.Length() > 2 && info[2].IsObject()) {
+    auto object = info[2].As<Napi::Object>();
+    auto keys = object.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); ++i) {
+      const std::string key = keys.Get(i).As<Napi::String>().Utf8Value();
+      auto it = std::find_if(params.begin() + 1, params.end(), [&](const c10::Argument& a) { return a.name() == key; });
+      if (it == params.end()) throwError(env, where + ": unknown keyword argument '" + key + "'; schema: " + c10::toString(found->function().getSchema()));
+      Napi::Value value = object.Get(key);
+      if (value.IsUndefined()) continue;
+      kwargs[key] = toIValue(env, value, it->type(), where + ": argument '" + key + "'");
+    }
+  }
+  return args;
+}
+
+Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string method = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "forward";
+  std::unordered_map<std::string, c10::IValue> kwargs;
+  auto args = convertArguments(env, method, info, kwargs);
+  auto result = guarded(env, "Module." + method, [&] { return module_.get_method(method)(std::move(args), kwargs); });
+  return fromIValue(env, result);
+}
+
+Napi::Value ModuleWrap::RunAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string method = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "forward";
+  std::unordered_map<std::string, c10::IValue> kwargs;
+  auto args = convertArguments(env, method, info, kwargs);
+  auto* worker = new MethodWorker(env, module_, method, std::move(args), std::move(kwargs));
+  auto promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value ModuleWrap::MethodNames(const Napi::CallbackInfo& info) {
+  auto methods = module_.get_methods();
+  auto names = Napi::Array::New(info.Env(), methods.size());
+  for (size_t i = 0; i < methods.size(); ++i) names.Set(static_cast<uint32_t>(i), Napi::String::New(info.Env(), methods[i].name()));
+  return names;
+}
+
+Napi::Value ModuleWrap::MethodSchema(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string method = info[0].As<Napi::String>().Utf8Value();
+  auto found = module_.find_method(method);
+  if (!found) throwError(env, "Module.methodSchema: the module has no method \"" + method + "\"");
+  return Napi::String::New(env, c10::toString(found->function().getSchema()));
+}
+
+Napi::Value ModuleWrap::NamedParameters(const Napi::CallbackInfo& info) {
+  const bool recurse = info.Length() == 0 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value();
+  return namedTensors(info.Env(), module_.named_parameters(recurse));
+}
+
+Napi::Value ModuleWrap::NamedBuffers(const Napi::CallbackInfo& info) {
+  const bool recurse = info.Length() == 0 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value();
+  return namedTensors(info.Env(), module_.named_buffers(recurse));
+}
+
+Napi::Value ModuleWrap::NamedModules(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto names = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& item : module_.named_modules()) names.Set(i++, Napi::String::New(env, item.name));
+  return names;
+}
+
+Napi::Value ModuleWrap::Train(const Napi::CallbackInfo& info) {
+  const bool on = info.Length() == 0 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value();
+  module_.train(on);
+  return info.This();
+}
+
+Napi::Value ModuleWrap::IsTraining(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), module_.is_training());
+}
+
+// to(device: string | null, dtype: string | null)
+Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  guarded(env, "Module.to", [&] {
+    const bool hasDevice = info.Length() > 0 && info[0].IsString();
+    const bool hasDtype = info.Length() > 1 && info[1].IsString();
+    if (hasDevice && hasDtype) {
+      module_.to(c10::Device(info[0].As<Napi::String>().Utf8Value()), dtypeFromName(env, info[1].As<Napi::String>().Utf8Value(), "Module.to"));
+    } else if (hasDevice) {
+      module_.to(c10::Device(info[0].As<Napi::String>().Utf8Value()));
+    } else if (hasDtype) {
+      module_.to(dtypeFromName(env, info[1].As<Napi::String>().Utf8Value(), "Module.to"));
+    }
+  });
+  return info.This();
+}
+
+Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throwTypeError(env, "Module.save: expected a file path");
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  guarded(env, "Module.save(\"" + path + "\")", [&] { module_.save(path); });
+  return env.Undefined();
+}
+
+Napi::Value ModuleWrap::SaveToBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::ostringstream out;
+  guarded(env, "Module.saveToBuffer", [&] { module_.save(out); });
+  const std::string bytes = out.str();
+  return Napi::Buffer<char>::Copy(env, bytes.data(), bytes.size());
+}
+
+Napi::Value ModuleWrap::SetAttribute(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[2].IsString()) throwTypeError(env, "Module.setAttribute: expected (name, tensor, kind)");
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  const std::string kind = info[2].As<Napi::String>().Utf8Value();
+  const auto& value = TensorWrap::From(env, info[1], "Module.setAttribute(\"" + name + "\")");
+  std::string leaf;
+  auto owner = submoduleFor(env, module_, name, leaf);
+  guarded(env, "Module.setAttribute(\"" + name + "\")", [&] {
+    owner.register_parameter(leaf, value, /*is_buffer=*/kind == "buffer");
+  });
+  return env.Undefined();
+}
+
+Napi::Value ModuleWrap::Clone(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Wrap(env, guarded(env, "Module.clone", [&] { return module_.deepcopy(); }));
+}
+
+// attribute(dottedName) -> the value of a module attribute (parameter, buffer, constant or submodule name list).
+Napi::Value ModuleWrap::Attribute(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  std::string leaf;
+  auto owner = submoduleFor(env, module_, name, leaf);
+  if (!owner.hasattr(leaf)) throwError(env, "Module.attribute: the module has no attribute \"" + name + "\"");
+  auto value = owner.attr(leaf);
+  if (value.isModule()) return Napi::String::New(env, "<module " + name + ">");
+  return fromIValue(env, value);
+}
+
+Napi::Value LoadModule(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  c10::optional<c10::Device> device;
+  if (info.Length() > 1 && info[1].IsString()) device = guarded(env, "load", [&] { return c10::Device(info[1].As<Napi::String>().Utf8Value()); });
+  if (info.Length() > 0 && info[0].IsBuffer()) {
+    auto buffer = info[0].As<Napi::Buffer<char>>();
+    std::istringstream in(std::string(buffer.Data(), buffer.Length()));
+    return ModuleWrap::Wrap(env, guarded(env, "load(<Buffer of " + std::to_string(buffer.Length()) + " bytes>)", [&] {
+                  try {
+                    return torch::jit::load(in, device);
+                  } catch (const c10::Error& e) {
+                    throw std::runtime_error(std::string("not a TorchScript archive or truncated: ") + e.what_without_backtrace());
+                  }
+                }));
+  }
+  if (info.Length() < 1 || !info[0].IsString()) throwTypeError(env, "load: expected a file path or a Buffer but received " + describeJsValue(info[0]));
+  const std::string path = info[0].As<Napi::String>().Utf8Value();
+  if (!std::ifstream(path).good()) throwError(env, "load(\"" + path + "\"): no such file or it cannot be read");
+  return ModuleWrap::Wrap(env, guarded(env, "load(\"" + path + "\")", [&] {
+                try {
+                  return torch::jit::load(path, device);
+                } catch (const c10::Error& e) {
+                  throw std::runtime_error(std::string("not a TorchScript file or truncated: ") + e.what_without_backtrace());
+                }
+              }));
+}
+
+}  // namespace td

@@ -1,0 +1,42 @@
+// NativeModule: a TorchScript module. Methods run sync on the main thread or async on
+// libuv's pool; JS arguments are converted by the method's schema before queuing.
+#pragma once
+
+#include "common.h"
+
+namespace td {
+
+class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::Value Wrap(Napi::Env env, torch::jit::Module module);
+
+  explicit ModuleWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Run(const Napi::CallbackInfo& info);       // [sync]  run(method, args[], kwargs?)
+  Napi::Value RunAsync(const Napi::CallbackInfo& info);  // [async] runAsync(method, args[], kwargs?) -> Promise
+  Napi::Value MethodNames(const Napi::CallbackInfo& info);
+  Napi::Value MethodSchema(const Napi::CallbackInfo& info);
+  Napi::Value NamedParameters(const Napi::CallbackInfo& info);
+  Napi::Value NamedBuffers(const Napi::CallbackInfo& info);
+  Napi::Value NamedModules(const Napi::CallbackInfo& info);
+  Napi::Value Train(const Napi::CallbackInfo& info);
+  Napi::Value IsTraining(const Napi::CallbackInfo& info);
+  Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value Save(const Napi::CallbackInfo& info);
+  Napi::Value SaveToBuffer(const Napi::CallbackInfo& info);
+  Napi::Value SetAttribute(const Napi::CallbackInfo& info);  // setAttribute(dottedName, tensor, kind: "parameter" | "buffer")
+  Napi::Value Clone(const Napi::CallbackInfo& info);
+  Napi::Value Attribute(const Napi::CallbackInfo& info);
+
+  std::vector<c10::IValue> convertArguments(Napi::Env env, const std::string& method, const Napi::CallbackInfo& info,
+                                            std::unordered_map<std::string, c10::IValue>& kwargs);
+
+  torch::jit::Module module_;
+};
+
+// loadModule(pathOrBuffer, device?: string) -> NativeModule
+Napi::Value LoadModule(const Napi::CallbackInfo& info);
+
+}  // namespace td

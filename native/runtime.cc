@@ -1,0 +1,75 @@
+#include "runtime.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include "addon_data.h"
+
+namespace td {
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const double n = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  if (n < 1 || n != static_cast<double>(static_cast<int>(n))) {
+    throwTypeError(env, "setNumThreads: expected a positive integer but received " + describeJsValue(info.Length() ? info[0] : env.Undefined()));
+  }
+  at::set_num_threads(static_cast<int>(n));
+  return env.Undefined();
+}
+
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), at::get_num_threads());
+}
+
+Napi::Value SetGradEnabled(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) throwTypeError(info.Env(), "setGradEnabled: expected a boolean");
+  at::GradMode::set_enabled(info[0].As<Napi::Boolean>().Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value IsGradEnabled(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), at::GradMode::is_enabled());
+}
+
+Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), torch::cuda::is_available());
+}
+
+Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(torch::cuda::device_count()));
+}
+
+Napi::Value CudaSynchronize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (torch::cuda::is_available()) guarded(env, "cuda.synchronize", [] { torch::cuda::synchronize(); });
+  return env.Undefined();
+}
+
+Napi::Value BuildInfo(Napi::Env env) {
+  auto result = Napi::Object::New(env);
+  result.Set("torchVersion", Napi::String::New(env, TORCH_VERSION));
+#ifdef TD_WITH_CUDA
+  result.Set("cuda", Napi::Boolean::New(env, true));
+#else
+  result.Set("cuda", Napi::Boolean::New(env, false));
+#endif
+#ifdef TD_LIBTORCH_DIR
+  result.Set("libtorchDir", Napi::String::New(env, TD_LIBTORCH_DIR));
+#endif
+  return result;
+}
+
+Napi::Value SetTensorClass(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) throwTypeError(info.Env(), "setTensorClass: expected a class");
+  addonData(info.Env()).tensorClass = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Value SetModuleClass(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) throwTypeError(info.Env(), "setModuleClass: expected a class");
+  addonData(info.Env()).moduleClass = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+}  // namespace td

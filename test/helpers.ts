@@ -1,0 +1,33 @@
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { expect } from "vitest";
+import { tensor, type Tensor } from "../lib";
+
+export const fixtures = path.join(__dirname, "fixtures");
+
+export interface EncodedTensor {
+  shape: number[];
+  dtype: string;
+  values: number[];
+}
+
+export function readFixture<T>(name: string): T {
+  return JSON.parse(fs.readFileSync(path.join(fixtures, name), "utf8")) as T;
+}
+
+export function fromEncoded(e: EncodedTensor): Tensor {
+  return tensor(Float64Array.from(e.values), e.shape, { dtype: "float32" });
+}
+
+/** max |got - ref| / max(1, |ref|), the metric the reference README uses. */
+export function maxRelativeError(got: ArrayLike<number>, ref: ArrayLike<number>): number {
+  expect(got.length).toBe(ref.length);
+  let worst = 0;
+  for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(got[i] - ref[i]) / Math.max(1, Math.abs(ref[i])));
+  return worst;
+}
+
+export function expectClose(got: Tensor, ref: EncodedTensor, tolerance = 1e-5): void {
+  expect(got.shape).toEqual(ref.shape);
+  expect(maxRelativeError(got.toFloat64Array(), ref.values)).toBeLessThanOrEqual(tolerance);
+}

@@ -1,0 +1,115 @@
+import { describe, expect, it } from "vitest";
+import * as td from "../lib";
+
+const live = () => td.memory().numTensors;
+
+describe("tensor lifetimes", () => {
+  it("dispose frees the handle, and using a disposed tensor throws", () => {
+    const base = live();
+    const t = td.zeros([4]);
+    expect(live()).toBe(base + 1);
+    t.dispose();
+    t.dispose();
+    expect(live()).toBe(base);
+    expect(t.isDisposed).toBe(true);
+    expect(() => t.shape).toThrow("Tensor.shape: the Tensor was already disposed");
+    expect(() => t.add(1)).toThrow("aten::add.Scalar: argument 'self': the Tensor was already disposed");
+    expect(String(t)).toBe("Tensor(disposed)");
+  });
+
+  it("Symbol.dispose frees a tensor at the end of a `using` block", () => {
+    const base = live();
+    {
+      const t = td.ones([2]);
+      (t as unknown as { [Symbol.dispose]: () => void })[(Symbol as unknown as { dispose: symbol }).dispose ?? Symbol.for("nodejs.dispose")]();
+    }
+    expect(live()).toBe(base);
+  });
+
+  it("tidy disposes intermediates and keeps results, arrays and objects of results", () => {
+    const base = live();
+    const x = td.ones([3]);
+    const y = td.tidy(() => x.mul(2).add(1).exp());
+    expect(live()).toBe(base + 2);
+    const { a, list } = td.tidy(() => ({ a: x.add(1), list: [x.mul(3), x.sub(1)] }));
+    expect(live()).toBe(base + 5);
+    for (const t of [x, y, a, ...list]) t.dispose();
+    expect(live()).toBe(base);
+  });
+
+  it("nested tidy moves results to the outer scope, and keep() exempts", () => {
+    const base = live();
+    let kept: td.Tensor | undefined;
+    td.tidy(() => {
+      const inner = td.tidy(() => td.ones([1]).add(1));
+      kept = td.keep(inner.mul(5));
+      return undefined;
+    });
+    expect(live()).toBe(base + 1);
+    expect(kept!.item()).toBe(10);
+    kept!.dispose();
+    expect(live()).toBe(base);
+  });
+
+  it("tidy cleans up when the function throws", () => {
+    const base = live();
+    expect(() => td.tidy(() => {
+      td.ones([2]);
+      throw new Error("boom");
+    })).toThrow("boom");
+    expect(live()).toBe(base);
+  });
+
+  it("tidyAsync tracks tensors across awaits", async () => {
+    const base = live();
+    const result = await td.tidyAsync(async () => {
+      const a = td.ones([2]);
+      await new Promise((r) => setTimeout(r, 1));
+      return a.add(td.ones([2]));
+    });
+    expect(live()).toBe(base + 1);
+    expect(result.toArray()).toEqual([2, 2]);
+    result.dispose();
+    expect(live()).toBe(base);
+  });
+
+  it("reports storage bytes once per storage, views included", () => {
+    const before = td.memory();
+    const t = td.zeros([256], { dtype: "float32" });
+    const view = t.view([16, 16]);
+    const after = td.memory();
+    expect(after.cpuBytes - before.cpuBytes).toBe(1024);
+    expect(after.numStorages - before.numStorages).toBe(1);
+    t.dispose();
+    view.dispose();
+    expect(td.memory().cpuBytes).toBe(before.cpuBytes);
+  });
+
+  it("100k small ops inside tidy return the live count to baseline with bounded RSS", () => {
+    const base = live();
+    const x = td.keep(td.randn([16], { generator: new td.Generator(0) }));
+    const rssBefore = process.memoryUsage().rss;
+    for (let round = 0; round < 100; round++) {
+      td.tidy(() => {
+        let y = x;
+        for (let i = 0; i < 1000; i++) y = y.mul(0.999).add(0.001);
+        return undefined;
+      });
+    }
+    const rssGrowth = process.memoryUsage().rss - rssBefore;
+    expect(live()).toBe(base + 1);
+    expect(rssGrowth).toBeLessThan(64 * 1024 * 1024);
+    x.dispose();
+  });
+
+  it("GC finalizers free handles nobody disposed", async () => {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    expect(gc, "vitest.config.ts runs the tests with --expose-gc").toBeTypeOf("function");
+    const base = live();
+    for (let i = 0; i < 100; i++) td.zeros([8]);
+    gc!();
+    await new Promise((r) => setTimeout(r, 10));
+    gc!();
+    expect(live()).toBeLessThan(base + 100);
+  });
+});

@@ -1,0 +1,112 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import * as td from "../lib";
+import type { Tensor } from "../lib";
+import { expectClose, fixtures, fromEncoded, readFixture, type EncodedTensor } from "./helpers";
+
+const refs = readFixture<{ modules: Record<string, EncodedTensor> }>("bridge_refs.json").modules;
+const echoPath = path.join(fixtures, "modules", "echo.pt");
+const convPath = path.join(fixtures, "modules", "tiny_conv.pt");
+
+describe("TorchScript modules", () => {
+  it("converts every argument and result kind both ways", async () => {
+    const echo = td.load(echoPath);
+    const x = td.tensor([1, 2]);
+    const [y, dict, sizes, name, isNone] = (await echo.forward(x, 0.5, true, "hi", [td.ones([2]), td.ones([2])], { k: td.tensor([3, 4]) })) as [Tensor, Record<string, Tensor>, number[], string, boolean];
+    expect(y.toArray()).toEqual([-1.5, -2.5]);
+    expect(Object.keys(dict).sort()).toEqual(["k", "total"]);
+    expect(dict.total.toArray()).toEqual([2, 2]);
+    expect(dict.k.toArray()).toEqual([6, 8]);
+    expect(sizes).toEqual([2, 2]);
+    expect(name).toBe("hi!");
+    expect(isNone).toBe(true);
+    const withOptional = echo.forwardSync(x, 1, false, "", [], {}, td.tensor([5, 5])) as [Tensor, Record<string, Tensor>, number[], string, boolean];
+    expect(withOptional[1].total.toArray()).toEqual([5, 5]);
+    expect(withOptional[4]).toBe(false);
+    expect((await echo.callMethod("double", [x]) as Tensor).toArray()).toEqual([2, 4]);
+    expect(echo.methodNames()).toEqual(expect.arrayContaining(["forward", "double"]));
+  });
+
+  it("runs forward equal to PyTorch, sync and async", async () => {
+    const conv = td.load(convPath);
+    const x = fromEncoded(refs.x);
+    expectClose(conv.forwardSync(x) as Tensor, refs.y, 1e-6);
+    expectClose((await conv.forward(x)) as Tensor, refs.y, 1e-6);
+  });
+
+  it("8 concurrent async forwards give the right answers", async () => {
+    const conv = td.load(convPath);
+    const inputs = Array.from({ length: 8 }, (_, i) => fromEncoded(refs.x).mul(i + 1));
+    const expected = inputs.map((x) => conv.forwardSync(x) as Tensor);
+    const results = (await Promise.all(inputs.map((x) => conv.forward(x)))) as Tensor[];
+    results.forEach((r, i) => expect(Array.from(r.toFloat32Array())).toEqual(Array.from(expected[i].toFloat32Array())));
+  });
+
+  it("honours noGrad inside async work", async () => {
+    const conv = td.load(convPath);
+    conv.train();
+    const x = fromEncoded(refs.x);
+    expect(((await conv.forward(x)) as Tensor).requiresGrad).toBe(true);
+    const y = await td.noGradAsync(() => conv.forward(x) as Promise<Tensor>);
+    expect(y.requiresGrad).toBe(false);
+  });
+
+  it("exposes parameters and buffers, train/eval, to(), clone", () => {
+    const conv = td.load(convPath);
+    const names = Object.keys(conv.namedParameters());
+    expect(names).toEqual(["conv_in.weight", "conv_in.bias", "conv_out.weight", "conv_out.bias"]);
+    expect(conv.parameters()[0].shape).toEqual([8, 4, 3, 3]);
+    expect(conv.training).toBe(false);
+    expect(conv.train().training).toBe(true);
+    expect(Object.keys(td.load(echoPath).namedBuffers())).toEqual(["offset"]);
+    const half = td.load(convPath, { dtype: "float64" });
+    expect(half.parameters()[0].dtype).toBe("float64");
+    const copy = conv.copy();
+    copy.parameters()[0].detach().zero_();
+    expect(conv.parameters()[0].abs().sum().item()).toBeGreaterThan(0);
+  });
+
+  it("setParameter widens a conv (InstructPix2Pix) and the module uses it", () => {
+    const conv = td.load(convPath);
+    const old = conv.namedParameters()["conv_in.weight"];
+    const wide = td.cat([old, td.zeros([8, 4, 3, 3])], 1);
+    conv.setParameter("conv_in.weight", wide);
+    expect(conv.namedParameters()["conv_in.weight"].shape).toEqual([8, 8, 3, 3]);
+    expectClose(conv.forwardSync(fromEncoded(refs.x8)) as Tensor, refs.y8, 1e-6);
+    expect(() => conv.setParameter("nope.weight", wide)).toThrow('Module.setParameter: "nope.weight" has no submodule "nope"');
+  });
+
+  it("saves to a file and a Buffer and loads either back", () => {
+    const conv = td.load(convPath);
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "td-")), "m.pt");
+    conv.save(file);
+    const x = fromEncoded(refs.x);
+    expectClose(td.load(file).forwardSync(x) as Tensor, refs.y, 1e-6);
+    expectClose(td.load(conv.saveToBuffer()).forwardSync(x) as Tensor, refs.y, 1e-6);
+  });
+
+  it("gives clear errors for missing, truncated and non-TorchScript files", () => {
+    expect(() => td.load("/nonexistent/model.pt")).toThrow('load("/nonexistent/model.pt"): no such file or it cannot be read');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "td-"));
+    const truncated = path.join(dir, "truncated.pt");
+    fs.writeFileSync(truncated, fs.readFileSync(convPath).subarray(0, 2000));
+    expect(() => td.load(truncated)).toThrow(/load\(".*truncated.pt"\): not a TorchScript file or truncated/);
+    const text = path.join(dir, "text.pt");
+    fs.writeFileSync(text, "hello");
+    expect(() => td.load(text)).toThrow(/not a TorchScript file or truncated/);
+    expect(() => td.load(Buffer.from("nope"))).toThrow(/load\(<Buffer of 4 bytes>\): not a TorchScript archive or truncated/);
+    expect(() => td.load(42 as unknown as string)).toThrow("Expected file path or Buffer for load source but received 42 of type number");
+  });
+
+  it("gives clear errors for bad calls", async () => {
+    const echo = td.load(echoPath);
+    expect(() => echo.forwardSync(td.ones([1]))).toThrow(/Module.forward: .*factor/);
+    expect(() => echo.forwardSync("x", 1, true, "", [], {})).toThrow("Module.forward: argument 'x': expected a Tensor but received string \"x\"");
+    expect(() => echo.forwardSync(td.ones([1]), 1, 1, "", [], {})).toThrow("Module.forward: argument 'flag': expected a boolean but received number 1");
+    expect(() => echo.callMethodSync("nope")).toThrow('Module.nope: the module has no method "nope" (methods: ');
+    const conv = td.load(convPath);
+    await expect(conv.forward(td.ones([1, 3, 4, 4]))).rejects.toThrow(/Module.forward: .*expected input\[1, 3, 4, 4\] to have 4 channels/);
+  });
+});
