@@ -1,0 +1,20 @@
+/**
+ * torch-diffusion: run, edit with and fine-tune diffusion models from Node.js on libtorch.
+ * @example
+ * import * as td from "torch-diffusion";
+ * const x = td.randn([2, 3], { generator: new td.Generator(0) });
+ * const y = td.tidy(() => x.mul(2).add(1).sum());
+ */
+export { Tensor, isTensor, isDtype, type DType, type TypedArray, type Scalar, type TensorOrScalar, type ToOptions } from "./tensor";
+export * from "./creation";
+export * from "./functional";
+export { Generator, defaultGenerator, manualSeed } from "./random";
+export { tidy, tidyAsync, keep } from "./scope";
+export { op, opSchema } from "./dispatch";
+export { noGrad, noGradAsync, enableGrad, isGradEnabled } from "./autograd";
+export { AdamW, SGD, clipGradNorm, type AdamWOptions, type SGDOptions, type OptimizerState } from "./optim";
+export { Module, load, type LoadOptions } from "./module";
+export { memory, setNumThreads, getNumThreads, cuda, buildInfo } from "./runtime";
+export { save, loadValue, serialize, deserialize, writeFileAtomic } from "./serialize";
+export * from "./tokenizers";
+export type { MemoryInfo } from "./binding";

@@ -1,0 +1,8 @@
+/**
+ * Text tokenizers.
+ * @example
+ * import { CLIPTokenizer } from "torch-diffusion/dist/tokenizers";
+ * const ids = CLIPTokenizer.fromBuiltin().encode("a photo of a cat").inputIds;
+ */
+export { CLIPTokenizer } from "./clip";
+export type { ClipEncodeOptions, ClipEncoding, ClipDecodeOptions } from "./clip";
