@@ -1,0 +1,176 @@
+/**
+ * DDIM: Song, Meng & Ermon (2021), "Denoising Diffusion Implicit Models",
+ * https://arxiv.org/abs/2010.02502 — the non-Markovian sampler of eq. (12) with σ_t(η) of
+ * eq. (16), and its deterministic inversion (Dhariwal & Nichol 2021 / Mokady et al. 2023),
+ * mirroring diffusers' `DDIMScheduler` and `DDIMInverseScheduler`.
+ */
+import { Tensor, tidy } from "../tensor";
+import { BetaConfig, BetaScheduler, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, timestepValue } from "./base";
+import { Spec, bool, invalid, oneOf } from "./config";
+import { div32, f32, mul32, sqrt32, sub32 } from "./f32";
+import { checkedDiscreteTimesteps } from "./ddpm";
+import { betaSpec, clipSpec, predictionSpec, spacingSpec, thresholdSpec } from "./specs";
+import { ddimTimesteps, TimestepSpacing } from "./sigmas";
+
+export interface DDIMConfig extends BetaConfig {
+  clip_sample: boolean;
+  clip_sample_range: number;
+  set_alpha_to_one: boolean;
+  steps_offset: number;
+  thresholding: boolean;
+  dynamic_thresholding_ratio: number;
+  sample_max_value: number;
+  timestep_spacing: TimestepSpacing;
+  rescale_betas_zero_snr: boolean;
+}
+
+const SPEC: Spec = {
+  ...betaSpec(0.0001, 0.02, "linear"),
+  ...clipSpec(true),
+  set_alpha_to_one: bool(true),
+  ...predictionSpec(),
+  ...thresholdSpec(),
+  ...spacingSpec("leading"),
+  rescale_betas_zero_snr: bool(false),
+};
+
+/** x₀ and ε from the model output for ᾱ_t (float32 scalars), per prediction type. */
+function predictX0Eps(type: string, mo: Tensor, sample: Tensor, a: number): [Tensor, Tensor] {
+  const bp = f32(1 - a);
+  if (type === "epsilon") return [sample.sub(mo.mul(sqrt32(bp))).div(sqrt32(a)), mo];
+  if (type === "sample") return [mo.clone(), sample.sub(mo.mul(sqrt32(a))).div(sqrt32(bp))];
+  return [sample.mul(sqrt32(a)).sub(mo.mul(sqrt32(bp))), mo.mul(sqrt32(a)).add(sample.mul(sqrt32(bp)))];
+}
+
+/**
+ * DDIM sampler; `eta` (step option, default 0) interpolates between deterministic DDIM (0) and
+ * DDPM-like ancestral sampling (1).
+ *
+ * @example
+ * const s = new DDIMScheduler({ beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, steps_offset: 1, set_alpha_to_one: false, clip_sample: false });
+ * s.setTimesteps(50);
+ * const { prevSample } = s.step(eps, s.timesteps[0], latents, { eta: 0 });
+ */
+export class DDIMScheduler extends BetaScheduler<DDIMConfig> {
+  /** ᾱ used past the last step: 1, or ᾱ_0 when `set_alpha_to_one` is false. */
+  readonly finalAlphaCumprod: number;
+
+  constructor(config: Partial<DDIMConfig> & Record<string, unknown> = {}) {
+    super("DDIMScheduler", SPEC, config);
+    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
+    this.timesteps = Array.from({ length: this.config.num_train_timesteps }, (_, i) => this.config.num_train_timesteps - 1 - i);
+  }
+
+  setTimesteps(numInferenceSteps: number, _opts: SetTimestepsOptions = {}): void {
+    this.stepsArgument(numInferenceSteps);
+    this.timesteps = checkedDiscreteTimesteps(this.className, this.config, numInferenceSteps);
+    this.numInferenceSteps = numInferenceSteps;
+  }
+
+  /** σ_t² of eq. (16): (1-ᾱ_{t-1})/(1-ᾱ_t) · (1 - ᾱ_t/ᾱ_{t-1}). */
+  private variance(a: number, ap: number): number {
+    return mul32(div32(f32(1 - ap), f32(1 - a)), f32(1 - div32(a, ap)));
+  }
+
+  step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, opts: StepOptions = {}): StepOutput {
+    this.requireTimesteps();
+    const c = this.config;
+    const eta = opts.eta ?? 0;
+    if (typeof eta !== "number" || !(eta >= 0)) throw invalid(this.className, "step: eta", "a number >= 0", eta);
+    if (opts.noise && opts.generator) throw new Error(`${this.className}: pass either generator or noise to step(), not both`);
+    const tt = this.trainIndex(timestepValue(t));
+    // 1. get previous step value (=t-1)
+    const prevT = tt - Math.floor(c.num_train_timesteps / this.numInferenceSteps!);
+    // 2. compute alphas, betas
+    const a = this.alphasCumprod[tt];
+    const ap = prevT >= 0 ? this.alphasCumprod[prevT] : this.finalAlphaCumprod;
+    return tidy(() => {
+      // 3. predicted x₀ ("predicted x_0" of eq. 12) and ε
+      let [x0, eps] = predictX0Eps(c.prediction_type, modelOutput, sample, a);
+      // 4. clip or threshold x₀
+      if (c.thresholding) x0 = this.thresholdSample(x0);
+      else if (c.clip_sample) x0 = x0.clamp(-c.clip_sample_range, c.clip_sample_range);
+      // 5. σ_t(η) of eq. (16)
+      const std = mul32(f32(eta), sqrt32(this.variance(a, ap)));
+      if (opts.useClippedModelOutput) eps = sample.sub(x0.mul(sqrt32(a))).div(sqrt32(f32(1 - a)));
+      // 6. "direction pointing to x_t" of eq. (12)
+      const direction = eps.mul(sqrt32(sub32(f32(1 - ap), mul32(std, std))));
+      // 7. x_{t-1} without the random noise of eq. (12)
+      let prev = x0.mul(sqrt32(ap)).add(direction);
+      if (eta > 0) prev = prev.add(this.noiseLike(modelOutput, opts).mul(std));
+      return { prevSample: prev, predOriginalSample: x0 };
+    });
+  }
+}
+
+export interface DDIMInverseConfig extends BetaConfig {
+  clip_sample: boolean;
+  clip_sample_range: number;
+  set_alpha_to_one: boolean;
+  steps_offset: number;
+  timestep_spacing: "leading" | "trailing";
+  rescale_betas_zero_snr: boolean;
+}
+
+const INVERSE_SPEC: Spec = {
+  ...betaSpec(0.0001, 0.02, "linear"),
+  ...clipSpec(true),
+  set_alpha_to_one: bool(true),
+  ...predictionSpec(),
+  ...spacingSpec("leading", ["leading", "trailing"]),
+  rescale_betas_zero_snr: bool(false),
+};
+
+/**
+ * Deterministic DDIM inversion: runs eq. (12) with η = 0 from x_{t-Δ} up to x_t, so a clean
+ * latent can be encoded to noise (used by DiffEdit, Null-text inversion, pix2pix-zero).
+ *
+ * @example
+ * const inv = new DDIMInverseScheduler({ beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, clip_sample: false });
+ * inv.setTimesteps(50);
+ * for (const t of inv.timesteps) latents = inv.step(unet(latents, t), t, latents).prevSample;
+ */
+export class DDIMInverseScheduler extends BetaScheduler<DDIMInverseConfig> {
+  /** ᾱ before the first step: 1, or ᾱ_0 when `set_alpha_to_one` is false. */
+  readonly initialAlphaCumprod: number;
+
+  constructor(config: Partial<DDIMInverseConfig> & Record<string, unknown> = {}) {
+    const given = (config ?? {}) as Record<string, unknown>;
+    // diffusers' deprecated alias
+    const fixed = given.set_alpha_to_zero !== undefined && given.set_alpha_to_one === undefined ? { ...given, set_alpha_to_one: given.set_alpha_to_zero } : given;
+    super("DDIMInverseScheduler", INVERSE_SPEC, fixed);
+    this.initialAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
+    this.timesteps = Array.from({ length: this.config.num_train_timesteps }, (_, i) => i);
+  }
+
+  setTimesteps(numInferenceSteps: number, _opts: SetTimestepsOptions = {}): void {
+    this.stepsArgument(numInferenceSteps);
+    const c = this.config;
+    if (numInferenceSteps > c.num_train_timesteps)
+      throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= num_train_timesteps (${c.num_train_timesteps})`, numInferenceSteps);
+    this.timesteps = ddimTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset).reverse();
+    this.numInferenceSteps = numInferenceSteps;
+  }
+
+  step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, _opts: StepOptions = {}): StepOutput {
+    this.requireTimesteps();
+    const c = this.config;
+    // 1. get next step value (=t+1): the given timestep is the target, the current is one stride below
+    const target = this.trainIndex(timestepValue(t));
+    const current = Math.min(target - Math.floor(c.num_train_timesteps / this.numInferenceSteps!), c.num_train_timesteps - 1);
+    // 2. compute alphas, betas (matching the forward process's noise levels)
+    const a = current >= 0 ? this.alphasCumprod[current] : this.initialAlphaCumprod;
+    const an = this.alphasCumprod[target];
+    return tidy(() => {
+      // 3. predicted x₀ and ε
+      let [x0, eps] = predictX0Eps(c.prediction_type, modelOutput, sample, a);
+      // 4. clip x₀
+      if (c.clip_sample) x0 = x0.clamp(-c.clip_sample_range, c.clip_sample_range);
+      // 5. "direction pointing to x_t"
+      const direction = eps.mul(sqrt32(f32(1 - an)));
+      // 6. x_{t+1}
+      const prev = x0.mul(sqrt32(an)).add(direction);
+      return { prevSample: prev, predOriginalSample: x0 };
+    });
+  }
+}

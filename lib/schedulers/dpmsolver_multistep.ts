@@ -1,0 +1,251 @@
+/**
+ * Multistep DPM-Solver: Lu et al. (2022), "DPM-Solver", https://arxiv.org/abs/2206.00927
+ * (noise prediction, `dpmsolver`) and "DPM-Solver++", https://arxiv.org/abs/2211.01095
+ * (data prediction, `dpmsolver++`, Algorithms 2 and the 3rd-order multistep of App. B), plus the
+ * SDE variants (`sde-dpmsolver++` = DPM-Solver++(2M) SDE), mirroring diffusers'
+ * `DPMSolverMultistepScheduler`. Orders 1–3 with `lower_order_final` warm-down.
+ */
+import { Tensor, tidy } from "../tensor";
+import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike } from "./base";
+import { Spec, bool, int, invalid, num, oneOf } from "./config";
+import { f32, exp32, sqrt32, add32, div32, mul32, sub32, pow32 } from "./f32";
+import { SolverConfig, SolverScheduler, em1 } from "./solver_base";
+import { dpmTimesteps, TimestepSpacing } from "./sigmas";
+import { betaSpec, predictionSpec, sigmaKindSpec, spacingSpec, thresholdSpec } from "./specs";
+
+export interface DPMSolverMultistepConfig extends SolverConfig {
+  algorithm_type: "dpmsolver" | "dpmsolver++" | "sde-dpmsolver" | "sde-dpmsolver++";
+  solver_type: "midpoint" | "heun";
+  lower_order_final: boolean;
+  euler_at_final: boolean;
+  use_lu_lambdas: boolean;
+  final_sigmas_type: "zero" | "sigma_min";
+  lambda_min_clipped: number;
+  variance_type: "learned" | "learned_range" | null;
+  timestep_spacing: TimestepSpacing;
+  steps_offset: number;
+  rescale_betas_zero_snr: boolean;
+}
+
+export const DPM_ALGORITHMS = ["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++"] as const;
+
+/** Spec of the DPM-Solver family's solver keys; `lowerOrderFinal` default differs per class. */
+export function dpmSolverSpec(algorithms: readonly string[], lowerOrderFinal: boolean): Spec {
+  return {
+    ...betaSpec(0.0001, 0.02, "linear"),
+    solver_order: int(2, { min: 1 }),
+    ...predictionSpec(["epsilon", "sample", "v_prediction", "flow_prediction"]),
+    ...thresholdSpec(),
+    algorithm_type: oneOf([...algorithms, "deis"], "dpmsolver++", { listed: algorithms }),
+    solver_type: oneOf(["midpoint", "heun", "logrho", "bh1", "bh2"], "midpoint", { listed: ["midpoint", "heun"] }),
+    lower_order_final: bool(lowerOrderFinal),
+  };
+}
+
+const SPEC: Spec = {
+  ...dpmSolverSpec(DPM_ALGORITHMS, true),
+  euler_at_final: bool(false),
+  ...sigmaKindSpec(),
+  use_lu_lambdas: bool(false),
+  use_flow_sigmas: bool(false),
+  flow_shift: num(1.0, { gt: 0 }),
+  final_sigmas_type: oneOf(["zero", "sigma_min"], "zero"),
+  lambda_min_clipped: num(-Infinity, { finite: false }),
+  variance_type: oneOf(["learned", "learned_range"], null, { nullable: true }),
+  ...spacingSpec("linspace"),
+  rescale_betas_zero_snr: bool(false),
+  use_dynamic_shifting: bool(false),
+  time_shift_type: oneOf(["exponential"], "exponential"),
+};
+
+/** diffusers' config fix-ups: deprecated names remapped, invalid combinations rejected. */
+export function dpmSolverFixup(className: string, c: Record<string, unknown>, orderMax = 3): void {
+  if (c.algorithm_type === "deis") c.algorithm_type = "dpmsolver++";
+  if (c.solver_type === "logrho" || c.solver_type === "bh1" || c.solver_type === "bh2") c.solver_type = "midpoint";
+  if ((c.solver_order as number) > orderMax) throw invalid(className, "config.solver_order", `an integer in [1, ${orderMax}]`, c.solver_order);
+  if (c.algorithm_type !== "dpmsolver++" && c.algorithm_type !== "sde-dpmsolver++" && c.final_sigmas_type === "zero")
+    throw invalid(className, "config.final_sigmas_type", `"sigma_min" for algorithm_type ${c.algorithm_type}`, c.final_sigmas_type);
+  if (c.algorithm_type === "dpmsolver" || c.algorithm_type === "sde-dpmsolver")
+    if (c.prediction_type === "flow_prediction") throw invalid(className, "config.prediction_type", `epsilon, sample or v_prediction for algorithm_type ${c.algorithm_type}`, c.prediction_type);
+}
+
+/** Scalars of one DPM-Solver update between λ_s0 and λ_t: α_t, σ_t, ratio and h (float32). */
+export interface Lambdas {
+  alphaT: number;
+  sigmaT: number;
+  lambdaT: number;
+}
+
+/**
+ * DPM-Solver / DPM-Solver++ multistep sampler.
+ *
+ * @example
+ * const s = new DPMSolverMultistepScheduler({ beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, solver_order: 2 });
+ * s.setTimesteps(20);
+ * for (const t of s.timesteps) x = s.step(unet(x, t), t, x).prevSample;
+ */
+export class DPMSolverMultistepScheduler extends SolverScheduler<DPMSolverMultistepConfig> {
+  constructor(config: Partial<DPMSolverMultistepConfig> & Record<string, unknown> = {}) {
+    super("DPMSolverMultistepScheduler", SPEC, config, (c) => dpmSolverFixup("DPMSolverMultistepScheduler", c));
+    if (this.config.rescale_betas_zero_snr) this.patchZeroSnr();
+  }
+
+  setTimesteps(numInferenceSteps: number, opts: SetTimestepsOptions = {}): void {
+    const c = this.config;
+    if (opts.mu !== undefined) {
+      if (!c.use_dynamic_shifting) throw invalid(this.className, "setTimesteps: mu", "omitted unless config.use_dynamic_shifting", opts.mu);
+      this.flowShiftValue = Math.exp(opts.mu);
+    }
+    let timesteps: number[];
+    if (opts.timesteps) {
+      if (c.use_karras_sigmas || c.use_lu_lambdas || c.use_exponential_sigmas || c.use_beta_sigmas)
+        throw new Error(`${this.className}: custom timesteps cannot be used with karras/lu/exponential/beta sigmas`);
+      timesteps = opts.timesteps.map(Math.trunc);
+      numInferenceSteps = timesteps.length;
+    } else {
+      this.stepsArgument(numInferenceSteps);
+      const last = this.clippedLast(c.lambda_min_clipped);
+      timesteps = dpmTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset, last);
+    }
+    const s = this.solverSchedule(numInferenceSteps, {
+      timesteps,
+      roundKarras: c.beta_schedule !== "squaredcos_cap_v2",
+      luLambdas: c.use_lu_lambdas && !c.use_karras_sigmas,
+    });
+    this.applySchedule(s, c.final_sigmas_type === "sigma_min" ? this.trainSigmas[0] : 0);
+  }
+
+  step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, opts: StepOptions = {}): StepOutput {
+    this.requireTimesteps();
+    const c = this.config;
+    const i = this.initStepIndex(t, true);
+    const n = this.timesteps.length;
+    // 1. lower-order steps near the end for stability
+    const lowerOrderFinal = i === n - 1 && (c.euler_at_final || (c.lower_order_final && n < 15) || c.final_sigmas_type === "zero");
+    const lowerOrderSecond = i === n - 2 && c.lower_order_final && n < 15;
+    const learned = c.variance_type === "learned" || c.variance_type === "learned_range";
+    const sde = c.algorithm_type === "sde-dpmsolver" || c.algorithm_type === "sde-dpmsolver++";
+    const out = tidy(() => {
+      // 2. convert the model output to x₀ (++) or ε and push it to the history
+      const converted = c.algorithm_type.endsWith("++")
+        ? this.dataPrediction(modelOutput, sample, i, learned)
+        : this.noisePrediction(modelOutput, sample, i, learned);
+      this.pushModelOutput(converted);
+      const x = sample.dtype === "float32" ? sample : sample.float();
+      const noise = sde ? this.noiseLike(x, opts) : null;
+      // 3. first-, second- or third-order multistep update
+      let prev: Tensor;
+      if (c.solver_order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) prev = this.firstOrder(i, x, noise);
+      else if (c.solver_order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) prev = this.secondOrder(i, x, noise);
+      else prev = this.thirdOrder(i, x, noise);
+      return prev.dtype === modelOutput.dtype ? prev : prev.to(modelOutput.dtype);
+    });
+    if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums += 1;
+    this._stepIndex = i + 1;
+    return { prevSample: out, predOriginalSample: null };
+  }
+
+  private scalars(j: number): Lambdas {
+    const [alphaT, sigmaT] = this.alphaSigma(this.sigmas![j]);
+    return { alphaT, sigmaT, lambdaT: sub32(Math.fround(Math.log(alphaT)), Math.fround(Math.log(sigmaT))) };
+  }
+
+  /** One step of DPM-Solver-1 (≡ DDIM), eqs. (5) of DPM-Solver++ / (3.7) of DPM-Solver. */
+  private firstOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
+    const t = this.scalars(i + 1);
+    const s = this.scalars(i);
+    const m = this.modelOutputs[this.modelOutputs.length - 1]!;
+    const h = sub32(t.lambdaT, s.lambdaT);
+    switch (this.config.algorithm_type) {
+      case "dpmsolver++":
+        return x.mul(div32(t.sigmaT, s.sigmaT)).sub(m.mul(mul32(t.alphaT, em1(-h))));
+      case "dpmsolver":
+        return x.mul(div32(t.alphaT, s.alphaT)).sub(m.mul(mul32(t.sigmaT, em1(h))));
+      case "sde-dpmsolver++": {
+        const e2 = exp32(mul32(-2, h));
+        return x.mul(mul32(div32(t.sigmaT, s.sigmaT), exp32(-h))).add(m.mul(mul32(t.alphaT, f32(1 - e2))))
+          .add(noise!.mul(mul32(t.sigmaT, sqrt32(f32(1 - e2)))));
+      }
+      default:
+        return x.mul(div32(t.alphaT, s.alphaT)).sub(m.mul(mul32(2, mul32(t.sigmaT, em1(h)))))
+          .add(noise!.mul(mul32(t.sigmaT, sqrt32(em1(mul32(2, h))))));
+    }
+  }
+
+  /** Multistep DPM-Solver-2 (DPM-Solver++(2M)), midpoint or Heun form. */
+  private secondOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
+    const c = this.config;
+    const t = this.scalars(i + 1);
+    const s0 = this.scalars(i);
+    const s1 = this.scalars(i - 1);
+    const ms = this.modelOutputs;
+    const m0 = ms[ms.length - 1]!;
+    const m1 = ms[ms.length - 2]!;
+    const h = sub32(t.lambdaT, s0.lambdaT);
+    const r0 = div32(sub32(s0.lambdaT, s1.lambdaT), h);
+    const D0 = m0;
+    const D1 = m0.sub(m1).mul(div32(1, r0));
+    const heun = c.solver_type === "heun";
+    if (c.algorithm_type === "dpmsolver++") {
+      const b = mul32(t.alphaT, em1(-h));
+      const base = x.mul(div32(t.sigmaT, s0.sigmaT)).sub(D0.mul(b));
+      return heun ? base.add(D1.mul(mul32(t.alphaT, add32(div32(em1(-h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
+    }
+    if (c.algorithm_type === "dpmsolver") {
+      const b = mul32(t.sigmaT, em1(h));
+      const base = x.mul(div32(t.alphaT, s0.alphaT)).sub(D0.mul(b));
+      return heun ? base.sub(D1.mul(mul32(t.sigmaT, sub32(div32(em1(h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
+    }
+    if (c.algorithm_type === "sde-dpmsolver++") {
+      const e2 = exp32(mul32(-2, h));
+      const b = mul32(t.alphaT, f32(1 - e2));
+      const base = x.mul(mul32(div32(t.sigmaT, s0.sigmaT), exp32(-h))).add(D0.mul(b));
+      const d1 = heun ? D1.mul(mul32(t.alphaT, add32(div32(f32(1 - e2), mul32(-2, h)), 1))) : D1.mul(mul32(0.5, b));
+      return base.add(d1).add(noise!.mul(mul32(t.sigmaT, sqrt32(f32(1 - e2)))));
+    }
+    const b = mul32(t.sigmaT, em1(h));
+    const base = x.mul(div32(t.alphaT, s0.alphaT)).sub(D0.mul(mul32(2, b)));
+    const d1 = heun ? D1.mul(mul32(2, mul32(t.sigmaT, sub32(div32(em1(h), h), 1)))) : D1.mul(b);
+    return base.sub(d1).add(noise!.mul(mul32(t.sigmaT, sqrt32(em1(mul32(2, h))))));
+  }
+
+  /** Multistep DPM-Solver-3 (DPM-Solver++(3M)). */
+  private thirdOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
+    const c = this.config;
+    const t = this.scalars(i + 1);
+    const s0 = this.scalars(i);
+    const s1 = this.scalars(i - 1);
+    const s2 = this.scalars(i - 2);
+    const ms = this.modelOutputs;
+    const [m2, m1, m0] = ms.slice(-3) as Tensor[];
+    const h = sub32(t.lambdaT, s0.lambdaT);
+    const r0 = div32(sub32(s0.lambdaT, s1.lambdaT), h);
+    const r1 = div32(sub32(s1.lambdaT, s2.lambdaT), h);
+    const D1_0 = m0.sub(m1).mul(div32(1, r0));
+    const D1_1 = m1.sub(m2).mul(div32(1, r1));
+    const diff = D1_0.sub(D1_1);
+    const D1 = D1_0.add(diff.mul(div32(r0, add32(r0, r1))));
+    const D2 = diff.mul(div32(1, add32(r0, r1)));
+    if (c.algorithm_type === "dpmsolver++") {
+      const e = em1(-h);
+      return x.mul(div32(t.sigmaT, s0.sigmaT)).sub(m0.mul(mul32(t.alphaT, e)))
+        .add(D1.mul(mul32(t.alphaT, add32(div32(e, h), 1))))
+        .sub(D2.mul(mul32(t.alphaT, sub32(div32(add32(e, h), pow32(h, 2)), 0.5))));
+    }
+    if (c.algorithm_type === "dpmsolver") {
+      const e = em1(h);
+      return x.mul(div32(t.alphaT, s0.alphaT)).sub(m0.mul(mul32(t.sigmaT, e)))
+        .sub(D1.mul(mul32(t.sigmaT, sub32(div32(e, h), 1))))
+        .sub(D2.mul(mul32(t.sigmaT, sub32(div32(sub32(e, h), pow32(h, 2)), 0.5))));
+    }
+    if (c.algorithm_type === "sde-dpmsolver++") {
+      const e2 = exp32(mul32(-2, h));
+      const one = f32(1 - e2);
+      return x.mul(mul32(div32(t.sigmaT, s0.sigmaT), exp32(-h))).add(m0.mul(mul32(t.alphaT, one)))
+        .add(D1.mul(mul32(t.alphaT, add32(div32(one, mul32(-2, h)), 1))))
+        .add(D2.mul(mul32(t.alphaT, sub32(div32(sub32(one, mul32(2, h)), pow32(mul32(2, h), 2)), 0.5))))
+        .add(noise!.mul(mul32(t.sigmaT, sqrt32(one))));
+    }
+    throw new Error(`${this.className}: solver_order 3 is not implemented for algorithm_type sde-dpmsolver (as in diffusers)`);
+  }
+}

@@ -1,0 +1,226 @@
+/**
+ * Singlestep DPM-Solver: Lu et al. (2022), "DPM-Solver", https://arxiv.org/abs/2206.00927
+ * (Algorithms 1–2, DPM-Solver-2/3 with intermediate points taken from the schedule) and
+ * "DPM-Solver++", https://arxiv.org/abs/2211.01095 (Algorithm 1), mirroring diffusers'
+ * `DPMSolverSinglestepScheduler`: timesteps are grouped into blocks of order 1, 2 or 3, each
+ * block restarting from the sample at its first timestep.
+ */
+import { Tensor, keep, tidy } from "../tensor";
+import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike } from "./base";
+import { Spec, bool, invalid, num, oneOf } from "./config";
+import { add32, div32, exp32, f32, mul32, pow32, sqrt32, sub32 } from "./f32";
+import { SolverConfig, SolverScheduler, em1 } from "./solver_base";
+import { npRound, numpyLinspace } from "./numpy";
+import { dpmSolverFixup, dpmSolverSpec } from "./dpmsolver_multistep";
+import { sigmaKindSpec } from "./specs";
+
+export interface DPMSolverSinglestepConfig extends SolverConfig {
+  algorithm_type: "dpmsolver" | "dpmsolver++" | "sde-dpmsolver++";
+  solver_type: "midpoint" | "heun";
+  lower_order_final: boolean;
+  final_sigmas_type: "zero" | "sigma_min";
+  lambda_min_clipped: number;
+  variance_type: "learned" | "learned_range" | null;
+}
+
+const SPEC: Spec = {
+  ...dpmSolverSpec(["dpmsolver", "dpmsolver++", "sde-dpmsolver++"], false),
+  ...sigmaKindSpec(),
+  use_flow_sigmas: bool(false),
+  flow_shift: num(1.0, { gt: 0 }),
+  final_sigmas_type: oneOf(["zero", "sigma_min"], "zero"),
+  lambda_min_clipped: num(-Infinity, { finite: false }),
+  variance_type: oneOf(["learned", "learned_range"], null, { nullable: true }),
+  use_dynamic_shifting: bool(false),
+  time_shift_type: oneOf(["exponential"], "exponential"),
+};
+
+/**
+ * Solver order at each step (diffusers' `get_order_list`): repeating [1, 2, 3] blocks, ending
+ * on lower orders when `lowerOrderFinal`, and a final first-order step for a zero final sigma.
+ *
+ * @example
+ * singlestepOrders(9, 3, true, true); // [1, 2, 3, 1, 2, 3, 1, 2, 1]
+ */
+export function singlestepOrders(steps: number, order: number, lowerOrderFinal: boolean, zeroFinal: boolean): number[] {
+  const rep = (block: number[], k: number) => Array.from({ length: k }, () => block).flat();
+  let orders: number[];
+  if (lowerOrderFinal) {
+    if (order === 3) {
+      if (steps % 3 === 0) orders = [...rep([1, 2, 3], steps / 3 - 1), 1, 2, 1];
+      else if (steps % 3 === 1) orders = [...rep([1, 2, 3], Math.floor(steps / 3)), 1];
+      else orders = [...rep([1, 2, 3], Math.floor(steps / 3)), 1, 2];
+    } else if (order === 2) {
+      orders = steps % 2 === 0 ? [...rep([1, 2], steps / 2 - 1), 1, 1] : [...rep([1, 2], Math.floor(steps / 2)), 1];
+    } else orders = new Array(steps).fill(1);
+  } else {
+    orders = order === 3 ? rep([1, 2, 3], Math.floor(steps / 3)) : order === 2 ? rep([1, 2], Math.floor(steps / 2)) : new Array(steps).fill(1);
+  }
+  if (zeroFinal && orders.length > 0) orders[orders.length - 1] = 1;
+  return orders;
+}
+
+/**
+ * Singlestep DPM-Solver(++) sampler.
+ *
+ * @example
+ * const s = new DPMSolverSinglestepScheduler({ solver_order: 3 });
+ * s.setTimesteps(12);
+ * for (const t of s.timesteps) x = s.step(unet(x, t), t, x).prevSample;
+ */
+export class DPMSolverSinglestepScheduler extends SolverScheduler<DPMSolverSinglestepConfig> {
+  /** Solver order of each step. */
+  orderList: number[];
+  /** `lower_order_final` in effect (diffusers turns it on for uneven step counts / zero final sigma). */
+  lowerOrderFinal: boolean;
+  private blockSample: Tensor | null = null;
+
+  constructor(config: Partial<DPMSolverSinglestepConfig> & Record<string, unknown> = {}) {
+    super("DPMSolverSinglestepScheduler", SPEC, config, (c) => dpmSolverFixup("DPMSolverSinglestepScheduler", c));
+    this.lowerOrderFinal = this.config.lower_order_final;
+    this.orderList = singlestepOrders(this.config.num_train_timesteps, this.config.solver_order, this.lowerOrderFinal, this.config.final_sigmas_type === "zero");
+  }
+
+  setTimesteps(numInferenceSteps: number, opts: SetTimestepsOptions = {}): void {
+    const c = this.config;
+    if (opts.mu !== undefined) {
+      if (!c.use_dynamic_shifting) throw invalid(this.className, "setTimesteps: mu", "omitted unless config.use_dynamic_shifting", opts.mu);
+      this.flowShiftValue = Math.exp(opts.mu);
+    }
+    let timesteps: number[];
+    if (opts.timesteps) {
+      timesteps = opts.timesteps.map(Math.trunc);
+      numInferenceSteps = timesteps.length;
+    } else {
+      this.stepsArgument(numInferenceSteps);
+      const clipped = c.num_train_timesteps - this.clippedLast(c.lambda_min_clipped);
+      timesteps = npRound(numpyLinspace(0, c.num_train_timesteps - 1 - clipped, numInferenceSteps + 1)).reverse().slice(0, numInferenceSteps);
+    }
+    const s = this.solverSchedule(numInferenceSteps, { timesteps, roundKarras: true });
+    this.applySchedule(s, c.final_sigmas_type === "sigma_min" ? this.trainSigmas[0] : 0);
+    if (!this.lowerOrderFinal && (numInferenceSteps % c.solver_order !== 0 || c.final_sigmas_type === "zero")) this.lowerOrderFinal = true;
+    this.orderList = singlestepOrders(numInferenceSteps, c.solver_order, this.lowerOrderFinal, c.final_sigmas_type === "zero");
+  }
+
+  protected resetState(): void {
+    super.resetState();
+    this.blockSample?.dispose();
+    this.blockSample = null;
+  }
+
+  step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, opts: StepOptions = {}): StepOutput {
+    this.requireTimesteps();
+    const c = this.config;
+    const i = this.initStepIndex(t, true);
+    const learned = c.variance_type === "learned" || c.variance_type === "learned_range";
+    const out = tidy(() => {
+      // 1. convert the model output and push it to the history
+      const converted = c.algorithm_type === "dpmsolver"
+        ? this.noisePrediction(modelOutput, sample, i, learned)
+        : this.dataPrediction(modelOutput, sample, i, learned);
+      this.pushModelOutput(converted);
+      const noise = c.algorithm_type === "sde-dpmsolver++" ? this.noiseLike(modelOutput, opts) : null;
+      // 2. order of this step; a block starting midway (img2img) lowers it
+      let order = this.orderList[i];
+      while (this.modelOutputs[this.modelOutputs.length - order] === null) order -= 1;
+      // 3. a block restarts from the sample at its first step
+      if (order === 1) {
+        this.blockSample?.dispose();
+        this.blockSample = keep(sample.clone());
+      }
+      const x = this.blockSample!;
+      if (order === 1) return this.firstOrder(i, x, noise);
+      if (order === 2) return this.secondOrder(i, x, noise);
+      return this.thirdOrder(i, x, noise);
+    });
+    this._stepIndex = i + 1;
+    return { prevSample: out, predOriginalSample: null };
+  }
+
+  private at(j: number): { a: number; s: number; l: number } {
+    const [a, s] = this.alphaSigma(this.sigmas![j]);
+    return { a, s, l: sub32(Math.fround(Math.log(a)), Math.fround(Math.log(s))) };
+  }
+
+  /** DPM-Solver-1 (≡ DDIM) from the block's start. */
+  private firstOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
+    const t = this.at(i + 1);
+    const s = this.at(i);
+    const m = this.modelOutputs[this.modelOutputs.length - 1]!;
+    const h = sub32(t.l, s.l);
+    if (this.config.algorithm_type === "dpmsolver++") return x.mul(div32(t.s, s.s)).sub(m.mul(mul32(t.a, em1(-h))));
+    if (this.config.algorithm_type === "dpmsolver") return x.mul(div32(t.a, s.a)).sub(m.mul(mul32(t.s, em1(h))));
+    const e2 = exp32(mul32(-2, h));
+    return x.mul(mul32(div32(t.s, s.s), exp32(-h))).add(m.mul(mul32(t.a, f32(1 - e2)))).add(noise!.mul(mul32(t.s, sqrt32(f32(1 - e2)))));
+  }
+
+  /** Singlestep DPM-Solver-2 from s1 (block start) through s0 to t. */
+  private secondOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
+    const c = this.config;
+    const t = this.at(i + 1);
+    const s0 = this.at(i);
+    const s1 = this.at(i - 1);
+    const ms = this.modelOutputs;
+    const m0 = ms[ms.length - 1]!;
+    const m1 = ms[ms.length - 2]!;
+    const h = sub32(t.l, s1.l);
+    const r0 = div32(sub32(s0.l, s1.l), h);
+    const D0 = m1;
+    const D1 = m0.sub(m1).mul(div32(1, r0));
+    const heun = c.solver_type === "heun";
+    if (c.algorithm_type === "dpmsolver++") {
+      const b = mul32(t.a, em1(-h));
+      const base = x.mul(div32(t.s, s1.s)).sub(D0.mul(b));
+      return heun ? base.add(D1.mul(mul32(t.a, add32(div32(em1(-h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
+    }
+    if (c.algorithm_type === "dpmsolver") {
+      const b = mul32(t.s, em1(h));
+      const base = x.mul(div32(t.a, s1.a)).sub(D0.mul(b));
+      return heun ? base.sub(D1.mul(mul32(t.s, sub32(div32(em1(h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
+    }
+    const e2 = exp32(mul32(-2, h));
+    const b = mul32(t.a, f32(1 - e2));
+    const base = x.mul(mul32(div32(t.s, s1.s), exp32(-h))).add(D0.mul(b));
+    const d1 = heun ? D1.mul(mul32(t.a, add32(div32(f32(1 - e2), mul32(-2, h)), 1))) : D1.mul(mul32(0.5, b));
+    return base.add(d1).add(noise!.mul(mul32(t.s, sqrt32(f32(1 - e2)))));
+  }
+
+  /** Singlestep DPM-Solver-3 from s2 (block start) through s1, s0 to t. */
+  private thirdOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
+    const c = this.config;
+    const t = this.at(i + 1);
+    const s0 = this.at(i);
+    const s1 = this.at(i - 1);
+    const s2 = this.at(i - 2);
+    const [m2, m1, m0] = this.modelOutputs.slice(-3) as Tensor[];
+    const h = sub32(t.l, s2.l);
+    const r0 = div32(sub32(s0.l, s2.l), h);
+    const r1 = div32(sub32(s1.l, s2.l), h);
+    const D0 = m2;
+    const D1_0 = m1.sub(m2).mul(div32(1, r1));
+    const D1_1 = m0.sub(m2).mul(div32(1, r0));
+    const D1 = D1_0.mul(r0).sub(D1_1.mul(r1)).div(sub32(r0, r1));
+    const D2 = D1_1.sub(D1_0).mul(2).div(sub32(r0, r1));
+    const heun = c.solver_type === "heun";
+    if (c.algorithm_type === "dpmsolver++") {
+      const e = em1(-h);
+      const base = x.mul(div32(t.s, s2.s)).sub(D0.mul(mul32(t.a, e)));
+      const k1 = mul32(t.a, add32(div32(e, h), 1));
+      return heun ? base.add(D1.mul(k1)).sub(D2.mul(mul32(t.a, sub32(div32(add32(e, h), pow32(h, 2)), 0.5)))) : base.add(D1_1.mul(k1));
+    }
+    if (c.algorithm_type === "dpmsolver") {
+      const e = em1(h);
+      const base = x.mul(div32(t.a, s2.a)).sub(D0.mul(mul32(t.s, e)));
+      const k1 = mul32(t.s, sub32(div32(e, h), 1));
+      return heun ? base.sub(D1.mul(k1)).sub(D2.mul(mul32(t.s, sub32(div32(sub32(e, h), pow32(h, 2)), 0.5)))) : base.sub(D1_1.mul(k1));
+    }
+    const e2 = exp32(mul32(-2, h));
+    const one = f32(1 - e2);
+    const base = x.mul(mul32(div32(t.s, s2.s), exp32(-h))).add(D0.mul(mul32(t.a, one)));
+    const k1 = mul32(t.a, add32(div32(one, mul32(-2, h)), 1));
+    const body = heun
+      ? base.add(D1.mul(k1)).add(D2.mul(mul32(t.a, sub32(div32(add32(one, mul32(-2, h)), pow32(mul32(-2, h), 2)), 0.5))))
+      : base.add(D1_1.mul(k1));
+    return body.add(noise!.mul(mul32(t.s, sqrt32(one))));
+  }
+}

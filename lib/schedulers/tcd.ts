@@ -1,0 +1,110 @@
+/**
+ * TCD: Zheng, Yang, Wang, Lin & Qi (2024), "Trajectory Consistency Distillation",
+ * https://arxiv.org/abs/2402.19159 — strategic stochastic sampling (§4.2): predict x₀ and ε,
+ * jump to the intermediate timestep s = ⌊(1-γ)·t_prev⌋ along the trajectory, then re-noise
+ * from s to t_prev with strength γ (`eta`). Mirrors diffusers' `TCDScheduler`.
+ */
+import { Tensor, tidy } from "../tensor";
+import { BetaScheduler, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, timestepValue } from "./base";
+import { invalid } from "./config";
+import { div32, f32, mul32, sqrt32 } from "./f32";
+import { CONSISTENCY_SPEC, LCMConfig, checkedCustomTimesteps, lcmTimesteps } from "./lcm";
+
+export type TCDConfig = LCMConfig;
+
+/** TCD step result: adds the predicted sample at the intermediate timestep s. */
+export interface TCDStepOutput extends StepOutput {
+  predNoisedSample: Tensor;
+}
+
+/**
+ * TCD sampler; `eta` (γ, default 0.3) controls the stochasticity.
+ *
+ * @example
+ * const s = new TCDScheduler({});
+ * s.setTimesteps(4);
+ * for (const t of s.timesteps) x = s.step(unet(x, t), t, x, { eta: 0.3, generator }).prevSample;
+ */
+export class TCDScheduler extends BetaScheduler<TCDConfig> {
+  readonly finalAlphaCumprod: number;
+
+  constructor(config: Partial<TCDConfig> & Record<string, unknown> = {}) {
+    super("TCDScheduler", CONSISTENCY_SPEC, config);
+    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
+    this.timesteps = Array.from({ length: this.config.num_train_timesteps }, (_, i) => this.config.num_train_timesteps - 1 - i);
+  }
+
+  setTimesteps(numInferenceSteps: number, opts: SetTimestepsOptions = {}): void {
+    const c = this.config;
+    const T = c.num_train_timesteps;
+    const strength = opts.strength ?? 1;
+    const original = opts.originalInferenceSteps ?? c.original_inference_steps;
+    // 1. the TCD distillation schedule (or every timestep when originalInferenceSteps is given)
+    let origin: number[];
+    if (opts.originalInferenceSteps === undefined) {
+      if (original > T) throw invalid(this.className, "config.original_inference_steps", `<= num_train_timesteps (${T})`, original);
+      const k = Math.floor(T / original);
+      origin = Array.from({ length: Math.floor(original * strength) }, (_, i) => (i + 1) * k - 1);
+    } else origin = Array.from({ length: Math.floor(T * strength) }, (_, i) => i);
+    // 2. the inference schedule
+    if (opts.timesteps) {
+      const ts = checkedCustomTimesteps(this.className, T, opts.timesteps);
+      this.numInferenceSteps = ts.length;
+      const init = Math.min(Math.floor(ts.length * strength), ts.length);
+      this.timesteps = ts.slice(Math.max(ts.length - init, 0));
+    } else {
+      this.stepsArgument(numInferenceSteps);
+      if (numInferenceSteps > T) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= num_train_timesteps (${T})`, numInferenceSteps);
+      if (Math.floor(origin.length / numInferenceSteps) < 1)
+        throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps × strength (${Math.floor(original * strength)})`, numInferenceSteps);
+      if (numInferenceSteps > original) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps (${original})`, numInferenceSteps);
+      this.numInferenceSteps = numInferenceSteps;
+      this.timesteps = lcmTimesteps(origin, numInferenceSteps);
+    }
+    this._stepIndex = null;
+    this._beginIndex = null;
+  }
+
+  step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, opts: StepOptions = {}): TCDStepOutput {
+    this.requireTimesteps();
+    const c = this.config;
+    const eta = opts.eta ?? 0.3;
+    if (typeof eta !== "number" || !(eta >= 0 && eta <= 1)) throw invalid(this.className, "step: eta", "a number in [0, 1]", eta);
+    const i = this.initStepIndex(t);
+    const tt = this.trainIndex(timestepValue(t));
+    // 1. previous step value and the intermediate timestep s = ⌊(1 - γ)·t_prev⌋
+    const prevT = i + 1 < this.timesteps.length ? this.timesteps[i + 1] : 0;
+    const s = Math.floor(mul32(f32(1 - eta), prevT));
+    // 2. alphas, betas
+    const a = this.alphasCumprod[tt];
+    const bp = f32(1 - a);
+    const ap = prevT >= 0 ? this.alphasCumprod[prevT] : this.finalAlphaCumprod;
+    const as = this.alphasCumprod[s];
+    const bs = f32(1 - as);
+    const out = tidy(() => {
+      // 3. predicted x₀ and ε, then the noised sample at s
+      let x0: Tensor;
+      let eps: Tensor;
+      if (c.prediction_type === "epsilon") {
+        x0 = sample.sub(modelOutput.mul(sqrt32(bp))).div(sqrt32(a));
+        eps = modelOutput;
+      } else if (c.prediction_type === "sample") {
+        x0 = modelOutput.clone();
+        eps = sample.sub(modelOutput.mul(sqrt32(a))).div(sqrt32(bp));
+      } else {
+        x0 = sample.mul(sqrt32(a)).sub(modelOutput.mul(sqrt32(bp)));
+        eps = modelOutput.mul(sqrt32(a)).add(sample.mul(sqrt32(bp)));
+      }
+      const noised = x0.mul(sqrt32(as)).add(eps.mul(sqrt32(bs)));
+      // 4. re-noise from s to t_prev with strength γ (not after the last step)
+      let prev: Tensor;
+      if (eta > 0 && i !== this.numInferenceSteps! - 1) {
+        const ratio = div32(ap, as);
+        prev = noised.mul(sqrt32(ratio)).add(this.noiseLike(modelOutput, opts).mul(sqrt32(f32(1 - ratio))));
+      } else prev = noised.clone();
+      return { prevSample: prev, predOriginalSample: x0, predNoisedSample: noised };
+    });
+    this._stepIndex = i + 1;
+    return out;
+  }
+}
