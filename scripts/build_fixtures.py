@@ -243,6 +243,33 @@ def export_with_reference(src: str, dst: str, name: str, cases_fn: Callable, cfg
     log(f"{name}: {class_name} -> {dst}")
 
 
+def write_tiny_clip_tokenizer(folder: str, vocab_size: int, max_length: int) -> None:
+    """A CLIP BPE tokenizer cut to `vocab_size` ids (the 512 byte tokens, the first merges,
+    then <|startoftext|> and <|endoftext|>), so prompts fit the tiny text encoder's embedding."""
+    import gzip
+    vocab_gz = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "clip", "bpe_simple_vocab_16e6.txt.gz")
+    with gzip.open(vocab_gz, "rt", encoding="utf-8") as f:
+        merges = f.read().split("\n")[1:1 + vocab_size - 512 - 2]
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    byte_chars = [chr(c) for c in cs]
+    tokens = byte_chars + [c + "</w>" for c in byte_chars] + ["".join(m.split()) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump({t: i for i, t in enumerate(tokens)}, f, ensure_ascii=False)
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "\n".join(merges) + "\n")
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"model_max_length": max_length, "pad_token": "<|endoftext|>", "bos_token": "<|startoftext|>",
+                   "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "do_lower_case": True}, f, indent=2)
+        f.write("\n")
+
+
 def build_pipeline(root: str, log: Callable = print) -> None:
     """tiny-sd: a StableDiffusionPipeline-layout folder reusing the tiny unet/vae/clip weights."""
     src = os.path.join(root, "diffusers", "tiny-sd")
@@ -251,6 +278,8 @@ def build_pipeline(root: str, log: Callable = print) -> None:
     os.makedirs(src)
     for comp, fx_name in (("unet", "tiny-unet"), ("vae", "tiny-vae"), ("text_encoder", "tiny-clip-text")):
         shutil.copytree(os.path.join(root, "diffusers", fx_name), os.path.join(src, comp))
+    clip_config = next(fx["config"] for fx in FIXTURES if fx["name"] == "tiny-clip-text")
+    write_tiny_clip_tokenizer(os.path.join(src, "tokenizer"), clip_config["vocab_size"], clip_config["max_position_embeddings"])
     os.makedirs(os.path.join(src, "scheduler"))
     with open(os.path.join(src, "scheduler", "scheduler_config.json"), "w", encoding="utf-8") as f:
         json.dump(PNDM_CONFIG, f, indent=2)
@@ -258,7 +287,7 @@ def build_pipeline(root: str, log: Callable = print) -> None:
     index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": DIFFUSERS_VERSION,
              "feature_extractor": [None, None], "requires_safety_checker": False, "safety_checker": [None, None],
              "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-             "tokenizer": [None, None], "unet": ["diffusers", "UNet2DConditionModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
              "vae": ["diffusers", "AutoencoderKL"]}
     with open(os.path.join(src, "model_index.json"), "w", encoding="utf-8") as f:
         json.dump(index, f, indent=2)

@@ -1,0 +1,70 @@
+/**
+ * Guidance as small objects behind one interface: a guider says how many model passes
+ * it needs per step (the conditions, stacked along the batch) and combines their
+ * predictions into one.
+ */
+import { assertNumber } from "../errors";
+import { tidy, type Tensor } from "../tensor";
+
+export interface Guider {
+  /** Conditions per sample, in the order the pipeline stacks them along the batch. */
+  readonly conditions: readonly string[];
+  /** Combines the per-condition predictions (each [B, ...]) into the guided prediction. */
+  combine(predictions: Tensor[]): Tensor;
+}
+
+/**
+ * Classifier-free guidance (Ho & Salimans, 2022): ε = ε_u + s·(ε_c − ε_u); with
+ * `guidanceRescale` φ > 0, rescales toward the conditional prediction's std (Lin et al.,
+ * "Common Diffusion Noise Schedules and Sample Steps are Flawed", 2023, Alg. 2).
+ * @example const guider = new ClassifierFreeGuidance(7.5);
+ */
+export class ClassifierFreeGuidance implements Guider {
+  readonly conditions = ["unconditional", "text"] as const;
+
+  constructor(readonly scale: number, readonly guidanceRescale = 0) {
+    assertNumber(scale, "guidance scale");
+    assertNumber(guidanceRescale, "guidanceRescale");
+  }
+
+  /** Whether the unconditional pass is needed at all (diffusers skips it for scale ≤ 1). */
+  get enabled(): boolean {
+    return this.scale > 1;
+  }
+
+  combine([unconditional, conditional]: Tensor[]): Tensor {
+    return tidy(() => {
+      const guided = unconditional.add(conditional.sub(unconditional).mul(this.scale));
+      if (this.guidanceRescale <= 0) return guided;
+      const dims = Array.from({ length: conditional.ndim - 1 }, (_, i) => i + 1);
+      const stdText = conditional.std(dims, { keepdim: true });
+      const stdGuided = guided.std(dims, { keepdim: true });
+      const rescaled = guided.mul(stdText.div(stdGuided));
+      return rescaled.mul(this.guidanceRescale).add(guided.mul(1 - this.guidanceRescale));
+    });
+  }
+}
+
+/**
+ * InstructPix2Pix's dual guidance (Brooks et al., 2023, Eq. 3) over an image and a text
+ * condition: ε = ε(∅,∅) + s_I·(ε(I,∅) − ε(∅,∅)) + s_T·(ε(I,T) − ε(I,∅)).
+ * @example const guider = new DualGuidance({ textScale: 7.5, imageScale: 1.5 });
+ */
+export class DualGuidance implements Guider {
+  readonly conditions = ["image+text", "image", "unconditional"] as const;
+  readonly textScale: number;
+  readonly imageScale: number;
+
+  constructor(options: { textScale: number; imageScale: number }) {
+    assertNumber(options?.textScale, "textScale");
+    assertNumber(options.imageScale, "imageScale");
+    this.textScale = options.textScale;
+    this.imageScale = options.imageScale;
+  }
+
+  combine([full, imageOnly, unconditional]: Tensor[]): Tensor {
+    return tidy(() =>
+      unconditional.add(imageOnly.sub(unconditional).mul(this.imageScale)).add(full.sub(imageOnly).mul(this.textScale)),
+    );
+  }
+}

@@ -1,0 +1,106 @@
+/**
+ * Text-to-image: latent (Stable Diffusion) or pixel-space U-Net models with classifier-free
+ * guidance and any scheduler.
+ */
+import { ClassifierFreeGuidance } from "../guidance";
+import { assertInteger, invalid } from "../errors";
+import { loadModel, type ModelLoadOptions } from "../models";
+import type { Scheduler } from "../schedulers";
+import { randn, tidy, type Generator, type Tensor } from "../tensor";
+import { denoise, encodePrompts, latentsToImages, throwIfAborted, vaeScaleFactor, type LoopOptions, type TextToImageComponents } from "./common";
+
+export interface GenerateOptions extends LoopOptions {
+  prompt: string | string[];
+  negativePrompt?: string | string[];
+  /** Classifier-free guidance scale; ≤ 1 disables guidance. Default 7.5. */
+  guidanceScale?: number;
+  guidanceRescale?: number;
+  numInferenceSteps?: number;
+  numImagesPerPrompt?: number;
+  height?: number;
+  width?: number;
+  /** Replaces the model's scheduler for this call. */
+  scheduler?: Scheduler;
+  /** Starting latents instead of drawing them (B, C, h, w). */
+  latents?: Tensor;
+}
+
+export interface PipelineOutput {
+  /** (B, C, H, W) float32 in [0, 1]. */
+  images: Tensor;
+}
+
+export function normalizePrompts(prompt: unknown, name: string): string[] {
+  const prompts = typeof prompt === "string" ? [prompt] : prompt;
+  if (!Array.isArray(prompts) || prompts.length === 0 || !prompts.every((p) => typeof p === "string")) {
+    throw invalid("string or non-empty array of strings", name, prompt);
+  }
+  return prompts;
+}
+
+export function repeatEach<T>(items: T[], times: number): T[] {
+  return items.flatMap((item) => Array(times).fill(item));
+}
+
+/**
+ * @example
+ * const pipe = Text2ImagePipeline.fromPretrained("models/sd-1.5");
+ * const { images } = await pipe.generate({ prompt: "a photo of a sneaker", generator: new Generator(0) });
+ */
+export class Text2ImagePipeline {
+  constructor(readonly components: TextToImageComponents) {
+    for (const key of ["unet", "scheduler", "textEncoder", "tokenizer"] as const) {
+      if (!components[key]) throw new Error(`Text2ImagePipeline: the model has no ${key}`);
+    }
+  }
+
+  static fromPretrained(dir: string, options: ModelLoadOptions = {}): Text2ImagePipeline {
+    const model = loadModel(dir, options);
+    return new Text2ImagePipeline(model as TextToImageComponents);
+  }
+
+  get sampleSize(): number {
+    const size = this.components.unet.config.sample_size ?? 64;
+    return (Array.isArray(size) ? size[0] : size) * vaeScaleFactor(this.components.vae);
+  }
+
+  async generate(options: GenerateOptions): Promise<PipelineOutput> {
+    const c = this.components;
+    const prompts = normalizePrompts(options.prompt, "prompt");
+    const perPrompt = options.numImagesPerPrompt ?? 1;
+    assertInteger(perPrompt, "numImagesPerPrompt", 1);
+    const steps = options.numInferenceSteps ?? 50;
+    assertInteger(steps, "numInferenceSteps", 1);
+    const height = options.height ?? this.sampleSize;
+    const width = options.width ?? this.sampleSize;
+    const factor = vaeScaleFactor(c.vae);
+    for (const [name, value] of [["height", height], ["width", width]] as const) {
+      assertInteger(value, name, 1);
+      if (value % factor !== 0) throw invalid(`multiple of ${factor}`, name, value);
+    }
+    const negatives = normalizePrompts(options.negativePrompt ?? prompts.map(() => ""), "negativePrompt");
+    if (negatives.length !== prompts.length) throw new Error(`generate: ${negatives.length} negative prompts for ${prompts.length} prompts`);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    const scheduler = options.scheduler ?? c.scheduler;
+    throwIfAborted(options.signal);
+
+    const context = await encodePrompts(c, repeatEach(prompts, perPrompt), repeatEach(negatives, perPrompt), guider.enabled);
+    try {
+      scheduler.setTimesteps(steps);
+      const shape = [prompts.length * perPrompt, c.unet.config.in_channels, height / factor, width / factor];
+      const latents = options.latents ? options.latents.clone() : drawLatents(shape, scheduler.initNoiseSigma, options.generator);
+      const final = await denoise({ ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps: scheduler.timesteps });
+      try {
+        return { images: await latentsToImages(c.vae, final) };
+      } finally {
+        final.dispose();
+      }
+    } finally {
+      context.dispose();
+    }
+  }
+}
+
+function drawLatents(shape: number[], initNoiseSigma: number, generator?: Generator): Tensor {
+  return tidy(() => randn(shape, { generator }).mul(initNoiseSigma)); // (B, C, h, w)
+}
