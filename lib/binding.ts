@@ -77,6 +77,8 @@ export interface Binding {
   NativeGenerator: new (seed?: number | bigint, device?: string) => NativeGeneratorInstance;
   tensorFromBuffer(values: ArrayBufferView, shape: number[], sourceDtype: DType, dtype: DType, device: string): NativeTensorInstance;
   memory(): MemoryInfo;
+  cpuAllocatorStats(): { cachedBytes: number; hits: number; misses: number };
+  emptyCpuCache(): void;
   resolveOp(name: string): number;
   callOp(handle: number, args: unknown[], kwargs?: Record<string, unknown>): unknown;
   opSchema(handle: number): string;

@@ -11,6 +11,19 @@ export function memory(): MemoryInfo {
   return binding.memory();
 }
 
+/**
+ * The caching CPU allocator's account: bytes of freed tensor memory kept for reuse and the
+ * allocations it served from them. `TORCH_DIFFUSION_CPU_CACHE_MB` bounds the cache (0 turns it off).
+ */
+export function cpuAllocatorStats(): { cachedBytes: number; hits: number; misses: number } {
+  return binding.cpuAllocatorStats();
+}
+
+/** Returns cached CPU tensor memory to the system. */
+export function emptyCpuCache(): void {
+  binding.emptyCpuCache();
+}
+
 /** Sets libtorch's intra-op thread count (default: the machine's cores). */
 export function setNumThreads(n: number): void {
   assertInteger(n, "setNumThreads(n)", 1);

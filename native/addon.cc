@@ -1,5 +1,6 @@
 // Module init: registration only.
 #include "addon_data.h"
+#include "cpu_allocator.h"
 #include "dispatch.h"
 #include "generator.h"
 #include "module.h"
@@ -10,6 +11,7 @@
 namespace td {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  installCachingCpuAllocator();
   auto* data = new AddonData();
   env.SetInstanceData(data);
 
@@ -24,6 +26,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeGenerator", generatorClass);
 
   exports.Set("tensorFromBuffer", Napi::Function::New<TensorFromBuffer>(env, "tensorFromBuffer"));
+  exports.Set("cpuAllocatorStats", Napi::Function::New<CpuAllocatorStats>(env, "cpuAllocatorStats"));
+  exports.Set("emptyCpuCache", Napi::Function::New<EmptyCpuCache>(env, "emptyCpuCache"));
   exports.Set("memory", Napi::Function::New<TensorWrap::Memory>(env, "memory"));
   exports.Set("resolveOp", Napi::Function::New<ResolveOp>(env, "resolveOp"));
   exports.Set("callOp", Napi::Function::New<CallOp>(env, "callOp"));
