@@ -4,7 +4,7 @@
  * State is plain tensors: `stateDict()` / `loadStateDict()` round-trip through `save`.
  */
 import { noGrad } from "./autograd";
-import { zerosLike } from "./creation";
+import { fullLike, zerosLike } from "./creation";
 import { assertNumber, invalid } from "./errors";
 import { stack } from "./functional";
 import { keep, tidy } from "./scope";
@@ -188,7 +188,7 @@ export function clipGradNorm(params: Tensor[], maxNorm: number): number {
       const grads = params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
       if (grads.length === 0) return 0;
       const totalNorm = stack(grads.map((g) => g.norm(2))).norm(2);
-      const clipCoef = totalNorm.add(1e-6).reciprocal().mul(maxNorm).clamp(null, 1.0);
+      const clipCoef = fullLike(totalNorm, maxNorm).div(totalNorm.add(1e-6)).clamp(null, 1.0); // max_norm / (norm + 1e-6), as PyTorch
       for (const g of grads) g.mul_(clipCoef);
       return totalNorm.item();
     }),

@@ -267,7 +267,21 @@ Napi::Value ModuleWrap::SetAttribute(const Napi::CallbackInfo& info) {
 
 Napi::Value ModuleWrap::Clone(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return Wrap(env, guarded(env, "Module.clone", [&] { return module_.deepcopy(); }));
+  return Wrap(env, guarded(env, "Module.clone", [&] {
+    // Copy without recording autograd history, so the copy's parameters are leaves of their
+    // own; then give them the originals' requires_grad.
+    torch::jit::Module copy;
+    {
+      at::NoGradGuard noGrad;
+      copy = module_.deepcopy();
+    }
+    auto originals = module_.named_parameters();
+    auto copies = copy.named_parameters();
+    for (auto o = originals.begin(), c = copies.begin(); o != originals.end() && c != copies.end(); ++o, ++c) {
+      (*c).value.set_requires_grad((*o).value.requires_grad());
+    }
+    return copy;
+  }));
 }
 
 // attribute(dottedName) -> the value of a module attribute (parameter, buffer, constant or submodule name list).
