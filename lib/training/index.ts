@@ -1,0 +1,29 @@
+/**
+ * Training: the generic denoising trainer and its parts (objectives, LR schedules, EMA,
+ * conditioning with CFG dropout, data loading, checkpoints).
+ *
+ * @example
+ * import { Trainer, FashionMNIST, labelCondition } from "torch-diffusion";
+ * const trainer = new Trainer(model, new FashionMNIST({ pad32: true }), {
+ *   objective: "flow_matching", steps: 2000, batchSize: 64, lr: 1e-3,
+ *   timestepSampling: { kind: "logit_normal" },
+ *   condition: labelCondition({ nullLabel: 10 }), conditionDropout: 0.1,
+ * });
+ * await trainer.run();
+ */
+export { Trainer, train, type TrainResult } from "./trainer";
+export type { TrainerOptions, StepInfo, TrainBatch, ForwardFn } from "./options";
+export {
+  OBJECTIVES, TRAIN_BETA_SCHEDULES, alphasCumprodFor, ddpmTargets, flowTargets, logitNormalTimes, sampleTimes,
+  type Objective, type NoisedBatch, type TimestepSampling, type TrainNoiseSchedule,
+} from "./objectives";
+export { lrSchedule, lrFactor, LR_SCHEDULES, type LRScheduleKind, type LRScheduleOptions } from "./lr";
+export { EMA, emaDecay, type EMAOptions, type EMAState } from "./ema";
+export { labelCondition, captionCondition, type Condition } from "./conditioning";
+export { DataLoader, collate, tensorDataset, type Dataset, type Sample, type Batch, type DataLoaderOptions, type LoaderPosition } from "./data";
+export { FashionMNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_TEMPLATES, FASHION_MNIST_DIR, fashionMnistCaption, type FashionMNISTOptions } from "./fashion_mnist";
+export { ImageFolderDataset, netpbmDecoder, sharpDecoder, type ImageDecoder, type DecodedImage, type ImageFolderOptions } from "./image_folder";
+export {
+  CHECKPOINT_FORMAT, checkpointFile, listCheckpoints, latestCheckpoint, loadCheckpoint, saveCheckpoint, pruneCheckpoints, disposeCheckpoint,
+  type TrainCheckpoint,
+} from "./checkpoint";
