@@ -8,7 +8,7 @@
  * scheduler keeps between steps (multistep history) are held with `keep` and released when
  * replaced, on `setTimesteps` and on `dispose()`.
  */
-import { Tensor, Generator, randn, tensor, tidy, keep } from "../tensor";
+import { Tensor, Generator, randn, tensor, tidy } from "../tensor";
 import { Spec, invalid, resolveConfig } from "./config";
 import { f32, sqrt32, div32, mul32, add32 } from "./f32";
 import { NoiseSchedule, noiseSchedule, NoiseScheduleConfig } from "./schedules";
@@ -56,26 +56,36 @@ export type TimestepLike = number | Tensor;
 /** Timesteps for `addNoise`: one per batch element (or one for all). */
 export type TimestepsLike = number | number[] | Tensor;
 
+/** diffusers' model parameterisations. */
 export const PREDICTION_TYPES = ["epsilon", "sample", "v_prediction"] as const;
 
-/** Converts a timestep argument to a number. */
+/** Converts a timestep argument to a number. @example timestepValue(999) // 999 */
 export const timestepValue = (t: TimestepLike): number => (typeof t === "number" ? t : t.item());
 
-/** Converts `addNoise` timesteps to a list of numbers. */
+/** Converts `addNoise` timesteps to a list of numbers. @example timestepList(500) // [500] */
 export function timestepList(ts: TimestepsLike): number[] {
   if (typeof ts === "number") return [ts];
   if (Array.isArray(ts)) return ts;
   return Array.from(ts.toFloat64Array());
 }
 
-/** A `[k, 1, 1, ...]` float tensor of per-sample scalars that broadcasts against `like`. */
+/**
+ * A `[k, 1, 1, ...]` float tensor of per-sample scalars that broadcasts against `like`.
+ * @example perSample([0.9, 0.5], latents).mul(latents) // scales sample 0 by 0.9, sample 1 by 0.5
+ */
 export function perSample(values: number[], like: Tensor): Tensor {
   const shape = [values.length, ...new Array(Math.max(0, like.ndim - 1)).fill(1)];
   const t = tensor(values, shape, { dtype: "float32", device: like.device });
   return like.dtype === "float32" ? t : t.to(like.dtype);
 }
 
-/** Base class: config, timesteps, step index, noise and thresholding helpers. */
+/**
+ * Base class: config, timesteps, step index, noise and thresholding helpers.
+ * @example
+ * const s: SchedulerBase = schedulerFromConfig(config);
+ * s.setTimesteps(30);
+ * for (const t of s.timesteps) x = s.step(model(s.scaleModelInput(x, t), t), t, x).prevSample;
+ */
 export abstract class SchedulerBase<C extends object = Record<string, unknown>> {
   /** The resolved config (diffusers' `scheduler.config`), frozen, snake_case. */
   readonly config: Readonly<C>;
@@ -218,6 +228,10 @@ export interface BetaConfig extends NoiseScheduleConfig {
 /**
  * A scheduler over a discrete beta schedule: holds betas, alphas and `alphas_cumprod`.
  * The forward process is DDPM's `√ᾱ_t x₀ + √(1-ᾱ_t) ε` (Ho et al. 2020, eq. 4).
+ * @example
+ * const s = new DDPMScheduler({});
+ * const noisy = s.addNoise(latents, noise, [10, 500]); // training: one timestep per sample
+ * const target = s.getVelocity(latents, noise, [10, 500]); // v-prediction target
  */
 export abstract class BetaScheduler<C extends BetaConfig> extends SchedulerBase<C> {
   readonly betas: number[];
@@ -261,7 +275,7 @@ export abstract class BetaScheduler<C extends BetaConfig> extends SchedulerBase<
   }
 }
 
-/** `alpha_t = 1/√(σ²+1)`, `sigma_t = σ·alpha_t` in float32 (VP view of a VE sigma). */
+/** `alpha_t = 1/√(σ²+1)`, `sigma_t = σ·alpha_t` in float32 (VP view of a VE sigma). @example vpAlphaSigma(1) // [0.7071..., 0.7071...] */
 export function vpAlphaSigma(sigma: number): [number, number] {
   const a = div32(1, sqrt32(add32(mul32(sigma, sigma), 1)));
   return [a, mul32(sigma, a)];

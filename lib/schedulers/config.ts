@@ -19,7 +19,7 @@ export interface Field {
 
 export type Spec = Record<string, Field>;
 
-/** Formats a received value for an error message: JSON for plain values, else its type. */
+/** Formats a received value for an error message: JSON for plain values, else its type. @example describe("x") // '"x"' */
 export function describe(value: unknown): string {
   if (value === undefined) return "undefined";
   if (typeof value === "number" && !Number.isFinite(value)) return String(value);
@@ -116,11 +116,6 @@ export function intArray(def: number[]): Field {
   };
 }
 
-/** Accepts any value (kept for diffusers compatibility, unused here). @example anything(null) */
-export function anything(def: unknown): Field {
-  return { default: def, nullable: true, check: () => null };
-}
-
 /**
  * Resolves a user config against a spec: defaults filled, every value checked, result frozen.
  * `_class_name` is kept; other keys outside the spec (and `_`-prefixed metadata) are dropped.
@@ -144,6 +139,3 @@ export function resolveConfig<C>(owner: string, spec: Spec, user: unknown): C {
   for (const [key, field] of Object.entries(spec)) if (field.onlyIf && !field.onlyIf(out)) delete out[key];
   return out as C;
 }
-
-/** Freezes a resolved config (after class-specific fix-ups such as diffusers' remapped values). */
-export const freezeConfig = <C extends object>(c: C): Readonly<C> => Object.freeze(c);

@@ -6,7 +6,7 @@
  */
 import { Tensor, tidy } from "../tensor";
 import { BetaConfig, BetaScheduler, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, timestepValue } from "./base";
-import { Spec, bool, invalid, oneOf } from "./config";
+import { Spec, bool, invalid } from "./config";
 import { div32, f32, mul32, sqrt32, sub32 } from "./f32";
 import { checkedDiscreteTimesteps } from "./ddpm";
 import { betaSpec, clipSpec, predictionSpec, spacingSpec, thresholdSpec } from "./specs";
@@ -77,7 +77,7 @@ export class DDIMScheduler extends BetaScheduler<DDIMConfig> {
     const c = this.config;
     const eta = opts.eta ?? 0;
     if (typeof eta !== "number" || !(eta >= 0)) throw invalid(this.className, "step: eta", "a number >= 0", eta);
-    if (opts.noise && opts.generator) throw new Error(`${this.className}: pass either generator or noise to step(), not both`);
+    if (eta > 0 && opts.noise && opts.generator) throw new Error(`${this.className}: pass either generator or noise to step(), not both`);
     const tt = this.trainIndex(timestepValue(t));
     // 1. get previous step value (=t-1)
     const prevT = tt - Math.floor(c.num_train_timesteps / this.numInferenceSteps!);

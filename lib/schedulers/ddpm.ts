@@ -10,6 +10,7 @@ import { div32, exp32, f32, log32, mul32, sqrt32 } from "./f32";
 import { betaSpec, clipSpec, predictionSpec, spacingSpec, thresholdSpec } from "./specs";
 import { ddimTimesteps, TimestepSpacing } from "./sigmas";
 
+/** DDPM's `variance_type` values. */
 export const DDPM_VARIANCE_TYPES = ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"] as const;
 
 export interface DDPMConfig extends BetaConfig {
@@ -37,6 +38,8 @@ const SPEC: Spec = {
 /**
  * Integer timesteps for DDPM-style schedulers, with diffusers' checks on `numInferenceSteps`
  * and on custom (descending, in-range) timesteps.
+ * @example
+ * checkedDiscreteTimesteps("DDIMScheduler", { num_train_timesteps: 1000, timestep_spacing: "trailing", steps_offset: 0 }, 4); // [999, 749, 499, 249]
  */
 export function checkedDiscreteTimesteps(
   owner: string,

@@ -27,9 +27,10 @@ export interface DPMSolverMultistepConfig extends SolverConfig {
   rescale_betas_zero_snr: boolean;
 }
 
+/** DPM-Solver's `algorithm_type` values. */
 export const DPM_ALGORITHMS = ["dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++"] as const;
 
-/** Spec of the DPM-Solver family's solver keys; `lowerOrderFinal` default differs per class. */
+/** Spec of the DPM-Solver family's solver keys; `lowerOrderFinal` default differs per class. @example dpmSolverSpec(DPM_ALGORITHMS, true) */
 export function dpmSolverSpec(algorithms: readonly string[], lowerOrderFinal: boolean): Spec {
   return {
     ...betaSpec(0.0001, 0.02, "linear"),
@@ -58,7 +59,12 @@ const SPEC: Spec = {
   time_shift_type: oneOf(["exponential"], "exponential"),
 };
 
-/** diffusers' config fix-ups: deprecated names remapped, invalid combinations rejected. */
+/**
+ * diffusers' config fix-ups: deprecated names remapped, invalid combinations rejected.
+ * @example
+ * const c = { algorithm_type: "deis", solver_type: "bh2", solver_order: 2, final_sigmas_type: "zero" };
+ * dpmSolverFixup("DPMSolverMultistepScheduler", c); // c.algorithm_type === "dpmsolver++"
+ */
 export function dpmSolverFixup(className: string, c: Record<string, unknown>, orderMax = 3): void {
   if (c.algorithm_type === "deis") c.algorithm_type = "dpmsolver++";
   if (c.solver_type === "logrho" || c.solver_type === "bh1" || c.solver_type === "bh2") c.solver_type = "midpoint";

@@ -33,7 +33,7 @@ const SPEC: Spec = {
   final_sigmas_type: oneOf(["zero", "sigma_min"], "zero"),
 };
 
-/** Zero-SNR: close to 0 without being 0 so the first sigma is finite (fp16's smallest subnormal). */
+/** Zero-SNR: ᾱ_T close to 0 without being 0 so the first sigma is finite (fp16's smallest subnormal, 2⁻²⁴). */
 export const ZERO_SNR_LAST_ALPHA_CUMPROD = f32(2 ** -24);
 
 /**

@@ -10,18 +10,27 @@
  * float kernels are within 1 ulp of that, which is far below the parity tolerances (1e-5).
  */
 
+/** Rounds to float32. @example f32(0.1) // 0.10000000149011612 */
 export const f32 = Math.fround;
 
+/** float32 a + b. @example add32(f32(0.1), f32(0.2)) */
 export const add32 = (a: number, b: number): number => Math.fround(a + b);
+/** float32 a - b. @example sub32(1, f32(0.9)) */
 export const sub32 = (a: number, b: number): number => Math.fround(a - b);
+/** float32 a · b. @example mul32(f32(0.1), 3) */
 export const mul32 = (a: number, b: number): number => Math.fround(a * b);
+/** float32 a / b. @example div32(1, 3) */
 export const div32 = (a: number, b: number): number => Math.fround(a / b);
+/** float32 √a (correctly rounded, as torch). @example sqrt32(2) */
 export const sqrt32 = (a: number): number => Math.fround(Math.sqrt(a));
+/** float32 eᵃ. @example exp32(-1) */
 export const exp32 = (a: number): number => Math.fround(Math.exp(a));
+/** float32 ln a. @example log32(10) */
 export const log32 = (a: number): number => Math.fround(Math.log(a));
+/** float32 eᵃ - 1. @example expm1_32(1e-3) */
 export const expm1_32 = (a: number): number => Math.fround(Math.expm1(a));
 
-/** `torch.pow(x, p)` for a float32 0-d tensor and a Python scalar exponent. */
+/** `torch.pow(x, p)` for a float32 0-d tensor and a Python scalar exponent. @example pow32(f32(1.1), 2) */
 export function pow32(a: number, p: number): number {
   if (p === 2) return Math.fround(a * a);
   if (p === 0.5) return Math.fround(Math.sqrt(a));
@@ -33,7 +42,7 @@ export function pow32(a: number, p: number): number {
 const F32 = new Float32Array(1);
 const I32 = new Int32Array(F32.buffer);
 
-/** The next float32 above `x` (x must be a float32 value). */
+/** The next float32 above `x` (x must be a float32 value). @example nextUp32(1) // 1.0000001192092896 */
 export function nextUp32(x: number): number {
   if (Number.isNaN(x) || x === Infinity) return x;
   if (x === 0) return 1.401298464324817e-45;
@@ -42,7 +51,7 @@ export function nextUp32(x: number): number {
   return F32[0];
 }
 
-/** The next float32 below `x` (x must be a float32 value). */
+/** The next float32 below `x` (x must be a float32 value). @example nextDown32(1) // 0.9999999403953552 */
 export function nextDown32(x: number): number {
   return -nextUp32(-x);
 }
@@ -68,7 +77,7 @@ export function fma32(a: number, b: number, c: number): number {
   return r;
 }
 
-/** `numpy.round` / `torch.round`: round half to even. */
+/** `numpy.round` / `torch.round`: round half to even. @example roundHalfEven(2.5) // 2 */
 export function roundHalfEven(x: number): number {
   const r = Math.round(x);
   return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;

@@ -26,7 +26,7 @@ const SPEC: Spec = {
   ...spacingSpec("linspace"),
 };
 
-/** `[x0, x1, x1, x2, x2, ...]`: interior values repeated for the predictor/corrector pairs. */
+/** `[x0, x1, x1, x2, x2, ...]`: interior values repeated for the predictor/corrector pairs. @example interleavePairs([3, 2, 1, 0], true) // [3, 2, 2, 1, 1, 0] */
 export const interleavePairs = (xs: number[], keepLast: boolean): number[] => {
   const out = [xs[0]];
   const end = keepLast ? xs.length - 1 : xs.length;

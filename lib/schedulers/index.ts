@@ -70,7 +70,7 @@ export {
 } from "./sigmas";
 export { torchLinspace32, numpyLinspace, numpyArange, numpyInterp, cumprod32 } from "./numpy";
 
-/** Every scheduler class by its diffusers name. */
+/** Every scheduler class by its diffusers name. @example new SCHEDULERS["DDIMScheduler"]({}) */
 export const SCHEDULERS = {
   DDPMScheduler,
   DDIMScheduler,
@@ -110,5 +110,5 @@ export function schedulerFromConfig(config: Record<string, unknown>): Scheduler 
   return new Cls(config);
 }
 
-/** True for any scheduler instance of this module. */
+/** True for any scheduler instance of this module. @example isScheduler(new DDIMScheduler()) // true */
 export const isScheduler = (v: unknown): v is SchedulerBase => v instanceof SchedulerBase;

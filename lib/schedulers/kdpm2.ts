@@ -23,7 +23,7 @@ const SPEC: Spec = {
   ...spacingSpec("linspace"),
 };
 
-/** `exp(lerp(log a, log b, 0.5))` as torch computes it in float32 (`end - (end - start)·0.5`). */
+/** `exp(lerp(log a, log b, 0.5))` as torch computes it in float32 (`end - (end - start)·0.5`). @example logMidpoint32(4, 1) // 2 */
 export function logMidpoint32(a: number, b: number): number {
   const la = log32(a);
   const lb = log32(b);

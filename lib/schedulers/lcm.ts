@@ -51,14 +51,14 @@ export function lcmTimesteps(origin: number[], n: number): number[] {
   return numpyLinspace(0, desc.length, n, false).map((x) => desc[Math.floor(x)]);
 }
 
-/** Consistency-model boundary conditions at `t` (σ_data = 0.5), float32 like diffusers. */
+/** Consistency-model boundary conditions at `t` (σ_data = 0.5), float32 like diffusers. @example boundaryScalings(999, 10) // { cSkip ≈ 2.5e-8, cOut ≈ 1 } */
 export function boundaryScalings(t: number, timestepScaling: number): { cSkip: number; cOut: number } {
   const scaled = mul32(f32(t), f32(timestepScaling));
   const den = add32(mul32(scaled, scaled), 0.25);
   return { cSkip: mul32(div32(1, den), 0.25), cOut: div32(scaled, sqrt32(den)) };
 }
 
-/** Custom-timestep validation shared by LCM and TCD (descending, below T). */
+/** Custom-timestep validation shared by LCM and TCD (descending, below T). @example checkedCustomTimesteps("LCMScheduler", 1000, [999, 499]) */
 export function checkedCustomTimesteps(owner: string, T: number, ts: number[]): number[] {
   return checkedDiscreteTimesteps(owner, { num_train_timesteps: T, timestep_spacing: "leading", steps_offset: 0 }, 0, ts);
 }

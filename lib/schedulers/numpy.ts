@@ -40,7 +40,7 @@ export function numpyArange(start: number, stop: number, step: number): number[]
   return out;
 }
 
-/** Element-wise `numpy.round` (half to even). */
+/** Element-wise `numpy.round` (half to even). @example npRound([0.5, 1.5]) // [0, 2] */
 export const npRound = (xs: number[]): number[] => xs.map(roundHalfEven);
 
 /**
@@ -104,7 +104,7 @@ export function torchLinspace32(start: number, end: number, steps: number): numb
   return out;
 }
 
-/** `torch.cumprod` of a float32 vector on CPU: accumulated in float64, stored as float32. */
+/** `torch.cumprod` of a float32 vector on CPU: accumulated in float64, stored as float32. @example cumprod32([0.5, 0.5]) // [0.5, 0.25] */
 export function cumprod32(xs: ArrayLike<number>): number[] {
   const out = new Array<number>(xs.length);
   let acc = 1;

@@ -96,6 +96,7 @@ export class PNDMScheduler extends BetaScheduler<PNDMConfig> {
 
   /** Runge–Kutta (4 evaluations per δ) on the ε-ODE, eq. (13). */
   private stepPrk(modelOutput: Tensor, t: number, sample: Tensor): Tensor {
+    // 1. previous step value: every other PRK call moves half a stride
     const ratio = Math.floor(this.config.num_train_timesteps / this.numInferenceSteps!);
     const diffToPrev = this.counter % 2 ? 0 : Math.floor(ratio / 2);
     const prevT = t - diffToPrev;
@@ -103,6 +104,7 @@ export class PNDMScheduler extends BetaScheduler<PNDMConfig> {
     const k = this.counter % 4;
     let eps: Tensor;
     const out = tidy(() => {
+      // 2. accumulate the RK4 slope (1/6, 1/3, 1/3, 1/6) from the block's start sample
       if (k === 0) {
         this.replaceCur(modelOutput.mul(f32(1 / 6)));
         this.ets.push(keep(modelOutput.clone()));
@@ -133,6 +135,7 @@ export class PNDMScheduler extends BetaScheduler<PNDMConfig> {
   private stepPlms(modelOutput: Tensor, t: number, sample: Tensor): Tensor {
     if (!this.config.skip_prk_steps && this.ets.length < 3)
       throw new Error(`${this.className}: PLMS needs 3 PRK warm-up steps first; step through scheduler.timesteps in order`);
+    // 1. previous step value (the second warm-up call of skip_prk_steps redoes the first step)
     const ratio = Math.floor(this.config.num_train_timesteps / this.numInferenceSteps!);
     let prevT = t - ratio;
     let cur = t;
@@ -144,6 +147,7 @@ export class PNDMScheduler extends BetaScheduler<PNDMConfig> {
       cur = t + ratio;
     }
     const e = this.ets;
+    // 2. Adams–Bashforth combination of the last 1–4 ε
     const out = tidy(() => {
       let eps: Tensor;
       let x = sample;
@@ -169,11 +173,14 @@ export class PNDMScheduler extends BetaScheduler<PNDMConfig> {
 
   /** φ(x_t, ε, t → t_prev), eq. (11) of the paper in diffusers' arrangement. */
   private prevSample(sample: Tensor, t: number, prevT: number, eps: Tensor): Tensor {
+    // 1. alphas, betas at t and t_prev
     const a = this.alphasCumprod[this.trainIndex(t)];
     const ap = prevT >= 0 ? this.alphasCumprod[prevT] : this.finalAlphaCumprod;
     const bp = f32(1 - a);
     const bpp = f32(1 - ap);
+    // 2. v-prediction → ε
     if (this.config.prediction_type === "v_prediction") eps = eps.mul(sqrt32(a)).add(sample.mul(sqrt32(bp)));
+    // 3. x_{t_prev} = √(ᾱ_prev/ᾱ_t)·x_t - (ᾱ_prev - ᾱ_t)·ε / (ᾱ_t√(1-ᾱ_prev) + √(ᾱ_t(1-ᾱ_t)ᾱ_prev))
     const sampleCoeff = sqrt32(div32(ap, a));
     const denom = add32(mul32(a, sqrt32(bpp)), sqrt32(mul32(mul32(a, bp), ap)));
     return sample.mul(sampleCoeff).sub(eps.mul(sub32(ap, a)).div(denom));

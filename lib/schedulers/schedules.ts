@@ -6,7 +6,7 @@
 import { f32, sqrt32 } from "./f32";
 import { cumprod32, torchLinspace32 } from "./numpy";
 
-/** Beta schedules: diffusers' four, plus Simple Diffusion's shifted cosine. */
+/** Beta schedules: diffusers' four, plus Simple Diffusion's shifted cosine (`"shifted_cosine"`). */
 export const BETA_SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid", "shifted_cosine"] as const;
 export type BetaSchedule = (typeof BETA_SCHEDULES)[number];
 

@@ -30,6 +30,13 @@ export interface InferenceSchedule {
   kind: SigmaKind;
 }
 
+/**
+ * Base of the σ-parameterised samplers (see the module doc).
+ * @example
+ * const s = new EulerDiscreteScheduler({});
+ * s.setTimesteps(20);
+ * const x = randn(shape).mul(s.initNoiseSigma);
+ */
 export abstract class SigmaScheduler<C extends SigmaConfig> extends BetaScheduler<C> {
   /** σ of every training timestep, increasing (float32). */
   protected trainSigmas: number[];

@@ -155,7 +155,7 @@ export function sigmaToT32(sigma: number, logSigmas: number[]): number {
   return add32(mul32(sub32(1, w), lowIdx), mul32(w, lowIdx + 1));
 }
 
-/** Timestep spacings of Lin et al. (2023), Table 2. */
+/** Timestep spacings of Lin et al. (2023), Table 2: "leading", "trailing", "linspace". */
 export const TIMESTEP_SPACINGS = ["leading", "trailing", "linspace"] as const;
 export type TimestepSpacing = (typeof TIMESTEP_SPACINGS)[number];
 

@@ -8,7 +8,7 @@
 import { Tensor, keep, tidy } from "../tensor";
 import { BetaConfig, BetaScheduler, TimestepsLike, perSample, timestepList, vpAlphaSigma } from "./base";
 import { Spec } from "./config";
-import { f32, log32, sub32, mul32, div32 } from "./f32";
+import { f32, log32, sub32 } from "./f32";
 import { numpyInterp, numpyLinspace } from "./numpy";
 import { trainSigmas } from "./schedules";
 import { betaSigmas, exponentialSigmas, flowShift, karrasSigmas, roundTimesteps, sigmaToT, stretchShiftToTerminal, timeShift } from "./sigmas";
@@ -49,6 +49,12 @@ export interface SolverSchedule {
   branch: "karras" | "exponential" | "beta" | "lu" | "flow" | "interp";
 }
 
+/**
+ * Base of DPM-Solver, DPM-Solver singlestep, UniPC and DEIS (see the module doc).
+ * @example
+ * const s = new DPMSolverMultistepScheduler({ solver_order: 2 });
+ * s.setTimesteps(20); // s.sigmas has 21 entries, the last one 0
+ */
 export abstract class SolverScheduler<C extends SolverConfig> extends BetaScheduler<C> {
   protected trainSigmas: number[];
   protected logSigmas: number[];
@@ -207,6 +213,5 @@ export abstract class SolverScheduler<C extends SolverConfig> extends BetaSchedu
   }
 }
 
-/** φ-function helpers in float32 for the DPM-Solver updates. */
-export const em1 = (x: number): number => f32(Math.fround(Math.exp(x)) - 1); // torch.exp(x) - 1.0
-export { div32, mul32, sub32 };
+/** `torch.exp(x) - 1.0` on a float32 0-d tensor (not expm1: diffusers subtracts). @example em1(0.5) */
+export const em1 = (x: number): number => f32(Math.fround(Math.exp(x)) - 1);

@@ -65,7 +65,7 @@ export const sigmaKindSpec = (): Spec => ({
   use_beta_sigmas: bool(false),
 });
 
-/** Throws unless at most one of the sigma-kind flags is set (as diffusers' `__init__`). */
+/** Throws unless at most one of the sigma-kind flags is set (as diffusers' `__init__`). @example checkOneSigmaKind("EulerDiscreteScheduler", { use_karras_sigmas: true }) */
 export function checkOneSigmaKind(className: string, c: Record<string, unknown>): void {
   const on = ["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"].filter((k) => c[k] === true);
   if (on.length > 1)
@@ -75,6 +75,7 @@ export function checkOneSigmaKind(className: string, c: Record<string, unknown>)
 /** Which sigma schedule the flags select. */
 export type SigmaKind = "karras" | "exponential" | "beta" | null;
 
+/** The selected sigma kind. @example sigmaKind({ use_karras_sigmas: true }) // "karras" */
 export function sigmaKind(c: { use_karras_sigmas?: boolean; use_exponential_sigmas?: boolean; use_beta_sigmas?: boolean }): SigmaKind {
   return c.use_karras_sigmas ? "karras" : c.use_exponential_sigmas ? "exponential" : c.use_beta_sigmas ? "beta" : null;
 }

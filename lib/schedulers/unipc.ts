@@ -47,7 +47,7 @@ const SPEC: Spec = {
   shift_terminal: num(null, { nullable: true }),
 };
 
-/** Solves the small dense system R·x = b (Gaussian elimination, float64, result float32). */
+/** Solves the small dense system R·x = b (Gaussian elimination, float64, result float32). @example solveSmall([[1, 0], [0, 2]], [1, 1]) // [1, 0.5] */
 export function solveSmall(R: number[][], b: number[]): number[] {
   const n = b.length;
   const A = R.map((row, i) => [...row, b[i]]);
