@@ -134,7 +134,10 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
   try {
     entry.handle.callBoxed(&stack);
   } catch (const std::exception& e) {
-    throwError(env, entry.name + ": " + errorMessage(e) + describeArguments(schema, arguments));
+    // Our own ops already name themselves in their messages.
+    std::string message = errorMessage(e);
+    if (message.rfind(schema.name() + ":", 0) != 0) message = entry.name + ": " + message;
+    throwError(env, message + describeArguments(schema, arguments));
   }
   if (stack.empty()) return env.Undefined();
   if (stack.size() == 1) return fromIValue(env, stack[0], &inputs);
