@@ -53,7 +53,9 @@ export function latentDistribution(moments: Tensor): LatentDistribution {
   const [mean, rawLogvar] = moments.chunk(2, 1); // (B, C, h, w) each, views
   const logvar = rawLogvar.clamp(-30, 20);
   rawLogvar.dispose();
-  const std = logvar.mul(0.5).exp();
+  const halfLogvar = logvar.mul(0.5);
+  const std = halfLogvar.exp();
+  halfLogvar.dispose();
   const variance = logvar.exp();
   return {
     moments,

@@ -7,6 +7,7 @@
 import { ClassifierFreeGuidance } from "../guidance";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { toImageTensor, type ImageSource } from "../image";
+import { op } from "../dispatch";
 import { loadModel, type ModelLoadOptions } from "../models";
 import { randnLike, tidy, type Tensor } from "../tensor";
 import { denoise, encodePrompts, imagesToLatents, latentsToImages, throwIfAborted, vaeScaleFactor, type TextToImageComponents } from "./common";
@@ -53,7 +54,8 @@ export class Img2ImagePipeline {
     try {
       if (input.shape[0] !== 1 && input.shape[0] !== prompts.length) throw new Error(`edit: ${input.shape[0]} images for ${prompts.length} prompts`);
       const batch = prompts.length * perPrompt;
-      const images = tidy(() => input.expand([batch, ...input.shape.slice(1)]).contiguous()); // (B, C, H, W)
+      // One image for all prompts, or one per prompt, each repeated for its images.
+      const images = tidy(() => (input.shape[0] === 1 ? input.expand([batch, ...input.shape.slice(1)]).contiguous() : (op("aten::repeat_interleave.self_int", input, perPrompt, 0) as Tensor))); // (B, C, H, W)
       if (strength === 0) return { images };
       const scheduler = options.scheduler ?? c.scheduler;
       scheduler.setTimesteps(steps);

@@ -88,7 +88,7 @@ export class Text2ImagePipeline {
     try {
       scheduler.setTimesteps(steps);
       const shape = [prompts.length * perPrompt, c.unet.config.in_channels, height / factor, width / factor];
-      const latents = options.latents ? options.latents.clone() : drawLatents(shape, scheduler.initNoiseSigma, options.generator);
+      const latents = options.latents ? options.latents.clone() : drawLatents(shape, scheduler.initNoiseSigma, c.unet.device, options.generator);
       const final = await denoise({ ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps: scheduler.timesteps });
       try {
         return { images: await latentsToImages(c.vae, final) };
@@ -101,6 +101,7 @@ export class Text2ImagePipeline {
   }
 }
 
-function drawLatents(shape: number[], initNoiseSigma: number, generator?: Generator): Tensor {
-  return tidy(() => randn(shape, { generator }).mul(initNoiseSigma)); // (B, C, h, w)
+/** Noise drawn on the generator's device (CPU by default, as diffusers does), then moved to the model's. */
+function drawLatents(shape: number[], initNoiseSigma: number, device: string, generator?: Generator): Tensor {
+  return tidy(() => randn(shape, { generator, device: generator?.device }).mul(initNoiseSigma).to({ device })); // (B, C, h, w)
 }

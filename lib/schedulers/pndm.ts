@@ -59,7 +59,7 @@ export class PNDMScheduler extends BetaScheduler<PNDMConfig> {
     if (c.skip_prk_steps) {
       // plms warm-up repeats the second-to-last timestep (diffusers' trick for 1st order start)
       this.prkTimesteps = [];
-      this.plmsTimesteps = [...ts.slice(0, n - 1), ts[n - 2], ts[n - 1]].reverse();
+      this.plmsTimesteps = [...ts.slice(0, n - 1), ...ts.slice(Math.max(0, n - 2), n - 1), ...ts.slice(n - 1)].reverse(); // numpy slices: no repeat when n = 1
     } else {
       const half = Math.floor(Math.floor(c.num_train_timesteps / numInferenceSteps) / 2);
       const last = ts.slice(-this.pndmOrder);
