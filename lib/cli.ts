@@ -1,0 +1,111 @@
+#!/usr/bin/env node
+/**
+ * The `torch-diffusion` command: generate, edit (SDEdit), inpaint, train, info.
+ *
+ *   torch-diffusion generate --prompt "a photo of a sneaker" --steps 30 --scheduler dpm++2m --out sneaker.png
+ *   torch-diffusion inpaint --image room.png --mask mask.png --prompt "a red sofa" --batch 4 --grid all.png
+ *   torch-diffusion info --model models/sd-1.5
+ *
+ * Written files go to stdout (one per line), notes, progress and the summary to stderr. Bad
+ * input prints one `torch-diffusion: <message>` line and exits 1; Ctrl-C stops after the
+ * current step and exits 130.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { COMMANDS, CliError, TOP_HELP, commandHelp, parseCommand, stringOption, type Values } from "./cli/args";
+import { modelInfo, runtimeInfo } from "./cli/info";
+import { packageRoot, resolveModelDir, type CliIO } from "./cli/output";
+import { runEdit, runGenerate, runInpaint } from "./cli/run";
+
+type Runner = (values: Values, io: CliIO, signal?: AbortSignal) => Promise<number | void>;
+
+async function runInfo(values: Values, io: CliIO): Promise<void> {
+  const dir = resolveModelDir(stringOption(values, "model"), io);
+  const lines = modelInfo(dir);
+  const td = await import("./index");
+  io.stdout.write([...lines, ...runtimeInfo(td)].join("\n") + "\n");
+}
+
+/** Training from the command line waits for the training loop's model-directory output. */
+async function runTrain(): Promise<number> {
+  throw new CliError("train: not available yet: the training loop lands in lib/training", 2);
+}
+
+const RUNNERS: Record<keyof typeof COMMANDS, Runner> = {
+  generate: runGenerate,
+  edit: runEdit,
+  inpaint: runInpaint,
+  train: runTrain,
+  info: runInfo,
+};
+
+function version(): string {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(packageRoot(), "package.json"), "utf8")).version;
+  } catch {
+    return "unknown";
+  }
+}
+
+/** Any error as one line: the message with its line breaks folded, never a stack trace. */
+function report(error: unknown, io: CliIO): number {
+  const e = error as Error & { exitCode?: number };
+  if (e?.name === "AbortError") {
+    io.stderr.write("torch-diffusion: interrupted\n");
+    return 130;
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  const line = message.replace(/\s*\n\s*/g, " ").trim().replace(/^torch-diffusion:\s*/, "");
+  io.stderr.write(`torch-diffusion: ${line}\n`);
+  return error instanceof CliError ? error.exitCode : 1;
+}
+
+/**
+ * Runs the command line `argv` (without node and the script) and resolves to the exit code;
+ * it never throws and never exits the process, so tests can call it in-process.
+ * @example process.exitCode = await main(["generate", "--prompt", "a cat", "--out", "cat.png"]);
+ */
+export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr }, signal?: AbortSignal): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === undefined) {
+      io.stderr.write(`${TOP_HELP}\n`);
+      return 1;
+    }
+    if (command === "--help" || command === "-h") {
+      io.stdout.write(`${TOP_HELP}\n`);
+      return 0;
+    }
+    if (command === "--version" || command === "-v") {
+      io.stdout.write(`${version()}\n`);
+      return 0;
+    }
+    if (command === "help") {
+      const topic = rest[0];
+      if (topic !== undefined && !Object.hasOwn(COMMANDS, topic)) throw new CliError(`help: unknown command ${JSON.stringify(topic)}`);
+      io.stdout.write(`${topic === undefined ? TOP_HELP : commandHelp(topic)}\n`);
+      return 0;
+    }
+    if (!Object.hasOwn(COMMANDS, command)) {
+      const hint = command.startsWith("-") ? "a command comes first" : `commands: ${Object.keys(COMMANDS).join(", ")}`;
+      throw new CliError(`unknown command ${JSON.stringify(command)} (${hint}; see torch-diffusion --help)`);
+    }
+    const values = parseCommand(command, rest);
+    if (values.help) {
+      io.stdout.write(`${commandHelp(command)}\n`);
+      return 0;
+    }
+    return (await RUNNERS[command](values, io, signal)) ?? 0;
+  } catch (error) {
+    return report(error, io);
+  }
+}
+
+if (require.main === module) {
+  // The first Ctrl-C stops the run after the current step; a second one kills as usual.
+  const controller = new AbortController();
+  process.once("SIGINT", () => controller.abort());
+  main(process.argv.slice(2), undefined, controller.signal).then((code) => {
+    process.exitCode = code;
+  });
+}

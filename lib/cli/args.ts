@@ -1,0 +1,234 @@
+/**
+ * The `torch-diffusion` command line: every option defined once (type, placeholder, help),
+ * each command picking the ones it takes, strict parsing with node:util's parseArgs and
+ * value checks that fail with one `CliError` line naming the option.
+ */
+import { parseArgs } from "node:util";
+
+/**
+ * A failure to report as `torch-diffusion: <message>` and exit with `exitCode`, no stack trace.
+ * @example throw new CliError("--prompt is required");
+ */
+export class CliError extends Error {
+  constructor(message: string, readonly exitCode = 1) {
+    super(message);
+    this.name = "CliError";
+  }
+}
+
+/**
+ * The one error factory for bad option values.
+ * @example throw badValue("--steps", "a positive integer", "-3"); // --steps: expected a positive integer but got "-3"
+ */
+export function badValue(option: string, expected: string, got: string): CliError {
+  return new CliError(`${option}: expected ${expected} but got ${JSON.stringify(got)}`);
+}
+
+interface OptionSpec {
+  type: "string" | "boolean";
+  short?: string;
+  /** Placeholder in help: `--steps N`. */
+  arg?: string;
+  help: string;
+}
+
+/** Short scheduler names -> diffusers class names. @example SCHEDULER_ALIASES["euler-a"] // "EulerAncestralDiscreteScheduler" */
+export const SCHEDULER_ALIASES: Record<string, string> = {
+  ddim: "DDIMScheduler",
+  ddpm: "DDPMScheduler",
+  euler: "EulerDiscreteScheduler",
+  "euler-a": "EulerAncestralDiscreteScheduler",
+  "dpm++2m": "DPMSolverMultistepScheduler",
+  unipc: "UniPCMultistepScheduler",
+  heun: "HeunDiscreteScheduler",
+  lms: "LMSDiscreteScheduler",
+  pndm: "PNDMScheduler",
+  lcm: "LCMScheduler",
+};
+
+/** Every option of every command; commands reword `help` where their default differs. @example OPTIONS.steps.arg // "N" */
+export const OPTIONS = {
+  model: { type: "string", arg: "DIR", help: "model directory (default: the built-in model)" },
+  prompt: { type: "string", short: "p", arg: "TEXT", help: "what the image should show (required)" },
+  "negative-prompt": { type: "string", arg: "TEXT", help: "what to steer away from" },
+  steps: { type: "string", arg: "N", help: "denoising steps (default 50)" },
+  guidance: { type: "string", arg: "S", help: "classifier-free guidance scale, ≤ 1 turns it off (default 7.5)" },
+  seed: { type: "string", arg: "N", help: "random seed (default: a random one, printed)" },
+  scheduler: { type: "string", arg: "NAME", help: `sampler: ${Object.keys(SCHEDULER_ALIASES).join(", ")} or a diffusers class name (default: the model's)` },
+  width: { type: "string", arg: "PX", help: "image width (default: the model's)" },
+  height: { type: "string", arg: "PX", help: "image height (default: the model's)" },
+  batch: { type: "string", arg: "N", help: "images per prompt (default 1)" },
+  grid: { type: "string", arg: "FILE", help: "also write all images tiled into one PNG" },
+  out: { type: "string", short: "o", arg: "FILE", help: "output PNG (default out.png; with --batch N > 1: out-0.png, out-1.png, ...)" },
+  device: { type: "string", arg: "DEV", help: "cpu (default), cuda or cuda:N" },
+  image: { type: "string", arg: "FILE", help: "input image (required)" },
+  mask: { type: "string", arg: "FILE", help: "mask of the image's size: white = repaint, black = keep (required)" },
+  strength: { type: "string", arg: "S", help: "how far toward noise to go, in [0, 1]" },
+  data: { type: "string", arg: "SET", help: "fashion-mnist or an image folder" },
+  help: { type: "boolean", short: "h", help: "show this help" },
+} as const satisfies Record<string, OptionSpec>;
+
+export type OptionName = keyof typeof OPTIONS;
+export type Values = Partial<Record<OptionName, string | boolean>>;
+
+export interface CommandSpec {
+  summary: string;
+  usage: string;
+  /** The options it takes, with help rewordings where they differ. */
+  options: Partial<Record<OptionName, string | null>>;
+  notes?: string[];
+}
+
+const GENERATION: Partial<Record<OptionName, string | null>> = {
+  model: null, prompt: null, "negative-prompt": null, steps: null, guidance: null, seed: null, scheduler: null,
+  batch: null, grid: null, out: null, device: null,
+};
+const RESIZE = "resize the input image (and mask) to this";
+
+/** The commands, their usage lines and the options each takes. @example Object.keys(COMMANDS) // ["generate", "edit", ...] */
+export const COMMANDS: Record<string, CommandSpec> = {
+  generate: {
+    summary: "text-to-image",
+    usage: "torch-diffusion generate --prompt TEXT [options]",
+    options: { ...GENERATION, width: null, height: null, help: null },
+  },
+  edit: {
+    summary: "SDEdit: redraw an image (or a stroke painting) along a prompt",
+    usage: "torch-diffusion edit --image FILE --prompt TEXT [options]",
+    options: { ...GENERATION, image: null, strength: "how far toward noise to go, in [0, 1] (default 0.8)", width: `${RESIZE} width`, height: `${RESIZE} height`, help: null },
+  },
+  inpaint: {
+    summary: "repaint the white part of a mask",
+    usage: "torch-diffusion inpaint --image FILE --mask FILE --prompt TEXT [options]",
+    options: { ...GENERATION, image: null, mask: null, strength: "noise level the masked region starts from, in [0, 1] (default 1)", width: `${RESIZE} width`, height: `${RESIZE} height`, help: null },
+  },
+  train: {
+    summary: "fine-tune a model (not available yet)",
+    usage: "torch-diffusion train --model DIR --data fashion-mnist|DIR --steps N --out DIR",
+    options: { model: null, data: null, steps: "optimizer steps", out: "where to write the trained model", seed: null, device: null, help: null },
+  },
+  info: {
+    summary: "show a model directory's components, the libtorch build, CUDA and threads",
+    usage: "torch-diffusion info [--model DIR]",
+    options: { model: null, help: null },
+  },
+};
+
+/** `torch-diffusion --help`. @example process.stdout.write(`${TOP_HELP}\n`); */
+export const TOP_HELP = [
+  "Usage: torch-diffusion <command> [options]",
+  "",
+  "Run, edit with and fine-tune diffusion image models on libtorch.",
+  "",
+  "Commands:",
+  ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)}${c.summary}`),
+  "",
+  "Run `torch-diffusion <command> --help` for a command's options.",
+  "Example: torch-diffusion generate --prompt \"a photo of a sneaker\" --steps 30 --scheduler dpm++2m --out sneaker.png",
+].join("\n");
+
+/** The help page of one command, built from its option table. @example console.log(commandHelp("inpaint")); */
+export function commandHelp(name: string): string {
+  const command = COMMANDS[name];
+  const rows = Object.entries(command.options).map(([option, reworded]) => {
+    const spec: OptionSpec = OPTIONS[option as OptionName];
+    const flag = `${spec.short ? `-${spec.short}, ` : "    "}--${option}${spec.arg ? ` ${spec.arg}` : ""}`;
+    return `  ${flag.padEnd(28)}${reworded ?? spec.help}`;
+  });
+  return [`Usage: ${command.usage}`, "", `${name}: ${command.summary}`, "", "Options:", ...rows, ...(command.notes ?? [])].join("\n");
+}
+
+/** Options that take a value: `--steps -3` is read as the value -3, not as an option. */
+function joinNegativeNumbers(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const name = argv[i].startsWith("--") ? argv[i].slice(2) : undefined;
+    const spec = name && (OPTIONS as Record<string, OptionSpec>)[name];
+    if (spec && spec.type === "string" && /^-\d|^-\.\d/.test(argv[i + 1] ?? "")) out.push(`${argv[i]}=${argv[++i]}`);
+    else out.push(argv[i]);
+  }
+  return out;
+}
+
+/**
+ * Parses one command's arguments strictly: unknown options, stray positionals and missing
+ * values are usage errors.
+ * @example const values = parseCommand("generate", ["--prompt", "a cat", "--steps", "20"]);
+ */
+export function parseCommand(command: string, argv: string[]): Values {
+  const spec = COMMANDS[command];
+  const options = Object.fromEntries(Object.keys(spec.options).map((name) => {
+    const o: OptionSpec = OPTIONS[name as OptionName];
+    return [name, o.short ? { type: o.type, short: o.short } : { type: o.type }];
+  }));
+  const seeHelp = `(see torch-diffusion ${command} --help)`;
+  try {
+    const { values, positionals } = parseArgs({ args: joinNegativeNumbers(argv), options, strict: true, allowPositionals: true });
+    if (positionals.length > 0) throw new CliError(`${command}: unexpected argument ${JSON.stringify(positionals[0])} ${seeHelp}`);
+    return values as Values;
+  } catch (error) {
+    if (error instanceof CliError) throw error;
+    const e = error as Error & { code?: string };
+    const option = /--[\w+-]+/.exec(e.message)?.[0] ?? /'(-\w)/.exec(e.message)?.[1] ?? "";
+    if (e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") throw new CliError(`${command}: unknown option ${option} ${seeHelp}`);
+    if (e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") {
+      const takesValue = (OPTIONS as Record<string, OptionSpec>)[option.replace(/^-+/, "")]?.type === "string";
+      throw new CliError(takesValue ? `${command}: ${option} needs a value ${seeHelp}` : `${command}: ${option} takes no value ${seeHelp}`);
+    }
+    throw new CliError(`${command}: ${e.message.split("\n")[0]} ${seeHelp}`);
+  }
+}
+
+/** A string option, required or not. @example const prompt = stringOption(values, "prompt", { required: true }); */
+export function stringOption(values: Values, name: OptionName, options: { required: true }): string;
+export function stringOption(values: Values, name: OptionName, options?: { required?: boolean }): string | undefined;
+export function stringOption(values: Values, name: OptionName, options: { required?: boolean } = {}): string | undefined {
+  const value = values[name];
+  if (typeof value === "string") {
+    if (value === "" && options.required) throw badValue(`--${name}`, "a non-empty value", value);
+    return value;
+  }
+  if (options.required) throw new CliError(`--${name} is required`);
+  return undefined;
+}
+
+/** An integer option ≥ `min`. @example const steps = intOption(values, "steps", 1) ?? 50; */
+export function intOption(values: Values, name: OptionName, min: number): number | undefined {
+  const raw = stringOption(values, name);
+  if (raw === undefined) return undefined;
+  const n = /^[+-]?\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+  const expected = min === 1 ? "a positive integer" : min === 0 ? "a non-negative integer" : `an integer ≥ ${min}`;
+  if (!Number.isSafeInteger(n) || n < min) throw badValue(`--${name}`, expected, raw);
+  return n;
+}
+
+/** A finite number option, optionally within [min, max]. @example const strength = numberOption(values, "strength", [0, 1]); */
+export function numberOption(values: Values, name: OptionName, range?: [number, number]): number | undefined {
+  const raw = stringOption(values, name);
+  if (raw === undefined) return undefined;
+  const n = raw.trim() === "" ? NaN : Number(raw);
+  if (!Number.isFinite(n) || (range && (n < range[0] || n > range[1]))) {
+    throw badValue(`--${name}`, range ? `a number in [${range[0]}, ${range[1]}]` : "a number", raw);
+  }
+  return n;
+}
+
+/** `--device`: cpu, cuda or cuda:N. @example deviceOption({ device: "cuda:1" }) // "cuda:1" */
+export function deviceOption(values: Values): string {
+  const device = stringOption(values, "device") ?? "cpu";
+  if (!/^(cpu|cuda(:\d+)?)$/.test(device)) throw badValue("--device", "cpu, cuda or cuda:N", device);
+  return device;
+}
+
+/**
+ * `--scheduler`: an alias or a class name (case-insensitive) -> the class name.
+ * @example schedulerClassName("dpm++2m", ["DPMSolverMultistepScheduler"]) // "DPMSolverMultistepScheduler"
+ */
+export function schedulerClassName(name: string, classes: string[]): string {
+  const lower = name.toLowerCase();
+  const found = SCHEDULER_ALIASES[lower] ?? classes.find((c) => c.toLowerCase() === lower || c.toLowerCase() === `${lower}scheduler`);
+  if (!found || !classes.includes(found)) {
+    throw badValue("--scheduler", `one of ${Object.keys(SCHEDULER_ALIASES).join(", ")} or a class name (${classes.join(", ")})`, name);
+  }
+  return found;
+}

@@ -1,0 +1,98 @@
+/**
+ * What the command line shows and writes: the progress bar on stderr, the output file
+ * names, and where the default model lives.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { CliError } from "./args";
+
+/** Where the CLI writes: stdout gets the written file names, stderr notes and progress. @example const io: CliIO = { stdout: process.stdout, stderr: process.stderr }; */
+export interface CliIO {
+  stdout: { write(text: string): unknown };
+  stderr: { write(text: string): unknown; isTTY?: boolean };
+}
+
+/**
+ * A one-line progress bar rewritten with \r — only when stderr is a terminal, so logs and
+ * pipes stay clean.
+ * @example const bar = new ProgressBar(process.stderr, "generate"); bar.update(3, 30); bar.done();
+ */
+export class ProgressBar {
+  private readonly started = Date.now();
+  private shown = false;
+
+  constructor(private readonly stream: CliIO["stderr"], private readonly label: string) {}
+
+  update(step: number, total: number): void {
+    if (!this.stream.isTTY) return;
+    const width = 24;
+    const filled = Math.round((width * step) / total);
+    const seconds = (Date.now() - this.started) / 1000;
+    const rate = seconds > 0 ? `${(step / seconds).toFixed(2)} it/s` : "";
+    this.stream.write(`\r${this.label} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${step}/${total} ${rate}\x1b[K`);
+    this.shown = true;
+  }
+
+  /** Clears the bar's line. */
+  done(): void {
+    if (this.shown) this.stream.write("\r\x1b[K");
+    this.shown = false;
+  }
+}
+
+/**
+ * One file per image: `out.png` for one, `out-0.png, out-1.png, ...` for several.
+ * @example outputPaths("img/cat.png", 2) // ["img/cat-0.png", "img/cat-1.png"]
+ */
+export function outputPaths(out: string, count: number): string[] {
+  if (count === 1) return [out];
+  const { dir, name, ext } = path.parse(out);
+  return Array.from({ length: count }, (_, i) => path.join(dir, `${name}-${i}${ext || ".png"}`));
+}
+
+/** The package's root: the nearest folder above this file with our package.json. @example path.join(packageRoot(), "models", "builtin") */
+export function packageRoot(from = __dirname): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    const manifest = path.join(dir, "package.json");
+    if (fs.existsSync(manifest)) {
+      try {
+        if (JSON.parse(fs.readFileSync(manifest, "utf8")).name === "torch-diffusion") return dir;
+      } catch {
+        // not ours: keep looking
+      }
+    }
+    if (path.dirname(dir) === dir) return path.resolve(from, "..");
+  }
+}
+
+/**
+ * `--model`, or the built-in model (`<package>/models/builtin`); until that ships, the tiny
+ * random-weight test model, with a note on stderr.
+ * @example const dir = resolveModelDir(undefined, io);
+ */
+export function resolveModelDir(given: string | undefined, io: CliIO): string {
+  if (given !== undefined) {
+    if (!fs.existsSync(given) || !fs.statSync(given).isDirectory()) throw new CliError(`--model: no such model directory: ${given}`);
+    return path.resolve(given);
+  }
+  const root = packageRoot();
+  const builtin = path.join(root, "models", "builtin");
+  if (fs.existsSync(builtin)) return builtin;
+  const tiny = path.join(root, "test", "fixtures", "models", "tiny-sd");
+  if (fs.existsSync(tiny)) {
+    io.stderr.write(`torch-diffusion: note: the built-in model is not installed yet; using the tiny test model (random weights) at ${tiny}\n`);
+    return tiny;
+  }
+  throw new CliError("the built-in model is not installed: pass --model DIR");
+}
+
+/** Fails before any model loading when an input file is missing. @example const file = requireFile("image", "in.png"); */
+export function requireFile(option: string, file: string): string {
+  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) throw new CliError(`--${option}: no such file: ${file}`);
+  return file;
+}
+
+/** Creates the folders a file will be written into. @example ensureParent("out/run-1/image.png"); */
+export function ensureParent(file: string): void {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+}

@@ -1,0 +1,174 @@
+/**
+ * The image commands — generate, edit (SDEdit), inpaint — from checked option values to
+ * written PNGs. Options are checked before libtorch or the model is loaded, so a typo fails
+ * in well under a second.
+ */
+import type * as TD from "../index";
+import type { TextToImageComponents } from "../pipelines/common";
+import { CliError, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
+import { ProgressBar, ensureParent, outputPaths, requireFile, resolveModelDir, type CliIO } from "./output";
+
+/** The options every image command shares, checked. */
+interface Common {
+  dir: string;
+  device: string;
+  prompt: string;
+  negativePrompt?: string;
+  steps?: number;
+  guidanceScale?: number;
+  seed: number;
+  scheduler?: string;
+  perPrompt: number;
+  out: string;
+  grid?: string;
+  width?: number;
+  height?: number;
+}
+
+function commonOptions(values: Values, io: CliIO): Common {
+  const common = {
+    prompt: stringOption(values, "prompt", { required: true }),
+    negativePrompt: stringOption(values, "negative-prompt"),
+    steps: intOption(values, "steps", 1),
+    guidanceScale: numberOption(values, "guidance"),
+    seed: intOption(values, "seed", 0) ?? Math.floor(Math.random() * 2 ** 31),
+    scheduler: stringOption(values, "scheduler"),
+    perPrompt: intOption(values, "batch", 1) ?? 1,
+    out: stringOption(values, "out") ?? "out.png",
+    grid: stringOption(values, "grid"),
+    width: intOption(values, "width", 1),
+    height: intOption(values, "height", 1),
+    device: deviceOption(values),
+  };
+  // The model last: its default prints a note, which a bad option should not precede.
+  return { ...common, dir: resolveModelDir(stringOption(values, "model"), io) };
+}
+
+/** Loaded lazily: `--help` and usage errors need neither libtorch nor sharp. */
+async function loadLibrary(): Promise<typeof TD> {
+  return import("../index");
+}
+
+/** The model's text-to-image components, or a message saying what the directory lacks. */
+function loadTextToImage(td: typeof TD, o: Common): TextToImageComponents {
+  if (o.device.startsWith("cuda") && !td.cuda.isAvailable()) {
+    throw new CliError(`--device ${o.device}: CUDA is not available (${td.buildInfo.cuda ? "no CUDA device found" : "this libtorch is a CPU build"})`);
+  }
+  const className = o.scheduler === undefined ? undefined : schedulerClassName(o.scheduler, Object.keys(td.SCHEDULERS));
+  const model = td.loadModel(o.dir, { device: o.device });
+  if (!model.unet) {
+    model.dispose();
+    const what = model.transformer ? `a ${model.transformer.className}` : "no unet";
+    throw new CliError(`${o.dir} has ${what}; this command runs text-conditioned UNet models`);
+  }
+  for (const [key, name] of [["textEncoder", "text_encoder"], ["tokenizer", "tokenizer"]] as const) {
+    if (!model[key]) throw new CliError(`${o.dir} has no ${name}; this command needs a text-conditioned model`);
+  }
+  if (className !== undefined) {
+    try {
+      model.scheduler = td.schedulerFromConfig({ ...(model.schedulerConfig ?? {}), _class_name: className });
+    } catch (error) {
+      throw new CliError(`--scheduler ${o.scheduler}: ${(error as Error).message}`);
+    }
+  }
+  if (!model.scheduler) throw new CliError(`${o.dir}: the model's scheduler ${String(model.schedulerConfig?._class_name)} is not supported; pick one with --scheduler`);
+  return model as TextToImageComponents;
+}
+
+/** Image channels the model works on: RGB for latent models, the UNet's for pixel models. */
+function imageChannels(model: TextToImageComponents): 1 | 3 {
+  return !model.vae && model.unet.config.out_channels === 1 ? 1 : 3;
+}
+
+/** Writes each image (and the grid) and prints the file names on stdout. */
+async function writeOutputs(td: typeof TD, images: TD.Tensor, o: Common, io: CliIO): Promise<void> {
+  const files = outputPaths(o.out, images.shape[0]);
+  for (const [i, file] of files.entries()) {
+    ensureParent(file);
+    const image = images.index(i);
+    await td.writeImage(image, file);
+    image.dispose();
+    io.stdout.write(`${file}\n`);
+  }
+  if (o.grid !== undefined) {
+    ensureParent(o.grid);
+    const grid = td.imageGrid(images);
+    await td.writeImage(grid, o.grid);
+    grid.dispose();
+    io.stdout.write(`${o.grid}\n`);
+  }
+}
+
+/** Runs one pipeline call with a progress bar and a summary line on stderr, then writes. */
+async function runPipeline(
+  td: typeof TD,
+  o: Common,
+  io: CliIO,
+  label: string,
+  scheduler: TD.Scheduler,
+  call: (loop: { generator: TD.Generator; onProgress: (p: TD.ProgressInfo) => void }) => Promise<TD.PipelineOutput>,
+): Promise<void> {
+  const bar = new ProgressBar(io.stderr, label);
+  const started = Date.now();
+  let steps = 0;
+  let images: TD.Tensor;
+  try {
+    images = (await td.noGradAsync(() => call({ generator: new td.Generator(o.seed), onProgress: ({ step, total }) => { steps = step; bar.update(step, total); } }))).images;
+  } finally {
+    bar.done();
+  }
+  const [count, , height, width] = images.shape;
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  io.stderr.write(`${label}: ${count} image${count > 1 ? "s" : ""} ${width}×${height}, ${steps} steps of ${scheduler.className}, seed ${o.seed}, ${seconds} s\n`);
+  await writeOutputs(td, images, o, io);
+  images.dispose();
+}
+
+/** `generate`: text-to-image. @example await runGenerate({ prompt: "a cat", steps: "20" }, io); */
+export async function runGenerate(values: Values, io: CliIO, signal?: AbortSignal): Promise<void> {
+  const o = commonOptions(values, io);
+  const td = await loadLibrary();
+  const model = loadTextToImage(td, o);
+  const pipe = new td.Text2ImagePipeline(model);
+  const { scheduler } = pipe.components;
+  await runPipeline(td, o, io, "generate", scheduler, (loop) =>
+    pipe.generate({ prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale, numImagesPerPrompt: o.perPrompt, width: o.width, height: o.height, signal, ...loop }),
+  );
+}
+
+/** Reads `--image` (resized by --width/--height when given) with the model's channels. */
+async function readInput(td: typeof TD, file: string, o: Common, channels: 1 | 3): Promise<TD.Tensor> {
+  return td.readImage(file, { channels, width: o.width, height: o.height });
+}
+
+/** `edit`: SDEdit img2img. @example await runEdit({ image: "strokes.png", prompt: "a dress" }, io); */
+export async function runEdit(values: Values, io: CliIO, signal?: AbortSignal): Promise<void> {
+  const file = requireFile("image", stringOption(values, "image", { required: true }));
+  const strength = numberOption(values, "strength", [0, 1]);
+  const o = commonOptions(values, io);
+  const td = await loadLibrary();
+  const model = loadTextToImage(td, o);
+  const image = await readInput(td, file, o, imageChannels(model));
+  const pipe = new td.Img2ImagePipeline(model);
+  await runPipeline(td, o, io, "edit", pipe.components.scheduler, (loop) =>
+    pipe.edit({ image, strength, prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale, numImagesPerPrompt: o.perPrompt, signal, ...loop }),
+  );
+}
+
+/** `inpaint`: repaint the mask's white part. @example await runInpaint({ image: "room.png", mask: "m.png", prompt: "a sofa" }, io); */
+export async function runInpaint(values: Values, io: CliIO, signal?: AbortSignal): Promise<void> {
+  const file = requireFile("image", stringOption(values, "image", { required: true }));
+  const maskFile = requireFile("mask", stringOption(values, "mask", { required: true }));
+  const strength = numberOption(values, "strength", [0, 1]);
+  const o = commonOptions(values, io);
+  const td = await loadLibrary();
+  const model = loadTextToImage(td, o);
+  const image = await readInput(td, file, o, imageChannels(model));
+  const [, , height, width] = image.shape;
+  // A resized image takes its mask along; otherwise the mask must already match.
+  const mask = o.width !== undefined || o.height !== undefined ? await td.readImage(maskFile, { channels: 1, width, height }) : maskFile;
+  const pipe = new td.InpaintPipeline(model);
+  await runPipeline(td, o, io, "inpaint", pipe.components.scheduler, (loop) =>
+    pipe.inpaint({ image, mask, strength, prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale, numImagesPerPrompt: o.perPrompt, signal, ...loop }),
+  );
+}
