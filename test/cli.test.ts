@@ -102,11 +102,17 @@ describe("torch-diffusion command, end to end", () => {
     expect(bad).toEqual({ code: 1, stdout: "", stderr: 'torch-diffusion: --steps: expected a positive integer but got "-3"\n' });
     const help = await runs.help;
     expect(help.code).toBe(0);
-    expect(help.stdout).toMatch(/^Usage: torch-diffusion generate --prompt TEXT/);
+    expect(help.stdout).toMatch(/^Usage: torch-diffusion generate \[--prompt\] TEXT/);
   });
 });
 
 describe("torch-diffusion command, in-process", () => {
+  it("takes the prompt as the one positional argument", async () => {
+    const { parseCommand } = await import("../lib/cli/args");
+    expect(parseCommand("generate", ["a photo of a sneaker", "--steps", "2"]).prompt).toBe("a photo of a sneaker");
+    expect(() => parseCommand("generate", ["a", "b"])).toThrow('generate: unexpected argument "b" (see torch-diffusion generate --help)');
+  });
+
   it("--help for the top level and every command", async () => {
     const top = await inProcess(["--help"]);
     expect(top.code).toBe(0);

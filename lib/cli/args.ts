@@ -89,7 +89,7 @@ const RESIZE = "resize the input image (and mask) to this";
 export const COMMANDS: Record<string, CommandSpec> = {
   generate: {
     summary: "text-to-image",
-    usage: "torch-diffusion generate --prompt TEXT [options]",
+    usage: "torch-diffusion generate [--prompt] TEXT [options]",
     options: { ...GENERATION, width: null, height: null, help: null },
   },
   edit: {
@@ -164,7 +164,10 @@ export function parseCommand(command: string, argv: string[]): Values {
   const seeHelp = `(see torch-diffusion ${command} --help)`;
   try {
     const { values, positionals } = parseArgs({ args: joinNegativeNumbers(argv), options, strict: true, allowPositionals: true });
-    if (positionals.length > 0) throw new CliError(`${command}: unexpected argument ${JSON.stringify(positionals[0])} ${seeHelp}`);
+    // The prompt may also be given as the one positional: `torch-diffusion generate "a photo of a sneaker"`.
+    const takesPrompt = "prompt" in spec.options;
+    if (takesPrompt && positionals.length === 1 && values.prompt === undefined) return { ...values, prompt: positionals[0] } as Values;
+    if (positionals.length > 0) throw new CliError(`${command}: unexpected argument ${JSON.stringify(positionals[takesPrompt && values.prompt === undefined ? 1 : 0])} ${seeHelp}`);
     return values as Values;
   } catch (error) {
     if (error instanceof CliError) throw error;
