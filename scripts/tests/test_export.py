@@ -186,12 +186,11 @@ class ExportRoundTrip(unittest.TestCase):
             shutil.copytree(self.src[comp][0], os.path.join(root, "diffusers", comp))
         bf.build_pipeline(root, log=lambda *_: None)
         tok = os.path.join(root, "diffusers", "tiny-sd", "tokenizer")
-        os.makedirs(tok)
-        with open(os.path.join(tok, "vocab.json"), "w") as f:
-            f.write("{}")
+        with open(os.path.join(tok, "vocab.json")) as f:
+            self.assertEqual(len(json.load(f)), 1000)  # cut to the tiny text encoder's vocabulary
         with open(os.path.join(root, "diffusers", "tiny-sd", "model_index.json")) as f:
             index = json.load(f)
-        index["tokenizer"] = ["transformers", "CLIPTokenizer"]
+        self.assertEqual(index["tokenizer"], ["transformers", "CLIPTokenizer"])
         index["safety_checker"] = ["stable_diffusion", "StableDiffusionSafetyChecker"]
         os.makedirs(os.path.join(root, "diffusers", "tiny-sd", "safety_checker"))
         with open(os.path.join(root, "diffusers", "tiny-sd", "model_index.json"), "w") as f:
@@ -202,6 +201,7 @@ class ExportRoundTrip(unittest.TestCase):
         self.assertEqual(sorted(td["components"]), ["scheduler", "text_encoder", "tokenizer", "unet", "vae"])
         self.assertIn("safety_checker", td["skipped"])
         self.assertTrue(os.path.isfile(os.path.join(out, "tokenizer", "vocab.json")))
+        self.assertTrue(os.path.isfile(os.path.join(out, "tokenizer", "merges.txt")))
         self.assertTrue(os.path.isfile(os.path.join(out, "scheduler", "scheduler_config.json")))
         with open(os.path.join(out, "model_index.json")) as f:
             self.assertEqual(json.load(f)["unet"], ["diffusers", "UNet2DConditionModel"])
