@@ -98,6 +98,20 @@ export interface DenoiseArgs extends LoopOptions {
   extraInput?: Tensor;
 }
 
+/** Runs `denoise`, then decodes the final latents to images in [0, 1]; frees the latents and `args.context`. */
+export async function denoiseToImages(vae: AutoencoderKL | undefined, args: DenoiseArgs): Promise<Tensor> {
+  try {
+    const final = await denoise(args);
+    try {
+      return await latentsToImages(vae, final);
+    } finally {
+      final.dispose();
+    }
+  } finally {
+    args.context.dispose();
+  }
+}
+
 /**
  * The sampling loop: for each timestep, scale, predict (all conditions in one batch),
  * guide, step. Owns `latents` (disposes it) and returns the final latents.

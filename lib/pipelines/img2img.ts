@@ -10,7 +10,7 @@ import { toImageTensor, type ImageSource } from "../image";
 import { op } from "../dispatch";
 import { loadModel, type ModelLoadOptions } from "../models";
 import { randnLike, tidy, type Tensor } from "../tensor";
-import { denoise, encodePrompts, imagesToLatents, latentsToImages, throwIfAborted, vaeScaleFactor, type TextToImageComponents } from "./common";
+import { denoiseToImages, encodePrompts, imagesToLatents, throwIfAborted, vaeScaleFactor, type TextToImageComponents } from "./common";
 import { normalizePrompts, repeatEach, type GenerateOptions, type PipelineOutput } from "./text2img";
 
 export interface EditOptions extends Omit<GenerateOptions, "height" | "width" | "latents"> {
@@ -73,16 +73,7 @@ export class Img2ImagePipeline {
       const negatives = normalizePrompts(options.negativePrompt ?? prompts.map(() => ""), "negativePrompt");
       const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
       const context = await encodePrompts(c, repeatEach(prompts, perPrompt), repeatEach(negatives, perPrompt), guider.enabled);
-      try {
-        const final = await denoise({ ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps });
-        try {
-          return { images: await latentsToImages(c.vae, final) };
-        } finally {
-          final.dispose();
-        }
-      } finally {
-        context.dispose();
-      }
+      return { images: await denoiseToImages(c.vae, { ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps }) };
     } finally {
       input.dispose();
     }

@@ -7,7 +7,7 @@ import { assertInteger, invalid } from "../errors";
 import { loadModel, type ModelLoadOptions } from "../models";
 import type { Scheduler } from "../schedulers";
 import { randn, tidy, type Generator, type Tensor } from "../tensor";
-import { denoise, encodePrompts, latentsToImages, throwIfAborted, vaeScaleFactor, type LoopOptions, type TextToImageComponents } from "./common";
+import { denoiseToImages, encodePrompts, throwIfAborted, vaeScaleFactor, type LoopOptions, type TextToImageComponents } from "./common";
 
 export interface GenerateOptions extends LoopOptions {
   prompt: string | string[];
@@ -85,19 +85,11 @@ export class Text2ImagePipeline {
     throwIfAborted(options.signal);
 
     const context = await encodePrompts(c, repeatEach(prompts, perPrompt), repeatEach(negatives, perPrompt), guider.enabled);
-    try {
-      scheduler.setTimesteps(steps);
-      const shape = [prompts.length * perPrompt, c.unet.config.in_channels, height / factor, width / factor];
-      const latents = options.latents ? options.latents.clone() : drawLatents(shape, scheduler.initNoiseSigma, c.unet.device, options.generator);
-      const final = await denoise({ ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps: scheduler.timesteps });
-      try {
-        return { images: await latentsToImages(c.vae, final) };
-      } finally {
-        final.dispose();
-      }
-    } finally {
-      context.dispose();
-    }
+    scheduler.setTimesteps(steps);
+    const shape = [prompts.length * perPrompt, c.unet.config.in_channels, height / factor, width / factor];
+    const latents = options.latents ? options.latents.clone() : drawLatents(shape, scheduler.initNoiseSigma, c.unet.device, options.generator);
+    const images = await denoiseToImages(c.vae, { ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps: scheduler.timesteps });
+    return { images };
   }
 }
 
