@@ -42,7 +42,7 @@ async function timeAsyncUs(iterations: number, body: () => Promise<void>): Promi
 const PYTHON = `
 import sys, time, statistics, json, torch
 torch.set_num_threads(${td.getNumThreads()})
-a = torch.randn(16); b = torch.randn(16); m = torch.randn(256, 256); x = torch.randn(2, 4, 32, 32)
+a = torch.randn(16); b = torch.randn(16); m = torch.randn(256, 256); x = torch.randn(2, 4, 32, 32); x64 = torch.randn(2, 4, 64, 64)
 conv = torch.jit.load(sys.argv[1]); conv.eval()
 def t(n, f):
     for _ in range(min(n, 200)): f()
@@ -59,6 +59,7 @@ with torch.no_grad():
         "mul scalar [16]": t(20000, lambda: a * 0.5),
         "chain x*0.9+0.1 [16]": t(10000, lambda: a * 0.9 + 0.1),
         "randn [16]": t(20000, lambda: torch.randn(16, generator=g)),
+        "x*0.5+1 [2,4,64,64]": t(2000, lambda: x64 * 0.5 + 1),
         "matmul 256x256": t(300, lambda: m @ m),
         "tiny conv forward [2,4,32,32]": t(300, lambda: conv(x)),
     }
@@ -70,6 +71,7 @@ async function main(): Promise<void> {
   const b = td.keep(td.randn([16]));
   const m = td.keep(td.randn([256, 256]));
   const x = td.keep(td.randn([2, 4, 32, 32]));
+  const x64 = td.keep(td.randn([2, 4, 64, 64]));
   const conv = td.load(convPath);
   const g = new td.Generator(0);
   const ours: Record<string, number> = {};
@@ -78,6 +80,7 @@ async function main(): Promise<void> {
     ours["mul scalar [16]"] = timeUs(20000, () => a.mul(0.5).dispose());
     ours["chain x*0.9+0.1 [16]"] = timeUs(10000, () => td.tidy(() => { a.mul(0.9).add(0.1); }));
     ours["randn [16]"] = timeUs(20000, () => td.randn([16], { generator: g }).dispose());
+    ours["x*0.5+1 [2,4,64,64]"] = timeUs(2000, () => td.tidy(() => { x64.mul(0.5).add(1); }));
     ours["matmul 256x256"] = timeUs(300, () => m.matmul(m).dispose());
     ours["tiny conv forward [2,4,32,32]"] = timeUs(300, () => (conv.forwardSync(x) as td.Tensor).dispose());
   });
