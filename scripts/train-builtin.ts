@@ -9,6 +9,7 @@
  *
  * Checkpoints go to build/builtin-train every 100 steps; rerunning resumes from the newest.
  * `--minutes` stops early (with a checkpoint) so a run fits a time budget; rerun to go on.
+ * `--export-only` writes the model directory from the newest checkpoint's EMA weights.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -53,13 +54,27 @@ async function main(): Promise<void> {
       init: { type: "string", default: path.join(root, "build", "builtin-init") },
       work: { type: "string", default: path.join(root, "build", "builtin-train") },
       out: { type: "string", default: path.join(root, "models", "builtin") },
+      "export-only": { type: "boolean", default: false },
+      threads: { type: "string" },
     },
   });
+  if (values.threads) td.setNumThreads(Number(values.threads));
   const initModel = path.join(values.init!, "model");
   if (!fs.existsSync(path.join(values.init!, "joint.pt"))) {
     throw new Error(`${values.init}/joint.pt is missing: run /usr/bin/python3 scripts/build_builtin_init.py first`);
   }
   const joint = td.load(path.join(values.init!, "joint.pt"));
+  if (values["export-only"]) {
+    const latest = td.latestCheckpoint(values.work!);
+    if (!latest) throw new Error(`no checkpoint in ${values.work}`);
+    const weights = latest.checkpoint.ema?.shadow ?? latest.checkpoint.model;
+    td.noGrad(() => {
+      for (const [name, param] of Object.entries(joint.namedParameters())) param.copy_(weights[name]);
+    });
+    exportComponents(joint, initModel, values.out!);
+    console.log(`exported ${values.out} from ${latest.file} (step ${latest.checkpoint.step})`);
+    return;
+  }
   const tokenizer = td.CLIPTokenizer.fromDirectory(path.join(initModel, "tokenizer"));
   const dataset = new td.FashionMNIST({ split: "train", pad32: true, seed: 0 });
   const steps = Number(values.steps);
