@@ -10,6 +10,8 @@ namespace td {
 // Tensors handed in, so that an op returning one of them (in-place, out=) gives back the same JS object.
 struct InputTensors {
   std::vector<std::pair<const c10::TensorImpl*, Napi::Object>> entries;
+  // Index of the schema argument each entry came from (filled by the op caller, for error messages).
+  std::vector<size_t> argumentOf;
 };
 
 // Converts `value` to an IValue of `type`; `what` names the argument in error messages.

@@ -40,19 +40,14 @@ std::string overloadsOf(const std::string& baseName) {
   return list;
 }
 
-// "(self: [2, 3] float32 cpu, other: [4] float32 cpu)" for messages about a failed call.
-std::string describeArguments(const c10::FunctionSchema& schema, const std::vector<c10::IValue>& args) {
+// "(self: [2, 3] float32 cpu, other: [4] float32 cpu)" for messages about a failed call, from
+// the tensor handles passed in (the boxed call consumed the stack).
+std::string describeArguments(Napi::Env env, const c10::FunctionSchema& schema, const InputTensors& inputs) {
   std::string text;
-  for (size_t i = 0; i < args.size() && i < schema.arguments().size(); ++i) {
-    const auto& v = args[i];
-    std::string d;
-    if (v.isTensor()) d = describeTensor(v.toTensor());
-    else if (v.isTensorList()) {
-      d = "[";
-      for (const auto& t : v.toTensorVector()) d += (d.size() > 1 ? ", " : "") + describeTensor(t);
-      d += "]";
-    } else continue;
-    text += (text.empty() ? "" : ", ") + schema.arguments()[i].name() + ": " + d;
+  for (size_t j = 0; j < inputs.entries.size(); ++j) {
+    const auto& name = schema.arguments()[inputs.argumentOf[j]].name();
+    auto* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(inputs.entries[j].second);
+    text += (text.empty() ? "" : ", ") + name + ": " + describeTensor(wrap->tensor());
   }
   return text.empty() ? "" : " (" + text + ")";
 }
@@ -125,19 +120,18 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
       }
     }
     stack.push_back(toIValue(env, value, param.type(), what, &inputs, param.N()));
+    inputs.argumentOf.resize(inputs.entries.size(), i);
   }
   if (!keywords.IsEmpty() && keywordsUsed != keywords.GetPropertyNames().Length()) {
     throwError(env, entry.name + ": unknown keyword argument; schema: " + c10::toString(schema));
   }
-  // Kept for the error message only: the boxed call consumes the stack.
-  std::vector<c10::IValue> arguments = stack;
   try {
     entry.handle.callBoxed(&stack);
   } catch (const std::exception& e) {
     // Our own ops already name themselves in their messages.
     std::string message = errorMessage(e);
     if (message.rfind(schema.name() + ":", 0) != 0) message = entry.name + ": " + message;
-    throwError(env, message + describeArguments(schema, arguments));
+    throwError(env, message + describeArguments(env, schema, inputs));
   }
   if (stack.empty()) return env.Undefined();
   if (stack.size() == 1) return fromIValue(env, stack[0], &inputs);

@@ -24,6 +24,18 @@ struct StorageAccount {
 };
 
 std::mutex accountMutex;
+// Bytes not yet reported to V8: reporting every tensor costs a V8 call per op, so changes
+// are batched and reported once they reach kExternalReportBytes either way.
+thread_local int64_t unreportedBytes = 0;
+constexpr int64_t kExternalReportBytes = 1 << 20;
+
+void reportExternal(Napi::Env env, int64_t bytes) {
+  unreportedBytes += bytes;
+  if (unreportedBytes >= kExternalReportBytes || unreportedBytes <= -kExternalReportBytes) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, unreportedBytes);
+    unreportedBytes = 0;
+  }
+}
 std::unordered_map<const void*, StorageAccount> storages;
 int64_t liveHandles = 0;
 size_t cpuBytes = 0;
@@ -132,7 +144,7 @@ TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor
   pendingTensor = at::Tensor();
   info.This().As<Napi::Object>().TypeTag(&kTensorTag);
   const int64_t bytes = accountAdd(tensor_, storageKey_);
-  if (bytes) Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  if (bytes) reportExternal(env, bytes);
 }
 
 TensorWrap::~TensorWrap() {
@@ -148,7 +160,7 @@ void TensorWrap::release(Napi::Env env) {
   if (!tensor_.defined()) return;
   const int64_t bytes = accountRemove(storageKey_);
   tensor_ = at::Tensor();
-  if (bytes) Napi::MemoryManagement::AdjustExternalMemory(env, bytes);
+  if (bytes) reportExternal(env, bytes);
 }
 
 Napi::Value TensorWrap::Wrap(Napi::Env env, at::Tensor t) {
