@@ -59,6 +59,7 @@ describe("torch-diffusion command, end to end", () => {
       edit: cli(["edit", ...tiny, "--prompt", "a bag", "--image", file("input.png"), "--strength", "1", "--out", file("edit.png")]),
       inpaint: cli(["inpaint", ...tiny, "--prompt", "a coat", "--image", file("input.png"), "--mask", file("mask.png"), "--scheduler", "euler-a", "--out", file("out/inpaint.png")]),
       info: cli(["info"]),
+      infoTiny: cli(["info", "--model", path.join(fixtures, "models", "tiny-sd")]),
       badSteps: cli(["generate", ...tiny, "--prompt", "x", "--steps", "-3"]),
       help: cli(["generate", "--help"]),
     });
@@ -88,13 +89,17 @@ describe("torch-diffusion command, end to end", () => {
     expect(out.narrow(3, 8, 8).sub(original.narrow(3, 8, 8)).abs().max().item()).toBeGreaterThan(0);
   });
 
-  it("info prints the components, libtorch and CUDA; without --model it notes the fallback", async () => {
-    const { code, stdout, stderr } = await runs.info;
-    expect(code).toBe(0);
+  it("info prints the components, libtorch and CUDA; without --model it describes the built-in model", async () => {
+    const tiny = await runs.infoTiny;
+    expect(tiny.code).toBe(0);
     for (const text of ["unet", "UNet2DConditionModel", "vae", "AutoencoderKL", "text_encoder", "tokenizer", "PNDMScheduler", `libtorch: ${td.buildInfo.torchVersion}`, "CUDA:", "threads:"]) {
-      expect(stdout).toContain(text);
+      expect(tiny.stdout).toContain(text);
     }
-    expect(stderr).toMatch(/^torch-diffusion: note: the built-in model is not installed yet/);
+    const builtin = await runs.info;
+    expect(builtin.code).toBe(0);
+    expect(builtin.stdout).toContain(path.join("models", "builtin"));
+    for (const text of ["UNet2DConditionModel", "CLIPTextModel", "DDIMScheduler"]) expect(builtin.stdout).toContain(text);
+    expect(builtin.stderr).not.toMatch(/not installed yet/);
   });
 
   it("bad input exits 1 with one line and no stack trace; --help works", async () => {
