@@ -1,0 +1,157 @@
+/**
+ * Quality of the built-in model, judged by the Fashion-MNIST classifier
+ * (scripts/train-classifier.ts): for each guidance scale × step count, `--per-class` images of
+ * each class prompt ("a photo of a sneaker", ...), then
+ *   - conditional accuracy: the fraction the classifier assigns to the prompt's class;
+ *   - FD: the Fréchet distance between Gaussian fits of the classifier's 64-d features of the
+ *     generated images and of `--real` real test images (an FID with a domain classifier).
+ * The real-data baseline line gives the classifier's accuracy on real test images and the FD
+ * of real train images (as many as are generated) against the same real test images: the
+ * floor a perfect generator would reach at these sample sizes.
+ * Each class uses the same seeded noise at every setting, so settings differ only by sampler.
+ *
+ *   npx tsx scripts/bench/builtin-quality.ts [--model models/builtin] [--per-class 50]
+ *       [--guidance 1,3,5] [--steps 20,50] [--real 2000] [--batch 50] [--seed 0] [--json out.json]
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import * as td from "../../lib";
+import { accuracy, CLASSIFIER_PATH, classify, classifyDataset } from "./classifier";
+import { frechetDistance, gaussianFit, type GaussianFit } from "./frechet";
+
+const root = path.resolve(__dirname, "..", "..");
+const BUILTIN = path.join(root, "models", "builtin");
+const FALLBACK = path.join(root, "test", "fixtures", "models", "tiny-sd");
+const NUM_CLASSES = td.FASHION_MNIST_CLASSES.length;
+const shown = (file: string) => (path.resolve(file).startsWith(root + path.sep) ? path.relative(root, path.resolve(file)) : file);
+
+interface Setting {
+  guidance: number;
+  steps: number;
+  accuracy: number;
+  perClassAccuracy: number[];
+  fd: number;
+  secondsPerImage: number;
+}
+
+const numberList = (text: string, name: string): number[] => {
+  const list = text.split(",").map(Number);
+  if (list.some((v) => !Number.isFinite(v))) throw new Error(`--${name}: expected comma-separated numbers but received "${text}"`);
+  return list;
+};
+
+/** Pipeline output (B, C, H, W) in [0, 1] -> classifier input (B, 1, 32, 32) in [-1, 1]; gray/resizes other models' output. */
+function toClassifierInput(images: td.Tensor): td.Tensor {
+  return td.tidy(() => {
+    let x = images.shape[1] === 1 ? images : images.mean(1, true); // (B, 1, H, W)
+    if (x.shape[2] !== 32 || x.shape[3] !== 32) x = td.interpolate(x, { size: [32, 32], mode: "bilinear", antialias: true });
+    return x.mul(2).sub(1);
+  });
+}
+
+/** Generates `perClass` images per class prompt and returns the classifier's predictions and features. */
+async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { guidance: number; steps: number; perClass: number; batch: number; seed: number }) {
+  const predictions: number[] = [];
+  const labels: number[] = [];
+  const features: td.Tensor[] = [];
+  for (let label = 0; label < NUM_CLASSES; label++) {
+    const prompt = td.fashionMnistCaption(label, "a photo of {a} {name}");
+    const generator = new td.Generator(o.seed + label); // the same noise for this class at every setting
+    for (let done = 0; done < o.perClass; done += o.batch) {
+      const count = Math.min(o.batch, o.perClass - done);
+      const out = await td.tidyAsync(async () => {
+        const { images } = await pipe.generate({ prompt, numImagesPerPrompt: count, guidanceScale: o.guidance, numInferenceSteps: o.steps, generator });
+        return classify(classifier, toClassifierInput(images));
+      });
+      predictions.push(...out.predictions);
+      labels.push(...Array(count).fill(label));
+      features.push(out.features);
+    }
+  }
+  const all = td.cat(features); // (10 · perClass, 64)
+  features.forEach((f) => f.dispose());
+  return { predictions, labels, features: all };
+}
+
+function disposeFit(fit: GaussianFit): void {
+  fit.mean.dispose();
+  fit.cov.dispose();
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      model: { type: "string" },
+      classifier: { type: "string", default: CLASSIFIER_PATH },
+      "per-class": { type: "string", default: "50" },
+      guidance: { type: "string", default: "1,3,5" },
+      steps: { type: "string", default: "20,50" },
+      real: { type: "string", default: "2000" },
+      batch: { type: "string", default: "50" },
+      seed: { type: "string", default: "0" },
+      json: { type: "string" },
+    },
+  });
+  const modelDir = values.model ?? (fs.existsSync(BUILTIN) ? BUILTIN : FALLBACK);
+  if (path.resolve(modelDir) === FALLBACK) console.warn(`builtin-quality: using ${shown(FALLBACK)} (random RGB weights, output grayed and resized): the numbers only show that the script runs`);
+  if (!fs.existsSync(values.classifier!)) throw new Error(`${values.classifier} is missing: run scripts/build_classifier_init.py and scripts/train-classifier.ts first`);
+  const perClass = Number(values["per-class"]);
+  const real = Number(values.real);
+  const batch = Number(values.batch);
+  const seed = Number(values.seed);
+  const guidances = numberList(values.guidance!, "guidance");
+  const stepCounts = numberList(values.steps!, "steps");
+  const classifier = td.load(values.classifier!);
+  const pipe = td.Text2ImagePipeline.fromPretrained(modelDir);
+
+  // Real-data baseline: accuracy on real test images; FD of real train (as many as generated) vs real test.
+  const test = await classifyDataset(classifier, new td.FashionMNIST({ split: "test", pad32: true }), { count: real, seed });
+  const train = await classifyDataset(classifier, new td.FashionMNIST({ split: "train", pad32: true }), { count: perClass * NUM_CLASSES, seed });
+  const testFit = gaussianFit(test.features);
+  const trainFit = gaussianFit(train.features);
+  const baseline = { realTestAccuracy: accuracy(test.predictions, test.labels), fdRealTrainVsTest: frechetDistance(trainFit, testFit) };
+  [test.features, train.features].forEach((f) => f.dispose());
+  disposeFit(trainFit);
+
+  const rows = [
+    `model ${shown(modelDir)}, classifier ${shown(values.classifier!)}, ${perClass} images per class, FD against ${real} real test images, seed ${seed}, ${td.getNumThreads()} thread(s)`,
+    "",
+    "| guidance | steps | accuracy | FD | s/image |",
+    "|---:|---:|---:|---:|---:|",
+    `| real train | – | ${(baseline.realTestAccuracy * 100).toFixed(1)}% (real test) | ${baseline.fdRealTrainVsTest.toFixed(3)} | – |`,
+  ];
+  console.log(rows.join("\n"));
+  const settings: Setting[] = [];
+  for (const guidance of guidances) {
+    for (const steps of stepCounts) {
+      const started = Date.now();
+      const out = await measure(pipe, classifier, { guidance, steps, perClass, batch, seed });
+      const fit = gaussianFit(out.features);
+      const setting: Setting = {
+        guidance,
+        steps,
+        accuracy: accuracy(out.predictions, out.labels),
+        perClassAccuracy: Array.from({ length: NUM_CLASSES }, (_, c) => out.predictions.slice(c * perClass, (c + 1) * perClass).filter((p) => p === c).length / perClass),
+        fd: frechetDistance(fit, testFit),
+        secondsPerImage: (Date.now() - started) / 1000 / (perClass * NUM_CLASSES),
+      };
+      disposeFit(fit);
+      out.features.dispose();
+      settings.push(setting);
+      console.log(`| ${guidance} | ${steps} | ${(setting.accuracy * 100).toFixed(1)}% | ${setting.fd.toFixed(3)} | ${setting.secondsPerImage.toFixed(3)} |`);
+    }
+  }
+  disposeFit(testFit);
+
+  if (values.json) {
+    const report = { model: modelDir, classifier: values.classifier, perClass, real, seed, prompt: "a photo of {a} {name}", baseline, settings, libtorch: td.buildInfo.torchVersion };
+    td.writeFileAtomic(values.json, JSON.stringify(report, null, 2) + "\n");
+    console.log(`\nwrote ${values.json}`);
+  }
+}
+
+main().catch((error) => {
+  console.error(`builtin-quality: ${error instanceof Error ? error.message : error}`);
+  process.exit(1);
+});
