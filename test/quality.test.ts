@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest";
+import * as td from "../lib";
+import { frechetDistance, frechetDistanceOf, gaussianFit } from "../scripts/bench/frechet";
+import { readFixture } from "./helpers";
+
+/** Written by scripts/fixtures/frechet_ref.py (numpy float64). */
+interface FrechetRefs {
+  a: number[][];
+  b: number[][];
+  fd_ab: number;
+  fd_ba: number;
+  fd_aa: number;
+  mean_term: number;
+}
+
+const refs = readFixture<FrechetRefs>("frechet_ref.json");
+const features = (rows: number[][]) => td.tensor(Float64Array.from(rows.flat()), [rows.length, rows[0].length], { dtype: "float64" });
+const relative = (got: number, ref: number) => Math.abs(got - ref) / Math.abs(ref);
+
+describe("Fréchet distance (scripts/bench/frechet.ts)", () => {
+  it("matches numpy on two 200×64 feature sets, in both orders", () => {
+    const before = td.memory().numTensors;
+    td.tidy(() => {
+      const [a, b] = [features(refs.a), features(refs.b)];
+      expect(relative(frechetDistanceOf(a, b), refs.fd_ab)).toBeLessThanOrEqual(1e-6);
+      expect(relative(frechetDistanceOf(b, a), refs.fd_ba)).toBeLessThanOrEqual(1e-6);
+    });
+    expect(td.memory().numTensors).toBe(before);
+  });
+
+  it("is ~0 for a set against itself and reduces to |μ1 − μ2|² for shifted copies", () => {
+    td.tidy(() => {
+      const a = features(refs.a);
+      const fit = gaussianFit(a);
+      expect(Math.abs(frechetDistance(fit, fit))).toBeLessThan(1e-8 * refs.fd_ab);
+      expect(Math.abs(refs.fd_aa)).toBeLessThan(1e-8 * refs.fd_ab);
+      const shifted = a.add(td.tensor(Array.from({ length: 64 }, (_, i) => (i % 3) - 1), undefined, { dtype: "float64" })); // |shift|² = 43
+      expect(frechetDistanceOf(a, shifted)).toBeCloseTo(43, 6);
+    });
+  });
+
+  it("takes float32 features and fits an unbiased covariance", () => {
+    td.tidy(() => {
+      const x = td.tensor([[1, 2], [3, 6], [5, 4]]); // float32 (3, 2)
+      const { mean, cov } = gaussianFit(x);
+      expect(mean.dtype).toBe("float64");
+      expect(mean.toArray()).toEqual([3, 4]);
+      expect(cov.toArray()).toEqual([[4, 2], [2, 4]]);
+      expect(() => gaussianFit(td.zeros([1, 2]))).toThrow("gaussianFit: expected (N ≥ 2, D) features but received shape [1, 2]");
+    });
+  });
+});
