@@ -46,6 +46,18 @@ describe("Text2ImagePipeline", () => {
     expect(td.memory().numTensors).toBe(before);
   });
 
+  it("records no autograd history, and leaves grad mode on for code running between steps", async () => {
+    const [param] = pipe.components.unet.parameters();
+    expect(param.requiresGrad).toBe(true); // what makes a recorded graph possible
+    param.dispose();
+    const seen: boolean[] = [];
+    const { images } = await pipe.generate({ ...base, scheduler: ddim(), onProgress: ({ latents }) => seen.push(latents.requiresGrad, td.isGradEnabled()) });
+    expect(seen).toEqual([false, true, false, true, false, true, false, true]);
+    expect(images.requiresGrad).toBe(false);
+    expect(td.isGradEnabled()).toBe(true);
+    images.dispose();
+  });
+
   it("abort stops within one step and leaks nothing", async () => {
     const scheduler = ddim();
     (await pipe.generate({ ...base, scheduler })).images.dispose();

@@ -113,7 +113,7 @@ async function runPipeline(
   let steps = 0;
   let images: TD.Tensor;
   try {
-    images = (await td.noGradAsync(() => call({ generator: new td.Generator(o.seed), onProgress: ({ step, total }) => { steps = step; bar.update(step, total); } }))).images;
+    images = (await call({ generator: new td.Generator(o.seed), onProgress: ({ step, total }) => { steps = step; bar.update(step, total); } })).images;
   } finally {
     bar.done();
   }

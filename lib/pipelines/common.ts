@@ -1,7 +1,14 @@
 /**
  * What every diffusion pipeline shares: prompt encoding, the denoising loop (scheduler +
  * guider + model calls, one tidy scope per step) and the latent <-> image mapping.
+ *
+ * Inference records no autograd history (diffusers pipelines run under torch.no_grad):
+ * loaded modules' parameters require grad, and a recorded graph would keep every step's
+ * activations alive until the images are freed. Grad mode is switched off only around
+ * synchronous stretches and the queueing of module calls (which capture the mode when
+ * queued), never across an await, so training code running meanwhile keeps its graph.
  */
+import { noGrad } from "../autograd";
 import type { Guider } from "../guidance";
 import type { AutoencoderKL, CLIPTextModel, CLIPTextModelWithProjection, UNet2DConditionModel } from "../models";
 import type { Scheduler } from "../schedulers";
@@ -47,7 +54,7 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
 export async function encodePrompts(c: TextToImageComponents, prompts: string[], negative: string[], guided: boolean): Promise<Tensor> {
   const texts = guided ? [...negative, ...prompts] : prompts;
   const { inputIds } = c.tokenizer.encode(texts, { maxLength: c.tokenizer.modelMaxLength, padding: "max_length" });
-  const output = await c.textEncoder.forward({ inputIds });
+  const output = await noGrad(() => c.textEncoder.forward({ inputIds }));
   for (const [name, t] of Object.entries(output)) if (name !== "lastHiddenState") (t as Tensor | undefined)?.dispose();
   return output.lastHiddenState; // (nConditions·B, T, D)
 }
@@ -59,14 +66,13 @@ export function vaeScaleFactor(vae: AutoencoderKL | undefined): number {
 
 /** Images in [0, 1] -> model space: scaled VAE latents, or [-1, 1] pixels. */
 export async function imagesToLatents(vae: AutoencoderKL | undefined, images: Tensor, generator?: Generator): Promise<Tensor> {
-  if (!vae) return tidy(() => images.mul(2).sub(1));
-  const x = tidy(() => images.mul(2).sub(1));
-  const posterior = await vae.encode(x);
-  x.dispose();
+  const x = noGrad(() => tidy(() => images.mul(2).sub(1)));
+  if (!vae) return x;
+  const posterior = await noGrad(() => vae.encode(x)).finally(() => x.dispose());
   const scaling = vae.config.scaling_factor ?? 0.18215;
   const shift = vae.config.shift_factor ?? 0;
   try {
-    return tidy(() => posterior.sample(generator).sub(shift).mul(scaling));
+    return noGrad(() => tidy(() => posterior.sample(generator).sub(shift).mul(scaling)));
   } finally {
     posterior.dispose();
   }
@@ -74,12 +80,11 @@ export async function imagesToLatents(vae: AutoencoderKL | undefined, images: Te
 
 /** Model space -> images in [0, 1]. */
 export async function latentsToImages(vae: AutoencoderKL | undefined, latents: Tensor): Promise<Tensor> {
-  if (!vae) return tidy(() => latents.div(2).add(0.5).clamp(0, 1).float());
-  const z = tidy(() => latents.div(vae.config.scaling_factor ?? 0.18215).add(vae.config.shift_factor ?? 0));
-  const decoded = await vae.decode(z);
-  z.dispose();
+  if (!vae) return noGrad(() => tidy(() => latents.div(2).add(0.5).clamp(0, 1).float()));
+  const z = noGrad(() => tidy(() => latents.div(vae.config.scaling_factor ?? 0.18215).add(vae.config.shift_factor ?? 0)));
+  const decoded = await noGrad(() => vae.decode(z)).finally(() => z.dispose());
   try {
-    return tidy(() => decoded.div(2).add(0.5).clamp(0, 1).float());
+    return noGrad(() => tidy(() => decoded.div(2).add(0.5).clamp(0, 1).float()));
   } finally {
     decoded.dispose();
   }
@@ -125,14 +130,18 @@ export async function denoise(args: DenoiseArgs): Promise<Tensor> {
       throwIfAborted(args.signal);
       const t = timesteps[i];
       const next = await tidyAsync(async () => {
-        const batched = copies > 1 ? cat(Array(copies).fill(latents), 0) : latents; // (copies·B, C, h, w)
-        let input = scheduler.scaleModelInput(batched, t);
-        if (args.extraInput) input = cat([input, args.extraInput], 1);
-        const prediction = await unet.forward({ sample: input, timestep: t, encoderHiddenStates: args.context });
-        const guided = guider ? guider.combine(prediction.chunk(copies, 0)) : prediction;
-        let stepped = scheduler.step(guided, t, latents, { generator: args.generator, eta: args.eta }).prevSample;
-        if (args.afterStep) stepped = args.afterStep(stepped, i);
-        return keep(stepped);
+        const prediction = await noGrad(() => {
+          const batched = copies > 1 ? cat(Array(copies).fill(latents), 0) : latents; // (copies·B, C, h, w)
+          let input = scheduler.scaleModelInput(batched, t);
+          if (args.extraInput) input = cat([input, args.extraInput], 1);
+          return unet.forward({ sample: input, timestep: t, encoderHiddenStates: args.context });
+        });
+        return noGrad(() => {
+          const guided = guider ? guider.combine(prediction.chunk(copies, 0)) : prediction;
+          let stepped = scheduler.step(guided, t, latents, { generator: args.generator, eta: args.eta }).prevSample;
+          if (args.afterStep) stepped = args.afterStep(stepped, i);
+          return keep(stepped);
+        });
       });
       latents.dispose();
       latents = next;

@@ -61,8 +61,7 @@ async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { 
     for (let done = 0; done < o.perClass; done += o.batch) {
       const count = Math.min(o.batch, o.perClass - done);
       const out = await td.tidyAsync(async () => {
-        // noGradAsync: the pipeline records autograd otherwise, and keeps every step's activations until the images are freed
-        const { images } = await td.noGradAsync(() => pipe.generate({ prompt, numImagesPerPrompt: count, guidanceScale: o.guidance, numInferenceSteps: o.steps, generator }));
+        const { images } = await pipe.generate({ prompt, numImagesPerPrompt: count, guidanceScale: o.guidance, numInferenceSteps: o.steps, generator });
         return classify(classifier, toClassifierInput(images));
       });
       predictions.push(...out.predictions);
