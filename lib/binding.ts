@@ -90,6 +90,8 @@ export interface Binding {
   getNumThreads(): number;
   setGradEnabled(enabled: boolean): void;
   isGradEnabled(): boolean;
+  setGraphOptimization(enabled: boolean): void;
+  isGraphOptimizationEnabled(): boolean;
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   cudaSynchronize(): void;

@@ -1,6 +1,6 @@
 /** Process-wide settings and facts: threads, CUDA, memory, build. */
 import type { BuildInfo, MemoryInfo } from "./binding";
-import { assertInteger } from "./errors";
+import { assertInteger, invalid } from "./errors";
 import { binding } from "./native";
 
 /**
@@ -32,6 +32,22 @@ export function setNumThreads(n: number): void {
 
 export function getNumThreads(): number {
   return binding.getNumThreads();
+}
+
+/**
+ * TorchScript's graph-executor optimization (profiling, fusion, symbolic autodiff), off by
+ * default here: with it, a module's first calls are slow and its gradients differ in the last
+ * bit between its first and later calls, which breaks exact training resume. Turning it on
+ * may let libtorch fuse elementwise ops on CUDA. Applies to calls made after it.
+ * @example td.setGraphOptimization(true); // like leaving torch.jit.optimized_execution on
+ */
+export function setGraphOptimization(enabled: boolean): void {
+  if (typeof enabled !== "boolean") throw invalid("boolean", "setGraphOptimization(enabled)", enabled);
+  binding.setGraphOptimization(enabled);
+}
+
+export function isGraphOptimizationEnabled(): boolean {
+  return binding.isGraphOptimizationEnabled();
 }
 
 /** @example if (cuda.isAvailable()) x = x.cuda(); */

@@ -12,6 +12,7 @@ namespace td {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   installCachingCpuAllocator();
+  DisableGraphOptimizationByDefault();
   auto* data = new AddonData();
   env.SetInstanceData(data);
 
@@ -40,6 +41,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getNumThreads", Napi::Function::New<GetNumThreads>(env, "getNumThreads"));
   exports.Set("setGradEnabled", Napi::Function::New<SetGradEnabled>(env, "setGradEnabled"));
   exports.Set("isGradEnabled", Napi::Function::New<IsGradEnabled>(env, "isGradEnabled"));
+  exports.Set("setGraphOptimization", Napi::Function::New<SetGraphOptimization>(env, "setGraphOptimization"));
+  exports.Set("isGraphOptimizationEnabled", Napi::Function::New<IsGraphOptimizationEnabled>(env, "isGraphOptimizationEnabled"));
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
   exports.Set("cudaSynchronize", Napi::Function::New<CudaSynchronize>(env, "cudaSynchronize"));

@@ -1,5 +1,7 @@
 #include "module.h"
 
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/serialize.h>
 
 #include <fstream>
@@ -26,7 +28,8 @@ class MethodWorker : public Napi::AsyncWorker {
         method_(std::move(method)),
         args_(std::move(args)),
         kwargs_(std::move(kwargs)),
-        gradEnabled_(at::GradMode::is_enabled()) {}
+        gradEnabled_(at::GradMode::is_enabled()),
+        graphOptimize_(torch::jit::getGraphExecutorOptimize()) {}
 
   Napi::Promise promise() { return deferred_.Promise(); }
 
@@ -34,6 +37,8 @@ class MethodWorker : public Napi::AsyncWorker {
     try {
       // Grad mode is thread-local: carry the caller's noGrad() scope onto the worker thread.
       at::AutoGradMode mode(gradEnabled_);
+      // So is the graph executor's optimization switch (see runtime.cc).
+      torch::jit::GraphOptimizerEnabledGuard optimize(graphOptimize_);
       result_ = module_.get_method(method_)(std::move(args_), kwargs_);
     } catch (const std::exception& e) {
       SetError("Module." + method_ + ": " + errorMessage(e));
@@ -58,6 +63,7 @@ class MethodWorker : public Napi::AsyncWorker {
   std::vector<c10::IValue> args_;
   std::unordered_map<std::string, c10::IValue> kwargs_;
   bool gradEnabled_;
+  bool graphOptimize_;
   c10::IValue result_;
 };
 

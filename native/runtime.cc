@@ -1,6 +1,7 @@
 #include "runtime.h"
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -30,6 +31,18 @@ Napi::Value SetGradEnabled(const Napi::CallbackInfo& info) {
 
 Napi::Value IsGradEnabled(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), at::GradMode::is_enabled());
+}
+
+void DisableGraphOptimizationByDefault() { torch::jit::setGraphExecutorOptimize(false); }
+
+Napi::Value SetGraphOptimization(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) throwTypeError(info.Env(), "setGraphOptimization: expected a boolean");
+  torch::jit::setGraphExecutorOptimize(info[0].As<Napi::Boolean>().Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value IsGraphOptimizationEnabled(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), torch::jit::getGraphExecutorOptimize());
 }
 
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {

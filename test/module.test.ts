@@ -110,3 +110,34 @@ describe("TorchScript modules", () => {
     await expect(conv.forward(td.ones([1, 3, 4, 4]))).rejects.toThrow(/Module.forward: .*expected input\[1, 3, 4, 4\] to have 4 channels/);
   });
 });
+
+describe("graph-executor optimization", () => {
+  /** Gradients of a U-Net's parameters for one fixed input, through a sync or an async call. */
+  async function gradients(module: td.Module, async: boolean): Promise<number[][]> {
+    return td.tidyAsync(async () => {
+      const g = new td.Generator(0);
+      const args = [td.randn([2, 4, 8, 8], { generator: g }), td.tensor([10, 500], undefined, { dtype: "int64" }), td.randn([2, 7, 16], { generator: g })];
+      const out = (async ? await module.forward(...args) : module.forwardSync(...args)) as Tensor;
+      out.square().mean().backward();
+      const params = module.parameters();
+      const grads = params.map((p) => Array.from(p.grad!.toFloat32Array()));
+      for (const p of params) p.grad = null;
+      return grads;
+    });
+  }
+
+  it("is off by default, so a module's first and later calls give bit-identical gradients, sync and async", async () => {
+    expect(td.isGraphOptimizationEnabled()).toBe(false);
+    const unet = td.load(path.join(fixtures, "models", "tiny-sd", "unet", "model.pt"));
+    const first = await gradients(unet, false);
+    for (const async of [false, true, false, true]) expect(await gradients(unet, async)).toEqual(first);
+  });
+
+  it("can be switched on and back off", () => {
+    td.setGraphOptimization(true);
+    expect(td.isGraphOptimizationEnabled()).toBe(true);
+    td.setGraphOptimization(false);
+    expect(td.isGraphOptimizationEnabled()).toBe(false);
+    expect(() => td.setGraphOptimization("yes" as unknown as boolean)).toThrow('Expected boolean for setGraphOptimization(enabled) but received "yes" of type string');
+  });
+});
