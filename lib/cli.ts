@@ -4,6 +4,7 @@
  *
  *   torch-diffusion generate --prompt "a photo of a sneaker" --steps 30 --scheduler dpm++2m --out sneaker.png
  *   torch-diffusion inpaint --image room.png --mask mask.png --prompt "a red sofa" --batch 4 --grid all.png
+ *   torch-diffusion train --data fashion-mnist --steps 500 --out my-model
  *   torch-diffusion info --model models/sd-1.5
  *
  * Written files go to stdout (one per line), notes, progress and the summary to stderr. Bad
@@ -16,6 +17,7 @@ import { COMMANDS, CliError, TOP_HELP, commandHelp, parseCommand, stringOption, 
 import { modelInfo, runtimeInfo } from "./cli/info";
 import { packageRoot, resolveModelDir, type CliIO } from "./cli/output";
 import { runEdit, runGenerate, runInpaint } from "./cli/run";
+import { runTrain } from "./cli/train";
 
 type Runner = (values: Values, io: CliIO, signal?: AbortSignal) => Promise<number | void>;
 
@@ -24,11 +26,6 @@ async function runInfo(values: Values, io: CliIO): Promise<void> {
   const lines = modelInfo(dir);
   const td = await import("./index");
   io.stdout.write([...lines, ...runtimeInfo(td)].join("\n") + "\n");
-}
-
-/** Training from the command line waits for the training loop's model-directory output. */
-async function runTrain(): Promise<number> {
-  throw new CliError("train: not available yet: the training loop lands in lib/training", 2);
 }
 
 const RUNNERS: Record<keyof typeof COMMANDS, Runner> = {

@@ -183,3 +183,44 @@ describe("ImageFolderDataset", () => {
     await expect(new tr.ImageFolderDataset(dir, { decoder: { ...tr.sharpDecoder, extensions: [".ppm"] } }).get(0)).rejects.toThrow(/sharpDecoder: cannot decode ".*a.ppm"/);
   });
 });
+
+describe("mapDataset and latentDataset", () => {
+  const images = td.keep(td.rand([3, 3, 16, 16], { generator: new td.Generator(5) }).mul(2).sub(1)); // (N, C, H, W) in [-1, 1]
+  const base = tr.tensorDataset(images, { captions: ["a", "b", "c"] });
+
+  it("mapDataset maps each sample, keeps the rest of it and frees the source image", async () => {
+    const before = td.memory().numTensors;
+    const flipped = tr.mapDataset(base, (sample, index) => ({ ...sample, image: sample.image.neg(), label: index }));
+    const sample = await flipped.get(1);
+    expect(flipped.length).toBe(3);
+    expect(sample).toMatchObject({ caption: "b", label: 1 });
+    expect(td.tidy(() => sample.image.add(images.index(1)).abs().max().item())).toBe(0);
+    sample.image.dispose();
+    expect(td.memory().numTensors).toBe(before);
+    const failing = tr.mapDataset(base, () => { throw new Error("bad sample"); });
+    await expect(failing.get(0)).rejects.toThrow("bad sample");
+    expect(td.memory().numTensors).toBe(before);
+    expect(() => tr.mapDataset(base, 3 as never)).toThrow("mapDataset fn");
+  });
+
+  it("latentDataset gives the VAE's scaled posterior draw, the same on every read", async () => {
+    const model = td.loadModel(path.join(__dirname, "fixtures", "models", "tiny-sd"));
+    const vae = model.vae!;
+    const latents = tr.latentDataset(base, vae, { seed: 7 });
+    const first = await latents.get(2);
+    const again = await latents.get(2);
+    expect(first.caption).toBe("c");
+    expect(first.image.shape).toEqual([4, 8, 8]);
+    expect(values(again.image)).toEqual(values(first.image));
+    const expected = await td.tidyAsync(async () => {
+      const posterior = await vae.encode(images.index(2).unsqueeze(0));
+      try {
+        return vae.scaleLatents(posterior.sample(new td.Generator(7 + 2))).squeeze(0);
+      } finally {
+        posterior.dispose();
+      }
+    });
+    expect(first.image.sub(expected).abs().max().item()).toBeLessThan(1e-6);
+    model.dispose();
+  });
+});

@@ -65,6 +65,10 @@ export const OPTIONS = {
   mask: { type: "string", arg: "FILE", help: "mask of the image's size: white = repaint, black = keep (required)" },
   strength: { type: "string", arg: "S", help: "how far toward noise to go, in [0, 1]" },
   data: { type: "string", arg: "SET", help: "fashion-mnist or an image folder" },
+  lr: { type: "string", arg: "LR", help: "learning rate (default 1e-4, constant after a short warmup)" },
+  caption: { type: "string", arg: "TEXT", help: "caption of images that have none (default: they must have one)" },
+  "caption-dropout": { type: "string", arg: "P", help: "fraction of captions dropped, so guidance keeps working (default 0.1)" },
+  "checkpoint-every": { type: "string", arg: "N", help: "steps between checkpoints (default 100)" },
   help: { type: "boolean", short: "h", help: "show this help" },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -103,9 +107,27 @@ export const COMMANDS: Record<string, CommandSpec> = {
     options: { ...GENERATION, image: null, mask: null, strength: "noise level the masked region starts from, in [0, 1] (default 1)", width: `${RESIZE} width`, height: `${RESIZE} height`, help: null },
   },
   train: {
-    summary: "fine-tune a model (not available yet)",
-    usage: "torch-diffusion train --model DIR --data fashion-mnist|DIR --steps N --out DIR",
-    options: { model: null, data: null, steps: "optimizer steps", out: "where to write the trained model", seed: null, device: null, help: null },
+    summary: "fine-tune a model's U-Net on Fashion-MNIST or an image folder",
+    usage: "torch-diffusion train --data fashion-mnist|DIR --out DIR [options]",
+    options: {
+      model: "model to start from (default: the built-in model)",
+      data: "fashion-mnist, or a folder of images with captions (captions.json, metadata.jsonl or NAME.txt) (required)",
+      out: "directory to write the trained model to (required)",
+      steps: "optimizer steps (default 1000)",
+      batch: "images per step (default 16)",
+      lr: null,
+      "caption-dropout": null,
+      caption: null,
+      "checkpoint-every": null,
+      seed: "random seed (default 0)",
+      device: null,
+      help: null,
+    },
+    notes: [
+      "",
+      "The text encoder stays frozen; the objective and noise schedule come from the model's scheduler.",
+      "Checkpoints go to DIR/checkpoints: rerun the same command to resume; Ctrl-C stops with a checkpoint.",
+    ],
   },
   info: {
     summary: "show a model directory's components, the libtorch build, CUDA and threads",

@@ -166,3 +166,28 @@ export function tensorDataset(images: Tensor, extra: { labels?: number[]; captio
     },
   };
 }
+
+/**
+ * A dataset whose samples are `fn(sample, index)` of another's — resizing, channel changes,
+ * VAE encoding. `fn` owns the sample it is given: the source image is disposed after `fn`
+ * unless `fn` returns it.
+ * @example const rgb = mapDataset(gray, ({ image, ...rest }) => ({ ...rest, image: image.expand([3, -1, -1]).contiguous() }));
+ */
+export function mapDataset(dataset: Dataset, fn: (sample: Sample, index: number) => Sample | Promise<Sample>): Dataset {
+  if (typeof dataset !== "object" || dataset === null || typeof dataset.get !== "function") throw invalid("Dataset with length and get(i)", "mapDataset dataset", dataset);
+  if (typeof fn !== "function") throw invalid("function (sample, index) => sample", "mapDataset fn", fn);
+  return {
+    length: dataset.length,
+    async get(index: number): Promise<Sample> {
+      const sample = await dataset.get(index);
+      try {
+        const mapped = await fn(sample, index);
+        if (mapped.image !== sample.image) sample.image.dispose();
+        return mapped;
+      } catch (error) {
+        sample.image.dispose();
+        throw error;
+      }
+    },
+  };
+}

@@ -1,0 +1,121 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { describe, expect, it } from "vitest";
+import * as td from "../lib";
+import { main } from "../lib/cli";
+import { fixtures } from "./helpers";
+
+const tinySd = path.join(fixtures, "models", "tiny-sd"); // latent: VAE, 3-channel 16×16 images
+const builtin = path.join(__dirname, "..", "models", "builtin"); // pixel space, 1-channel 32×32
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "td-cli-train-"));
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** The command in-process; `onStderr` sees each stderr write (to abort on a progress line). */
+async function train(args: string[], options: { signal?: AbortSignal; onStderr?: (text: string) => void } = {}): Promise<Result> {
+  let stdout = "";
+  let stderr = "";
+  const io = {
+    stdout: { write: (s: string) => (stdout += s) },
+    stderr: { write: (s: string) => { stderr += s; options.onStderr?.(s); }, isTTY: false },
+  };
+  const code = await main(["train", ...args], io, options.signal);
+  return { code, stdout, stderr };
+}
+
+/** The U-Net weights of a model directory, by name, as plain arrays. */
+function unetWeights(dir: string): Record<string, number[]> {
+  const unet = td.loadComponent(path.join(dir, "unet"));
+  try {
+    return td.tidy(() => Object.fromEntries(Object.entries(unet.namedParameters()).map(([name, p]) => [name, Array.from(p.toFloat32Array())])));
+  } finally {
+    unet.dispose();
+  }
+}
+
+const maxDifference = (a: Record<string, number[]>, b: Record<string, number[]>) =>
+  Math.max(...Object.keys(a).map((name) => Math.max(...a[name].map((v, i) => Math.abs(v - b[name][i])))));
+
+describe("torch-diffusion train", () => {
+  const fashionOnTinySd = ["--model", tinySd, "--data", "fashion-mnist", "--steps", "4", "--batch", "2", "--checkpoint-every", "2", "--lr", "1e-3"];
+
+  it("fine-tunes a latent model on Fashion-MNIST into a new model directory that generates", async () => {
+    const out = path.join(tmp, "fashion-tiny-sd");
+    const result = await train([...fashionOnTinySd, "--out", out]);
+    expect(result.stderr).toMatch(/train: step 2\/4 loss \d\.\d{4}\ntrain: step 4\/4 loss \d\.\d{4}\ntrain: 4 steps in [\d.]+ s, loss \(mean of the last 4\) \d\.\d{4}\n$/);
+    expect(result).toMatchObject({ code: 0, stdout: `${out}\n` });
+    const record = JSON.parse(fs.readFileSync(path.join(out, "training.json"), "utf8"));
+    expect(record).toMatchObject({ steps: 4, batchSize: 2, objective: "epsilon", data: "fashion-mnist" });
+    // Only the U-Net changed; the text encoder and VAE are the source's files.
+    expect(maxDifference(unetWeights(out), unetWeights(tinySd))).toBeGreaterThan(1e-5);
+    for (const file of ["text_encoder/model.pt", "vae/model.pt", "scheduler/scheduler_config.json", "tokenizer/vocab.json"]) {
+      expect(fs.readFileSync(path.join(out, file)).equals(fs.readFileSync(path.join(tinySd, file))), file).toBe(true);
+    }
+    const pipe = td.Text2ImagePipeline.fromPretrained(out);
+    const { images } = await pipe.generate({ prompt: "a photo of a sneaker", numInferenceSteps: 2, generator: new td.Generator(0) });
+    expect(images.shape).toEqual([1, 3, 16, 16]);
+    images.dispose();
+  });
+
+  it("a run stopped by Ctrl-C resumes from its checkpoint to the same weights as an uninterrupted run", async () => {
+    const whole = path.join(tmp, "whole");
+    const split = path.join(tmp, "split");
+    expect((await train([...fashionOnTinySd, "--out", whole])).code).toBe(0);
+    const controller = new AbortController();
+    const stopped = await train([...fashionOnTinySd, "--out", split], { signal: controller.signal, onStderr: (s) => s.startsWith("train: step 2/4") && controller.abort() });
+    expect(stopped.code).toBe(130);
+    expect(stopped.stderr).toContain(`train: stopped at step 2; a checkpoint is in ${path.join(split, "checkpoints")}: rerun the same command to resume\n`);
+    expect(fs.existsSync(path.join(split, "unet"))).toBe(false);
+    const resumed = await train([...fashionOnTinySd, "--out", split]);
+    expect(resumed.code).toBe(0);
+    expect(resumed.stderr).toContain("train: resuming from step 2 (");
+    expect(maxDifference(unetWeights(split), unetWeights(whole))).toBe(0);
+  });
+
+  it("trains the pixel-space built-in model on an image folder with captions", async () => {
+    const data = path.join(tmp, "folder");
+    fs.mkdirSync(data);
+    const captions: Record<string, string> = {};
+    for (let i = 0; i < 3; i++) {
+      await td.writeImage(td.rand([1, 40, 36], { generator: new td.Generator(i) }), path.join(data, `img${i}.png`)); // resized and cropped to 32×32
+      captions[`img${i}.png`] = `a photo of a bag number ${i}`;
+    }
+    fs.writeFileSync(path.join(data, "captions.json"), JSON.stringify(captions));
+    const out = path.join(tmp, "folder-builtin");
+    const result = await train(["--model", builtin, "--data", data, "--steps", "2", "--batch", "2", "--out", out]);
+    expect(result).toMatchObject({ code: 0, stdout: `${out}\n` });
+    expect(JSON.parse(fs.readFileSync(path.join(out, "training.json"), "utf8"))).toMatchObject({ objective: "v_prediction", steps: 2 });
+    expect(td.loadModel(out).unet?.config.in_channels).toBe(1);
+
+    fs.rmSync(path.join(data, "captions.json"));
+    const uncaptioned = await train(["--model", builtin, "--data", data, "--steps", "1", "--batch", "2", "--out", path.join(tmp, "uncaptioned")]);
+    expect(uncaptioned.code).toBe(1);
+    expect(uncaptioned.stderr).toMatch(/^torch-diffusion: --data: img(\d)\.png has no caption \(add captions\.json, metadata\.jsonl or img\1\.txt, or pass --caption\)\n$/);
+    const oneCaption = await train(["--model", builtin, "--data", data, "--steps", "1", "--batch", "3", "--caption", "a bag", "--out", path.join(tmp, "one-caption")]);
+    expect(oneCaption.code).toBe(0);
+  });
+
+  it("rejects bad options with one line before loading anything", async () => {
+    const cases: [string[], string][] = [
+      [["--out", tmp], "--data is required"],
+      [["--data", "mnist", "--out", tmp], '--data: expected fashion-mnist or an image folder but got "mnist"'],
+      [["--data", "fashion-mnist"], "--out is required"],
+      [["--data", "fashion-mnist", "--out", tmp, "--lr", "fast"], '--lr: expected a number in [0, 1] but got "fast"'],
+      [["--data", "fashion-mnist", "--out", tmp, "--caption-dropout", "2"], '--caption-dropout: expected a number in [0, 1] but got "2"'],
+      [["--data", "fashion-mnist", "--out", tmp, "--steps", "0"], '--steps: expected a positive integer but got "0"'],
+      [["--model", tinySd, "--data", "fashion-mnist", "--out", tinySd], "--out must differ from --model: the trained model is written as a new directory"],
+      [["--model", tinySd, "--data", "fashion-mnist", "--out", __filename], `--out: ${__filename} exists and is not a directory`],
+    ];
+    for (const [args, message] of cases) {
+      expect(await train(args), args.join(" ")).toEqual({ code: 1, stdout: "", stderr: `torch-diffusion: ${message}\n` });
+    }
+    const component = await train(["--model", path.join(fixtures, "models", "tiny-unet"), "--data", "fashion-mnist", "--out", path.join(tmp, "component")]);
+    expect(component.code).toBe(1);
+    expect(component.stderr).toMatch(/^torch-diffusion: loadModel: .*tiny-unet\/model_index.json is missing/);
+  });
+});
