@@ -50,7 +50,7 @@ async function main(): Promise<void> {
     options: {
       steps: { type: "string", default: "6000" },
       minutes: { type: "string" },
-      batch: { type: "string", default: "64" },
+      batch: { type: "string", default: "32" },
       init: { type: "string", default: path.join(root, "build", "builtin-init") },
       work: { type: "string", default: path.join(root, "build", "builtin-train") },
       out: { type: "string", default: path.join(root, "models", "builtin") },
