@@ -83,6 +83,49 @@ export interface Lambdas {
 }
 
 /**
+ * The first- and second-order DPM-Solver update from `s` to `t` (float32 scalars, as
+ * diffusers computes them): the first-order term D0 and, for second order, the scaled
+ * difference D1 in midpoint or Heun form. The multistep and singlestep solvers differ only in
+ * which points s, D0 and D1 come from.
+ */
+export function dpmSolverUpdate(
+  c: { algorithm_type: string; solver_type: string },
+  x: Tensor,
+  s: Lambdas,
+  t: Lambdas,
+  D0: Tensor,
+  D1: Tensor | null,
+  noise: Tensor | null,
+): Tensor {
+  const h = sub32(t.lambdaT, s.lambdaT);
+  const heun = c.solver_type === "heun";
+  if (c.algorithm_type === "dpmsolver++") {
+    const b = mul32(t.alphaT, em1(-h));
+    const base = x.mul(div32(t.sigmaT, s.sigmaT)).sub(D0.mul(b));
+    if (!D1) return base;
+    return heun ? base.add(D1.mul(mul32(t.alphaT, add32(div32(em1(-h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
+  }
+  if (c.algorithm_type === "dpmsolver") {
+    const b = mul32(t.sigmaT, em1(h));
+    const base = x.mul(div32(t.alphaT, s.alphaT)).sub(D0.mul(b));
+    if (!D1) return base;
+    return heun ? base.sub(D1.mul(mul32(t.sigmaT, sub32(div32(em1(h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
+  }
+  if (c.algorithm_type === "sde-dpmsolver++") {
+    const e2 = exp32(mul32(-2, h));
+    const b = mul32(t.alphaT, f32(1 - e2));
+    let out = x.mul(mul32(div32(t.sigmaT, s.sigmaT), exp32(-h))).add(D0.mul(b));
+    if (D1) out = out.add(heun ? D1.mul(mul32(t.alphaT, add32(div32(f32(1 - e2), mul32(-2, h)), 1))) : D1.mul(mul32(0.5, b)));
+    return out.add(noise!.mul(mul32(t.sigmaT, sqrt32(f32(1 - e2)))));
+  }
+  // sde-dpmsolver
+  const b = mul32(t.sigmaT, em1(h));
+  let out = x.mul(div32(t.alphaT, s.alphaT)).sub(D0.mul(mul32(2, b)));
+  if (D1) out = out.sub(heun ? D1.mul(mul32(2, mul32(t.sigmaT, sub32(div32(em1(h), h), 1)))) : D1.mul(b));
+  return out.add(noise!.mul(mul32(t.sigmaT, sqrt32(em1(mul32(2, h))))));
+}
+
+/**
  * DPM-Solver / DPM-Solver++ multistep sampler.
  *
  * @example
@@ -158,61 +201,20 @@ export class DPMSolverMultistepScheduler extends SolverScheduler<DPMSolverMultis
 
   /** One step of DPM-Solver-1 (≡ DDIM), eqs. (5) of DPM-Solver++ / (3.7) of DPM-Solver. */
   private firstOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const t = this.scalars(i + 1);
-    const s = this.scalars(i);
     const m = this.modelOutputs[this.modelOutputs.length - 1]!;
-    const h = sub32(t.lambdaT, s.lambdaT);
-    switch (this.config.algorithm_type) {
-      case "dpmsolver++":
-        return x.mul(div32(t.sigmaT, s.sigmaT)).sub(m.mul(mul32(t.alphaT, em1(-h))));
-      case "dpmsolver":
-        return x.mul(div32(t.alphaT, s.alphaT)).sub(m.mul(mul32(t.sigmaT, em1(h))));
-      case "sde-dpmsolver++": {
-        const e2 = exp32(mul32(-2, h));
-        return x.mul(mul32(div32(t.sigmaT, s.sigmaT), exp32(-h))).add(m.mul(mul32(t.alphaT, f32(1 - e2))))
-          .add(noise!.mul(mul32(t.sigmaT, sqrt32(f32(1 - e2)))));
-      }
-      default:
-        return x.mul(div32(t.alphaT, s.alphaT)).sub(m.mul(mul32(2, mul32(t.sigmaT, em1(h)))))
-          .add(noise!.mul(mul32(t.sigmaT, sqrt32(em1(mul32(2, h))))));
-    }
+    return dpmSolverUpdate(this.config, x, this.scalars(i), this.scalars(i + 1), m, null, noise);
   }
 
   /** Multistep DPM-Solver-2 (DPM-Solver++(2M)), midpoint or Heun form. */
   private secondOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const c = this.config;
     const t = this.scalars(i + 1);
     const s0 = this.scalars(i);
     const s1 = this.scalars(i - 1);
     const ms = this.modelOutputs;
     const m0 = ms[ms.length - 1]!;
     const m1 = ms[ms.length - 2]!;
-    const h = sub32(t.lambdaT, s0.lambdaT);
-    const r0 = div32(sub32(s0.lambdaT, s1.lambdaT), h);
-    const D0 = m0;
-    const D1 = m0.sub(m1).mul(div32(1, r0));
-    const heun = c.solver_type === "heun";
-    if (c.algorithm_type === "dpmsolver++") {
-      const b = mul32(t.alphaT, em1(-h));
-      const base = x.mul(div32(t.sigmaT, s0.sigmaT)).sub(D0.mul(b));
-      return heun ? base.add(D1.mul(mul32(t.alphaT, add32(div32(em1(-h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
-    }
-    if (c.algorithm_type === "dpmsolver") {
-      const b = mul32(t.sigmaT, em1(h));
-      const base = x.mul(div32(t.alphaT, s0.alphaT)).sub(D0.mul(b));
-      return heun ? base.sub(D1.mul(mul32(t.sigmaT, sub32(div32(em1(h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
-    }
-    if (c.algorithm_type === "sde-dpmsolver++") {
-      const e2 = exp32(mul32(-2, h));
-      const b = mul32(t.alphaT, f32(1 - e2));
-      const base = x.mul(mul32(div32(t.sigmaT, s0.sigmaT), exp32(-h))).add(D0.mul(b));
-      const d1 = heun ? D1.mul(mul32(t.alphaT, add32(div32(f32(1 - e2), mul32(-2, h)), 1))) : D1.mul(mul32(0.5, b));
-      return base.add(d1).add(noise!.mul(mul32(t.sigmaT, sqrt32(f32(1 - e2)))));
-    }
-    const b = mul32(t.sigmaT, em1(h));
-    const base = x.mul(div32(t.alphaT, s0.alphaT)).sub(D0.mul(mul32(2, b)));
-    const d1 = heun ? D1.mul(mul32(2, mul32(t.sigmaT, sub32(div32(em1(h), h), 1)))) : D1.mul(b);
-    return base.sub(d1).add(noise!.mul(mul32(t.sigmaT, sqrt32(em1(mul32(2, h))))));
+    const r0 = div32(sub32(s0.lambdaT, s1.lambdaT), sub32(t.lambdaT, s0.lambdaT));
+    return dpmSolverUpdate(this.config, x, s0, t, m0, m0.sub(m1).mul(div32(1, r0)), noise);
   }
 
   /** Multistep DPM-Solver-3 (DPM-Solver++(3M)). */

@@ -11,7 +11,7 @@ import { Spec, bool, invalid, num, oneOf } from "./config";
 import { add32, div32, exp32, f32, mul32, pow32, sqrt32, sub32 } from "./f32";
 import { SolverConfig, SolverScheduler, em1 } from "./solver_base";
 import { npRound, numpyLinspace } from "./numpy";
-import { dpmSolverFixup, dpmSolverSpec } from "./dpmsolver_multistep";
+import { dpmSolverFixup, dpmSolverSpec, dpmSolverUpdate, type Lambdas } from "./dpmsolver_multistep";
 import { sigmaKindSpec } from "./specs";
 
 export interface DPMSolverSinglestepConfig extends SolverConfig {
@@ -137,52 +137,27 @@ export class DPMSolverSinglestepScheduler extends SolverScheduler<DPMSolverSingl
     return { prevSample: out, predOriginalSample: null };
   }
 
-  private at(j: number): { a: number; s: number; l: number } {
-    const [a, s] = this.alphaSigma(this.sigmas![j]);
-    return { a, s, l: sub32(Math.fround(Math.log(a)), Math.fround(Math.log(s))) };
+  private at(j: number): Lambdas {
+    const [alphaT, sigmaT] = this.alphaSigma(this.sigmas![j]);
+    return { alphaT, sigmaT, lambdaT: sub32(Math.fround(Math.log(alphaT)), Math.fround(Math.log(sigmaT))) };
   }
 
   /** DPM-Solver-1 (≡ DDIM) from the block's start. */
   private firstOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const t = this.at(i + 1);
-    const s = this.at(i);
     const m = this.modelOutputs[this.modelOutputs.length - 1]!;
-    const h = sub32(t.l, s.l);
-    if (this.config.algorithm_type === "dpmsolver++") return x.mul(div32(t.s, s.s)).sub(m.mul(mul32(t.a, em1(-h))));
-    if (this.config.algorithm_type === "dpmsolver") return x.mul(div32(t.a, s.a)).sub(m.mul(mul32(t.s, em1(h))));
-    const e2 = exp32(mul32(-2, h));
-    return x.mul(mul32(div32(t.s, s.s), exp32(-h))).add(m.mul(mul32(t.a, f32(1 - e2)))).add(noise!.mul(mul32(t.s, sqrt32(f32(1 - e2)))));
+    return dpmSolverUpdate(this.config, x, this.at(i), this.at(i + 1), m, null, noise);
   }
 
   /** Singlestep DPM-Solver-2 from s1 (block start) through s0 to t. */
   private secondOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const c = this.config;
     const t = this.at(i + 1);
     const s0 = this.at(i);
     const s1 = this.at(i - 1);
     const ms = this.modelOutputs;
     const m0 = ms[ms.length - 1]!;
     const m1 = ms[ms.length - 2]!;
-    const h = sub32(t.l, s1.l);
-    const r0 = div32(sub32(s0.l, s1.l), h);
-    const D0 = m1;
-    const D1 = m0.sub(m1).mul(div32(1, r0));
-    const heun = c.solver_type === "heun";
-    if (c.algorithm_type === "dpmsolver++") {
-      const b = mul32(t.a, em1(-h));
-      const base = x.mul(div32(t.s, s1.s)).sub(D0.mul(b));
-      return heun ? base.add(D1.mul(mul32(t.a, add32(div32(em1(-h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
-    }
-    if (c.algorithm_type === "dpmsolver") {
-      const b = mul32(t.s, em1(h));
-      const base = x.mul(div32(t.a, s1.a)).sub(D0.mul(b));
-      return heun ? base.sub(D1.mul(mul32(t.s, sub32(div32(em1(h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
-    }
-    const e2 = exp32(mul32(-2, h));
-    const b = mul32(t.a, f32(1 - e2));
-    const base = x.mul(mul32(div32(t.s, s1.s), exp32(-h))).add(D0.mul(b));
-    const d1 = heun ? D1.mul(mul32(t.a, add32(div32(f32(1 - e2), mul32(-2, h)), 1))) : D1.mul(mul32(0.5, b));
-    return base.add(d1).add(noise!.mul(mul32(t.s, sqrt32(f32(1 - e2)))));
+    const r0 = div32(sub32(s0.lambdaT, s1.lambdaT), sub32(t.lambdaT, s1.lambdaT));
+    return dpmSolverUpdate(this.config, x, s1, t, m1, m0.sub(m1).mul(div32(1, r0)), noise);
   }
 
   /** Singlestep DPM-Solver-3 from s2 (block start) through s1, s0 to t. */
@@ -193,9 +168,9 @@ export class DPMSolverSinglestepScheduler extends SolverScheduler<DPMSolverSingl
     const s1 = this.at(i - 1);
     const s2 = this.at(i - 2);
     const [m2, m1, m0] = this.modelOutputs.slice(-3) as Tensor[];
-    const h = sub32(t.l, s2.l);
-    const r0 = div32(sub32(s0.l, s2.l), h);
-    const r1 = div32(sub32(s1.l, s2.l), h);
+    const h = sub32(t.lambdaT, s2.lambdaT);
+    const r0 = div32(sub32(s0.lambdaT, s2.lambdaT), h);
+    const r1 = div32(sub32(s1.lambdaT, s2.lambdaT), h);
     const D0 = m2;
     const D1_0 = m1.sub(m2).mul(div32(1, r1));
     const D1_1 = m0.sub(m2).mul(div32(1, r0));
@@ -204,23 +179,23 @@ export class DPMSolverSinglestepScheduler extends SolverScheduler<DPMSolverSingl
     const heun = c.solver_type === "heun";
     if (c.algorithm_type === "dpmsolver++") {
       const e = em1(-h);
-      const base = x.mul(div32(t.s, s2.s)).sub(D0.mul(mul32(t.a, e)));
-      const k1 = mul32(t.a, add32(div32(e, h), 1));
-      return heun ? base.add(D1.mul(k1)).sub(D2.mul(mul32(t.a, sub32(div32(add32(e, h), pow32(h, 2)), 0.5)))) : base.add(D1_1.mul(k1));
+      const base = x.mul(div32(t.sigmaT, s2.sigmaT)).sub(D0.mul(mul32(t.alphaT, e)));
+      const k1 = mul32(t.alphaT, add32(div32(e, h), 1));
+      return heun ? base.add(D1.mul(k1)).sub(D2.mul(mul32(t.alphaT, sub32(div32(add32(e, h), pow32(h, 2)), 0.5)))) : base.add(D1_1.mul(k1));
     }
     if (c.algorithm_type === "dpmsolver") {
       const e = em1(h);
-      const base = x.mul(div32(t.a, s2.a)).sub(D0.mul(mul32(t.s, e)));
-      const k1 = mul32(t.s, sub32(div32(e, h), 1));
-      return heun ? base.sub(D1.mul(k1)).sub(D2.mul(mul32(t.s, sub32(div32(sub32(e, h), pow32(h, 2)), 0.5)))) : base.sub(D1_1.mul(k1));
+      const base = x.mul(div32(t.alphaT, s2.alphaT)).sub(D0.mul(mul32(t.sigmaT, e)));
+      const k1 = mul32(t.sigmaT, sub32(div32(e, h), 1));
+      return heun ? base.sub(D1.mul(k1)).sub(D2.mul(mul32(t.sigmaT, sub32(div32(sub32(e, h), pow32(h, 2)), 0.5)))) : base.sub(D1_1.mul(k1));
     }
     const e2 = exp32(mul32(-2, h));
     const one = f32(1 - e2);
-    const base = x.mul(mul32(div32(t.s, s2.s), exp32(-h))).add(D0.mul(mul32(t.a, one)));
-    const k1 = mul32(t.a, add32(div32(one, mul32(-2, h)), 1));
+    const base = x.mul(mul32(div32(t.sigmaT, s2.sigmaT), exp32(-h))).add(D0.mul(mul32(t.alphaT, one)));
+    const k1 = mul32(t.alphaT, add32(div32(one, mul32(-2, h)), 1));
     const body = heun
-      ? base.add(D1.mul(k1)).add(D2.mul(mul32(t.a, sub32(div32(add32(one, mul32(-2, h)), pow32(mul32(-2, h), 2)), 0.5))))
+      ? base.add(D1.mul(k1)).add(D2.mul(mul32(t.alphaT, sub32(div32(add32(one, mul32(-2, h)), pow32(mul32(-2, h), 2)), 0.5))))
       : base.add(D1_1.mul(k1));
-    return body.add(noise!.mul(mul32(t.s, sqrt32(one))));
+    return body.add(noise!.mul(mul32(t.sigmaT, sqrt32(one))));
   }
 }
