@@ -58,6 +58,7 @@ describe("torch-diffusion command, end to end", () => {
       generate: cli(["generate", ...tiny, "--prompt", "a sneaker", "--width", "16", "--height", "24", "--batch", "2", "--grid", file("grid.png"), "--out", file("gen.png")]),
       edit: cli(["edit", ...tiny, "--prompt", "a bag", "--image", file("input.png"), "--strength", "1", "--out", file("edit.png")]),
       inpaint: cli(["inpaint", ...tiny, "--prompt", "a coat", "--image", file("input.png"), "--mask", file("mask.png"), "--scheduler", "euler-a", "--out", file("out/inpaint.png")]),
+      builtin: cli(["generate", "a photo of a sneaker", "--steps", "8", "--guidance", "1.5", "--seed", "0", "--out", file("builtin.png")]),
       info: cli(["info"]),
       infoTiny: cli(["info", "--model", path.join(fixtures, "models", "tiny-sd")]),
       badSteps: cli(["generate", ...tiny, "--prompt", "x", "--steps", "-3"]),
@@ -74,6 +75,15 @@ describe("torch-diffusion command, end to end", () => {
     await expectPng(file("gen-1.png"), 16, 24);
     await expectPng(file("grid.png"), 32, 24);
     expect(stderr).toMatch(/generate: 2 images 16×24, 2 steps of DDIMScheduler, seed 1/);
+  });
+
+  it("generate without --model runs the built-in model: a 32×32 gray PNG", async () => {
+    const { code, stdout, stderr } = await runs.builtin;
+    expect(stderr).toMatch(/generate: 1 image 32×32, 8 steps of DDIMScheduler, seed 0/);
+    expect({ code, stdout }).toEqual({ code: 0, stdout: `${file("builtin.png")}\n` });
+    const image = await expectPng(file("builtin.png"), 32, 32);
+    expect(image.narrow(1, 0, 1).sub(image.narrow(1, 2, 1)).abs().max().item()).toBe(0); // gray: R = B
+    expect(image.std().item()).toBeGreaterThan(0.1); // an object on a background, not a flat image
   });
 
   it("edit and inpaint write PNGs; inpaint keeps the unmasked half", async () => {

@@ -1,5 +1,7 @@
+import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
+import { CLASSIFIER_PATH, classify, toClassifierInput } from "../scripts/bench/classifier";
 import { frechetDistance, frechetDistanceOf, gaussianFit } from "../scripts/bench/frechet";
 import { readFixture } from "./helpers";
 
@@ -48,5 +50,22 @@ describe("Fréchet distance (scripts/bench/frechet.ts)", () => {
       expect(cov.toArray()).toEqual([[4, 2], [2, 4]]);
       expect(() => gaussianFit(td.zeros([1, 2]))).toThrow("gaussianFit: expected (N ≥ 2, D) features but received shape [1, 2]");
     });
+  });
+});
+
+describe("the built-in model", () => {
+  it("draws what it is asked: the Fashion-MNIST classifier recognizes most images of each prompt", async () => {
+    const pipe = td.Text2ImagePipeline.fromPretrained(path.join(__dirname, "..", "models", "builtin"));
+    const classifier = td.load(CLASSIFIER_PATH);
+    const recognized: Record<string, number> = {};
+    for (const label of [1, 7, 8]) { // trouser, sneaker, bag
+      const prompt = td.fashionMnistCaption(label, "a photo of {a} {name}");
+      const { images } = await pipe.generate({ prompt, numImagesPerPrompt: 6, guidanceScale: 2, numInferenceSteps: 10, generator: new td.Generator(label) });
+      const { predictions, features } = td.tidy(() => classify(classifier, toClassifierInput(images)));
+      features.dispose();
+      images.dispose();
+      recognized[prompt] = predictions.filter((p) => p === label).length;
+    }
+    for (const [prompt, count] of Object.entries(recognized)) expect(count, `${prompt}: ${count} of 6 recognized`).toBeGreaterThanOrEqual(4);
   });
 });

@@ -17,7 +17,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import * as td from "../../lib";
-import { accuracy, CLASSIFIER_PATH, classify, classifyDataset } from "./classifier";
+import { accuracy, CLASSIFIER_PATH, classify, classifyDataset, toClassifierInput } from "./classifier";
 import { frechetDistance, gaussianFit, type GaussianFit } from "./frechet";
 
 const root = path.resolve(__dirname, "..", "..");
@@ -40,15 +40,6 @@ const numberList = (text: string, name: string): number[] => {
   if (list.some((v) => !Number.isFinite(v))) throw new Error(`--${name}: expected comma-separated numbers but received "${text}"`);
   return list;
 };
-
-/** Pipeline output (B, C, H, W) in [0, 1] -> classifier input (B, 1, 32, 32) in [-1, 1]; gray/resizes other models' output. */
-function toClassifierInput(images: td.Tensor): td.Tensor {
-  return td.tidy(() => {
-    let x = images.shape[1] === 1 ? images : images.mean(1, true); // (B, 1, H, W)
-    if (x.shape[2] !== 32 || x.shape[3] !== 32) x = td.interpolate(x, { size: [32, 32], mode: "bilinear", antialias: true });
-    return x.mul(2).sub(1);
-  });
-}
 
 /** Generates `perClass` images per class prompt and returns the classifier's predictions and features. */
 async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { guidance: number; steps: number; perClass: number; batch: number; seed: number }) {

@@ -15,6 +15,15 @@ export interface ClassifierOutputs {
   features: td.Tensor;
 }
 
+/** Pipeline output (B, C, H, W) in [0, 1] -> classifier input (B, 1, 32, 32) in [-1, 1]; gray/resizes other models' output. */
+export function toClassifierInput(images: td.Tensor): td.Tensor {
+  return td.tidy(() => {
+    let x = images.shape[1] === 1 ? images : images.mean(1, true); // (B, 1, H, W)
+    if (x.shape[2] !== 32 || x.shape[3] !== 32) x = td.interpolate(x, { size: [32, 32], mode: "bilinear", antialias: true });
+    return x.mul(2).sub(1);
+  });
+}
+
 /** Runs the classifier (in eval mode, without grad) on (B, 1, 32, 32) images in [-1, 1]. */
 export function classify(classifier: td.Module, images: td.Tensor): ClassifierOutputs {
   return td.noGrad(() =>
