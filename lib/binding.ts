@@ -54,6 +54,9 @@ export interface NativeModuleInstance {
   setAttribute(name: string, value: NativeTensorInstance, kind: "parameter" | "buffer"): void;
   clone(): NativeModuleInstance;
   attribute(name: string): unknown;
+  /** Drops the module now (its memory is freed unless tensors handed out hold it); later calls throw. */
+  dispose(): void;
+  readonly isDisposed: boolean;
 }
 
 export interface MemoryInfo {

@@ -6,7 +6,7 @@
 import type { DType, NativeModuleInstance } from "./binding";
 import { invalid } from "./errors";
 import { binding } from "./native";
-import { assertTensor, isDtype, type Tensor } from "./tensor";
+import { assertTensor, disposeSymbol, isDtype, type Tensor } from "./tensor";
 
 const NativeModule = binding.NativeModule as unknown as new () => NativeModuleInstance;
 
@@ -49,6 +49,10 @@ export class Module extends NativeModule {
   moveTo(target: string | { device?: string; dtype?: DType }): this {
     const options = typeof target === "string" ? (isDtype(target) ? { dtype: target } : { device: target }) : target;
     return this.to(options.device ?? null, options.dtype ?? null);
+  }
+  /** `using unet = td.load(file)` disposes the module at the end of the block. */
+  [disposeSymbol](): void {
+    this.dispose();
   }
   /** Replaces a parameter by dotted name, also with a new shape (e.g. widening a conv for InstructPix2Pix). */
   setParameter(name: string, value: Tensor): void {

@@ -15,7 +15,8 @@ export type Scalar = number | boolean;
 export type TensorOrScalar = Tensor | Scalar;
 
 const NativeTensor = binding.NativeTensor as unknown as new () => NativeTensorInstance;
-const disposeSymbol: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for("nodejs.dispose");
+/** `Symbol.dispose` (Node 20 may lack it; Node's own polyfill key then), for `using` declarations. */
+export const disposeSymbol: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for("nodejs.dispose");
 
 const isTensorOrScalarScalar = (v: unknown): v is Scalar => typeof v === "number" || typeof v === "boolean";
 

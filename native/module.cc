@@ -106,6 +106,8 @@ Napi::Function ModuleWrap::Init(Napi::Env env) {
                          InstanceMethod<&ModuleWrap::SetAttribute>("setAttribute"),
                          InstanceMethod<&ModuleWrap::Clone>("clone"),
                          InstanceMethod<&ModuleWrap::Attribute>("attribute"),
+                         InstanceMethod<&ModuleWrap::Dispose>("dispose"),
+                         InstanceAccessor<&ModuleWrap::IsDisposed>("isDisposed"),
                      });
 }
 
@@ -114,6 +116,18 @@ ModuleWrap::ModuleWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Module
   module_ = *pendingModule;
   pendingModule = nullptr;
 }
+
+torch::jit::Module& ModuleWrap::live(Napi::Env env) {
+  if (!module_) throwError(env, "Module: used after dispose()");
+  return *module_;
+}
+
+Napi::Value ModuleWrap::Dispose(const Napi::CallbackInfo& info) {
+  module_.reset();  // async calls in flight hold their own reference and finish normally
+  return info.Env().Undefined();
+}
+
+Napi::Value ModuleWrap::IsDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !module_); }
 
 Napi::Value ModuleWrap::Wrap(Napi::Env env, torch::jit::Module module) {
   pendingModule = &module;
@@ -128,10 +142,10 @@ Napi::Value ModuleWrap::Wrap(Napi::Env env, torch::jit::Module module) {
 std::vector<c10::IValue> ModuleWrap::convertArguments(Napi::Env env, const std::string& method, const Napi::CallbackInfo& info,
                                                       std::unordered_map<std::string, c10::IValue>& kwargs) {
   const std::string where = "Module." + method;
-  auto found = module_.find_method(method);
+  auto found = live(info.Env()).find_method(method);
   if (!found) {
     std::string names;
-    for (const auto& m : module_.get_methods()) names += (names.empty() ? "" : ", ") + m.name();
+    for (const auto& m : live(info.Env()).get_methods()) names += (names.empty() ? "" : ", ") + m.name();
     throwError(env, where + ": the module has no method \"" + method + "\" (methods: " + names + ")");
   }
   const auto& params = found->function().getSchema().arguments();  // params[0] is self
@@ -166,7 +180,8 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
   const std::string method = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "forward";
   std::unordered_map<std::string, c10::IValue> kwargs;
   auto args = convertArguments(env, method, info, kwargs);
-  auto result = guarded(env, "Module." + method, [&] { return module_.get_method(method)(std::move(args), kwargs); });
+  auto& module = live(env);
+  auto result = guarded(env, "Module." + method, [&] { return module.get_method(method)(std::move(args), kwargs); });
   return fromIValue(env, result);
 }
 
@@ -175,14 +190,14 @@ Napi::Value ModuleWrap::RunAsync(const Napi::CallbackInfo& info) {
   const std::string method = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "forward";
   std::unordered_map<std::string, c10::IValue> kwargs;
   auto args = convertArguments(env, method, info, kwargs);
-  auto* worker = new MethodWorker(env, module_, method, std::move(args), std::move(kwargs));
+  auto* worker = new MethodWorker(env, live(info.Env()), method, std::move(args), std::move(kwargs));
   auto promise = worker->promise();
   worker->Queue();
   return promise;
 }
 
 Napi::Value ModuleWrap::MethodNames(const Napi::CallbackInfo& info) {
-  auto methods = module_.get_methods();
+  auto methods = live(info.Env()).get_methods();
   auto names = Napi::Array::New(info.Env(), methods.size());
   for (size_t i = 0; i < methods.size(); ++i) names.Set(static_cast<uint32_t>(i), Napi::String::New(info.Env(), methods[i].name()));
   return names;
@@ -191,37 +206,37 @@ Napi::Value ModuleWrap::MethodNames(const Napi::CallbackInfo& info) {
 Napi::Value ModuleWrap::MethodSchema(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string method = info[0].As<Napi::String>().Utf8Value();
-  auto found = module_.find_method(method);
+  auto found = live(info.Env()).find_method(method);
   if (!found) throwError(env, "Module.methodSchema: the module has no method \"" + method + "\"");
   return Napi::String::New(env, c10::toString(found->function().getSchema()));
 }
 
 Napi::Value ModuleWrap::NamedParameters(const Napi::CallbackInfo& info) {
   const bool recurse = info.Length() == 0 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value();
-  return namedTensors(info.Env(), module_.named_parameters(recurse));
+  return namedTensors(info.Env(), live(info.Env()).named_parameters(recurse));
 }
 
 Napi::Value ModuleWrap::NamedBuffers(const Napi::CallbackInfo& info) {
   const bool recurse = info.Length() == 0 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value();
-  return namedTensors(info.Env(), module_.named_buffers(recurse));
+  return namedTensors(info.Env(), live(info.Env()).named_buffers(recurse));
 }
 
 Napi::Value ModuleWrap::NamedModules(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto names = Napi::Array::New(env);
   uint32_t i = 0;
-  for (const auto& item : module_.named_modules()) names.Set(i++, Napi::String::New(env, item.name));
+  for (const auto& item : live(info.Env()).named_modules()) names.Set(i++, Napi::String::New(env, item.name));
   return names;
 }
 
 Napi::Value ModuleWrap::Train(const Napi::CallbackInfo& info) {
   const bool on = info.Length() == 0 || !info[0].IsBoolean() || info[0].As<Napi::Boolean>().Value();
-  module_.train(on);
+  live(info.Env()).train(on);
   return info.This();
 }
 
 Napi::Value ModuleWrap::IsTraining(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), module_.is_training());
+  return Napi::Boolean::New(info.Env(), live(info.Env()).is_training());
 }
 
 // to(device: string | null, dtype: string | null)
@@ -231,11 +246,11 @@ Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {
     const bool hasDevice = info.Length() > 0 && info[0].IsString();
     const bool hasDtype = info.Length() > 1 && info[1].IsString();
     if (hasDevice && hasDtype) {
-      module_.to(c10::Device(info[0].As<Napi::String>().Utf8Value()), dtypeFromName(env, info[1].As<Napi::String>().Utf8Value(), "Module.to"));
+      live(info.Env()).to(c10::Device(info[0].As<Napi::String>().Utf8Value()), dtypeFromName(env, info[1].As<Napi::String>().Utf8Value(), "Module.to"));
     } else if (hasDevice) {
-      module_.to(c10::Device(info[0].As<Napi::String>().Utf8Value()));
+      live(info.Env()).to(c10::Device(info[0].As<Napi::String>().Utf8Value()));
     } else if (hasDtype) {
-      module_.to(dtypeFromName(env, info[1].As<Napi::String>().Utf8Value(), "Module.to"));
+      live(info.Env()).to(dtypeFromName(env, info[1].As<Napi::String>().Utf8Value(), "Module.to"));
     }
   });
   return info.This();
@@ -245,14 +260,16 @@ Napi::Value ModuleWrap::Save(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throwTypeError(env, "Module.save: expected a file path");
   const std::string path = info[0].As<Napi::String>().Utf8Value();
-  guarded(env, "Module.save(\"" + path + "\")", [&] { module_.save(path); });
+  auto& module = live(env);
+  guarded(env, "Module.save(\"" + path + "\")", [&] { module.save(path); });
   return env.Undefined();
 }
 
 Napi::Value ModuleWrap::SaveToBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::ostringstream out;
-  guarded(env, "Module.saveToBuffer", [&] { module_.save(out); });
+  auto& module = live(env);
+  guarded(env, "Module.saveToBuffer", [&] { module.save(out); });
   const std::string bytes = out.str();
   return Napi::Buffer<char>::Copy(env, bytes.data(), bytes.size());
 }
@@ -264,7 +281,7 @@ Napi::Value ModuleWrap::SetAttribute(const Napi::CallbackInfo& info) {
   const std::string kind = info[2].As<Napi::String>().Utf8Value();
   const auto& value = TensorWrap::From(env, info[1], "Module.setAttribute(\"" + name + "\")");
   std::string leaf;
-  auto owner = submoduleFor(env, module_, name, leaf);
+  auto owner = submoduleFor(env, live(info.Env()), name, leaf);
   guarded(env, "Module.setAttribute(\"" + name + "\")", [&] {
     owner.register_parameter(leaf, value, /*is_buffer=*/kind == "buffer");
   });
@@ -273,15 +290,16 @@ Napi::Value ModuleWrap::SetAttribute(const Napi::CallbackInfo& info) {
 
 Napi::Value ModuleWrap::Clone(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  auto& module = live(env);
   return Wrap(env, guarded(env, "Module.clone", [&] {
     // Copy without recording autograd history, so the copy's parameters are leaves of their
     // own; then give them the originals' requires_grad.
     torch::jit::Module copy;
     {
       at::NoGradGuard noGrad;
-      copy = module_.deepcopy();
+      copy = module.deepcopy();
     }
-    auto originals = module_.named_parameters();
+    auto originals = module.named_parameters();
     auto copies = copy.named_parameters();
     for (auto o = originals.begin(), c = copies.begin(); o != originals.end() && c != copies.end(); ++o, ++c) {
       (*c).value.set_requires_grad((*o).value.requires_grad());
@@ -295,7 +313,7 @@ Napi::Value ModuleWrap::Attribute(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string name = info[0].As<Napi::String>().Utf8Value();
   std::string leaf;
-  auto owner = submoduleFor(env, module_, name, leaf);
+  auto owner = submoduleFor(env, live(info.Env()), name, leaf);
   if (!owner.hasattr(leaf)) throwError(env, "Module.attribute: the module has no attribute \"" + name + "\"");
   auto value = owner.attr(leaf);
   if (value.isModule()) return Napi::String::New(env, "<module " + name + ">");

@@ -2,6 +2,8 @@
 // libuv's pool; JS arguments are converted by the method's schema before queuing.
 #pragma once
 
+#include <optional>
+
 #include "common.h"
 
 namespace td {
@@ -29,11 +31,16 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value SetAttribute(const Napi::CallbackInfo& info);  // setAttribute(dottedName, tensor, kind: "parameter" | "buffer")
   Napi::Value Clone(const Napi::CallbackInfo& info);
   Napi::Value Attribute(const Napi::CallbackInfo& info);
+  // dispose(): drops this handle's reference to the module, so its parameters are freed now
+  // (unless tensors handed out still hold them) rather than when the GC collects the handle.
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value IsDisposed(const Napi::CallbackInfo& info);
+  torch::jit::Module& live(Napi::Env env);  // throws "used after dispose()"
 
   std::vector<c10::IValue> convertArguments(Napi::Env env, const std::string& method, const Napi::CallbackInfo& info,
                                             std::unordered_map<std::string, c10::IValue>& kwargs);
 
-  torch::jit::Module module_;
+  std::optional<torch::jit::Module> module_;
 };
 
 // loadModule(pathOrBuffer, device?: string) -> NativeModule

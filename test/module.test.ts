@@ -141,3 +141,27 @@ describe("graph-executor optimization", () => {
     expect(() => td.setGraphOptimization("yes" as unknown as boolean)).toThrow('Expected boolean for setGraphOptimization(enabled) but received "yes" of type string');
   });
 });
+
+describe("Module.dispose", () => {
+  it("frees the parameters at once (back to the CPU cache), lets a call in flight finish, then throws", async () => {
+    const unet = td.load(path.join(__dirname, "..", "models", "builtin", "unet", "model.pt"));
+    // Blocks of 64 KiB and more go back to the caching allocator when freed: count those.
+    const large = td.tidy(() => unet.parameters().map((p) => p.numel * 4).filter((bytes) => bytes >= 64 * 1024).reduce((a, b) => a + b, 0));
+    expect(large).toBeGreaterThan(1e6);
+    const args = [td.randn([1, 1, 32, 32]), td.tensor([10], undefined, { dtype: "int64" }), td.randn([1, 8, 64])];
+    const inFlight = unet.forward(...args);
+    unet.dispose();
+    expect(unet.isDisposed).toBe(true);
+    const out = (await inFlight) as Tensor;
+    expect(out.shape).toEqual([1, 1, 32, 32]);
+    out.dispose();
+    for (const a of args) a.dispose();
+    const cached = td.cpuAllocatorStats().cachedBytes;
+    td.emptyCpuCache();
+    expect(cached).toBeGreaterThanOrEqual(large); // the call's reference was the last one: freed when it settled
+    expect(() => unet.forwardSync()).toThrow("Module: used after dispose()");
+    expect(() => unet.namedParameters()).toThrow("Module: used after dispose()");
+    expect(() => unet.save(path.join(os.tmpdir(), "x.pt"))).toThrow("Module: used after dispose()");
+    expect(() => unet.dispose()).not.toThrow();
+  });
+});

@@ -7,7 +7,7 @@
 import type { DType } from "../binding";
 import { assertInteger, describe, invalid } from "../errors";
 import type { Module } from "../module";
-import { isTensor, tensor, type Tensor } from "../tensor";
+import { disposeSymbol, isTensor, tensor, type Tensor } from "../tensor";
 
 /** `torch_diffusion.json` of an exported component (written by scripts/export.py). */
 export interface ComponentMeta {
@@ -36,7 +36,6 @@ export interface ComponentSpec {
 }
 
 const FLOATING: readonly DType[] = ["float32", "float16", "bfloat16", "float64"];
-const disposeSymbol: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for("nodejs.dispose");
 
 /** True for float32/float16/bfloat16/float64. @example isFloatingDtype("float16") // true */
 export function isFloatingDtype(dtype: unknown): dtype is DType {
@@ -238,11 +237,9 @@ export abstract class ModelComponent<C extends object = Record<string, unknown>>
     return this;
   }
 
-  /**
-   * Drops the module; later calls throw. The module's native memory is released when the
-   * garbage collector frees the Module (the addon has no explicit module release).
-   */
+  /** Releases the module's memory now (tensors handed out keep what they hold); later calls throw. */
   dispose(): void {
+    this.#module?.dispose();
     this.#module = null;
   }
   [disposeSymbol](): void {
