@@ -71,7 +71,31 @@ export function checkedCustomTimesteps(owner: string, T: number, ts: number[]): 
  * s.setTimesteps(4); // [999, 759, 499, 259]
  * for (const t of s.timesteps) x = s.step(unet(x, t), t, x, { generator }).prevSample;
  */
-export class LCMScheduler extends BetaScheduler<LCMConfig> {
+/**
+ * What LCM and TCD share: the inference timesteps picked from the distillation schedule
+ * `origin` (or user timesteps, cut by `strength`).
+ */
+export abstract class ConsistencyScheduler extends BetaScheduler<LCMConfig> {
+  protected applyInferenceSchedule(origin: number[], original: number, strength: number, numInferenceSteps: number, custom: number[] | undefined): void {
+    const T = this.config.num_train_timesteps;
+    if (custom) {
+      const ts = checkedCustomTimesteps(this.className, T, custom);
+      this.numInferenceSteps = ts.length;
+      const init = Math.min(Math.floor(ts.length * strength), ts.length);
+      this.timesteps = ts.slice(Math.max(ts.length - init, 0));
+      return;
+    }
+    this.stepsArgument(numInferenceSteps);
+    if (numInferenceSteps > T) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= num_train_timesteps (${T})`, numInferenceSteps);
+    if (Math.floor(origin.length / numInferenceSteps) < 1)
+      throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps × strength (${Math.floor(original * strength)})`, numInferenceSteps);
+    if (numInferenceSteps > original) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps (${original})`, numInferenceSteps);
+    this.numInferenceSteps = numInferenceSteps;
+    this.timesteps = lcmTimesteps(origin, numInferenceSteps);
+  }
+}
+
+export class LCMScheduler extends ConsistencyScheduler {
   readonly finalAlphaCumprod: number;
 
   constructor(config: Partial<LCMConfig> & Record<string, unknown> = {}) {
@@ -90,20 +114,7 @@ export class LCMScheduler extends BetaScheduler<LCMConfig> {
     const k = Math.floor(T / original);
     const origin = Array.from({ length: Math.floor(original * strength) }, (_, i) => (i + 1) * k - 1);
     // 2. the inference schedule
-    if (opts.timesteps) {
-      const ts = checkedCustomTimesteps(this.className, T, opts.timesteps);
-      this.numInferenceSteps = ts.length;
-      const init = Math.min(Math.floor(ts.length * strength), ts.length);
-      this.timesteps = ts.slice(Math.max(ts.length - init, 0));
-    } else {
-      this.stepsArgument(numInferenceSteps);
-      if (numInferenceSteps > T) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= num_train_timesteps (${T})`, numInferenceSteps);
-      if (Math.floor(origin.length / numInferenceSteps) < 1)
-        throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps × strength (${Math.floor(original * strength)})`, numInferenceSteps);
-      if (numInferenceSteps > original) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps (${original})`, numInferenceSteps);
-      this.numInferenceSteps = numInferenceSteps;
-      this.timesteps = lcmTimesteps(origin, numInferenceSteps);
-    }
+    this.applyInferenceSchedule(origin, original, strength, numInferenceSteps, opts.timesteps);
     this._stepIndex = null;
     this._beginIndex = null;
   }

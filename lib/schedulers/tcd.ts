@@ -5,10 +5,10 @@
  * from s to t_prev with strength γ (`eta`). Mirrors diffusers' `TCDScheduler`.
  */
 import { Tensor, tidy } from "../tensor";
-import { BetaScheduler, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, timestepValue } from "./base";
+import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, timestepValue } from "./base";
 import { invalid } from "./config";
 import { div32, f32, mul32, sqrt32 } from "./f32";
-import { CONSISTENCY_SPEC, LCMConfig, checkedCustomTimesteps, lcmTimesteps } from "./lcm";
+import { CONSISTENCY_SPEC, ConsistencyScheduler, LCMConfig } from "./lcm";
 
 export type TCDConfig = LCMConfig;
 
@@ -25,7 +25,7 @@ export interface TCDStepOutput extends StepOutput {
  * s.setTimesteps(4);
  * for (const t of s.timesteps) x = s.step(unet(x, t), t, x, { eta: 0.3, generator }).prevSample;
  */
-export class TCDScheduler extends BetaScheduler<TCDConfig> {
+export class TCDScheduler extends ConsistencyScheduler {
   readonly finalAlphaCumprod: number;
 
   constructor(config: Partial<TCDConfig> & Record<string, unknown> = {}) {
@@ -47,20 +47,7 @@ export class TCDScheduler extends BetaScheduler<TCDConfig> {
       origin = Array.from({ length: Math.floor(original * strength) }, (_, i) => (i + 1) * k - 1);
     } else origin = Array.from({ length: Math.floor(T * strength) }, (_, i) => i);
     // 2. the inference schedule
-    if (opts.timesteps) {
-      const ts = checkedCustomTimesteps(this.className, T, opts.timesteps);
-      this.numInferenceSteps = ts.length;
-      const init = Math.min(Math.floor(ts.length * strength), ts.length);
-      this.timesteps = ts.slice(Math.max(ts.length - init, 0));
-    } else {
-      this.stepsArgument(numInferenceSteps);
-      if (numInferenceSteps > T) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= num_train_timesteps (${T})`, numInferenceSteps);
-      if (Math.floor(origin.length / numInferenceSteps) < 1)
-        throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps × strength (${Math.floor(original * strength)})`, numInferenceSteps);
-      if (numInferenceSteps > original) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps (${original})`, numInferenceSteps);
-      this.numInferenceSteps = numInferenceSteps;
-      this.timesteps = lcmTimesteps(origin, numInferenceSteps);
-    }
+    this.applyInferenceSchedule(origin, original, strength, numInferenceSteps, opts.timesteps);
     this._stepIndex = null;
     this._beginIndex = null;
   }
