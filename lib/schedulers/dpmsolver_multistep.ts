@@ -9,7 +9,7 @@ import { Tensor, tidy } from "../tensor";
 import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike } from "./base";
 import { Spec, bool, int, invalid, num, oneOf } from "./config";
 import { f32, exp32, sqrt32, add32, div32, mul32, sub32, pow32 } from "./f32";
-import { SolverConfig, SolverScheduler, em1 } from "./solver_base";
+import { Lambdas, SolverConfig, SolverScheduler, em1 } from "./solver_base";
 import { dpmTimesteps, TimestepSpacing } from "./sigmas";
 import { betaSpec, predictionSpec, sigmaKindSpec, spacingSpec, thresholdSpec } from "./specs";
 
@@ -75,12 +75,6 @@ export function dpmSolverFixup(className: string, c: Record<string, unknown>, or
     if (c.prediction_type === "flow_prediction") throw invalid(className, "config.prediction_type", `epsilon, sample or v_prediction for algorithm_type ${c.algorithm_type}`, c.prediction_type);
 }
 
-/** Scalars of one DPM-Solver update between λ_s0 and λ_t: α_t, σ_t, ratio and h (float32). */
-export interface Lambdas {
-  alphaT: number;
-  sigmaT: number;
-  lambdaT: number;
-}
 
 /**
  * The first- and second-order DPM-Solver update from `s` to `t` (float32 scalars, as
@@ -194,22 +188,17 @@ export class DPMSolverMultistepScheduler extends SolverScheduler<DPMSolverMultis
     return { prevSample: out, predOriginalSample: null };
   }
 
-  private scalars(j: number): Lambdas {
-    const [alphaT, sigmaT] = this.alphaSigma(this.sigmas![j]);
-    return { alphaT, sigmaT, lambdaT: sub32(Math.fround(Math.log(alphaT)), Math.fround(Math.log(sigmaT))) };
-  }
-
   /** One step of DPM-Solver-1 (≡ DDIM), eqs. (5) of DPM-Solver++ / (3.7) of DPM-Solver. */
   private firstOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
     const m = this.modelOutputs[this.modelOutputs.length - 1]!;
-    return dpmSolverUpdate(this.config, x, this.scalars(i), this.scalars(i + 1), m, null, noise);
+    return dpmSolverUpdate(this.config, x, this.lambdasAt(i), this.lambdasAt(i + 1), m, null, noise);
   }
 
   /** Multistep DPM-Solver-2 (DPM-Solver++(2M)), midpoint or Heun form. */
   private secondOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const t = this.scalars(i + 1);
-    const s0 = this.scalars(i);
-    const s1 = this.scalars(i - 1);
+    const t = this.lambdasAt(i + 1);
+    const s0 = this.lambdasAt(i);
+    const s1 = this.lambdasAt(i - 1);
     const ms = this.modelOutputs;
     const m0 = ms[ms.length - 1]!;
     const m1 = ms[ms.length - 2]!;
@@ -220,10 +209,10 @@ export class DPMSolverMultistepScheduler extends SolverScheduler<DPMSolverMultis
   /** Multistep DPM-Solver-3 (DPM-Solver++(3M)). */
   private thirdOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
     const c = this.config;
-    const t = this.scalars(i + 1);
-    const s0 = this.scalars(i);
-    const s1 = this.scalars(i - 1);
-    const s2 = this.scalars(i - 2);
+    const t = this.lambdasAt(i + 1);
+    const s0 = this.lambdasAt(i);
+    const s1 = this.lambdasAt(i - 1);
+    const s2 = this.lambdasAt(i - 2);
     const ms = this.modelOutputs;
     const [m2, m1, m0] = ms.slice(-3) as Tensor[];
     const h = sub32(t.lambdaT, s0.lambdaT);

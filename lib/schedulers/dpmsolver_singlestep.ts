@@ -11,7 +11,7 @@ import { Spec, bool, invalid, num, oneOf } from "./config";
 import { add32, div32, exp32, f32, mul32, pow32, sqrt32, sub32 } from "./f32";
 import { SolverConfig, SolverScheduler, em1 } from "./solver_base";
 import { npRound, numpyLinspace } from "./numpy";
-import { dpmSolverFixup, dpmSolverSpec, dpmSolverUpdate, type Lambdas } from "./dpmsolver_multistep";
+import { dpmSolverFixup, dpmSolverSpec, dpmSolverUpdate } from "./dpmsolver_multistep";
 import { sigmaKindSpec } from "./specs";
 
 export interface DPMSolverSinglestepConfig extends SolverConfig {
@@ -137,22 +137,17 @@ export class DPMSolverSinglestepScheduler extends SolverScheduler<DPMSolverSingl
     return { prevSample: out, predOriginalSample: null };
   }
 
-  private at(j: number): Lambdas {
-    const [alphaT, sigmaT] = this.alphaSigma(this.sigmas![j]);
-    return { alphaT, sigmaT, lambdaT: sub32(Math.fround(Math.log(alphaT)), Math.fround(Math.log(sigmaT))) };
-  }
-
   /** DPM-Solver-1 (≡ DDIM) from the block's start. */
   private firstOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
     const m = this.modelOutputs[this.modelOutputs.length - 1]!;
-    return dpmSolverUpdate(this.config, x, this.at(i), this.at(i + 1), m, null, noise);
+    return dpmSolverUpdate(this.config, x, this.lambdasAt(i), this.lambdasAt(i + 1), m, null, noise);
   }
 
   /** Singlestep DPM-Solver-2 from s1 (block start) through s0 to t. */
   private secondOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const t = this.at(i + 1);
-    const s0 = this.at(i);
-    const s1 = this.at(i - 1);
+    const t = this.lambdasAt(i + 1);
+    const s0 = this.lambdasAt(i);
+    const s1 = this.lambdasAt(i - 1);
     const ms = this.modelOutputs;
     const m0 = ms[ms.length - 1]!;
     const m1 = ms[ms.length - 2]!;
@@ -163,10 +158,10 @@ export class DPMSolverSinglestepScheduler extends SolverScheduler<DPMSolverSingl
   /** Singlestep DPM-Solver-3 from s2 (block start) through s1, s0 to t. */
   private thirdOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
     const c = this.config;
-    const t = this.at(i + 1);
-    const s0 = this.at(i);
-    const s1 = this.at(i - 1);
-    const s2 = this.at(i - 2);
+    const t = this.lambdasAt(i + 1);
+    const s0 = this.lambdasAt(i);
+    const s1 = this.lambdasAt(i - 1);
+    const s2 = this.lambdasAt(i - 2);
     const [m2, m1, m0] = this.modelOutputs.slice(-3) as Tensor[];
     const h = sub32(t.lambdaT, s2.lambdaT);
     const r0 = div32(sub32(s0.lambdaT, s2.lambdaT), h);

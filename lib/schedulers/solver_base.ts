@@ -14,6 +14,13 @@ import { trainSigmas } from "./schedules";
 import { betaSigmas, exponentialSigmas, flowShift, karrasSigmas, roundTimesteps, sigmaToT, stretchShiftToTerminal, timeShift } from "./sigmas";
 import { checkOneSigmaKind, sigmaKind } from "./specs";
 
+/** α_t, σ_t and λ_t = log α_t − log σ_t of one point of the schedule (float32). */
+export interface Lambdas {
+  alphaT: number;
+  sigmaT: number;
+  lambdaT: number;
+}
+
 export interface SolverConfig extends BetaConfig {
   solver_order: number;
   thresholding: boolean;
@@ -92,6 +99,12 @@ export abstract class SolverScheduler<C extends SolverConfig> extends BetaSchedu
   protected alphaSigma(sigma: number): [number, number] {
     if ((this.config as unknown as SolverConfig).use_flow_sigmas) return [f32(1 - sigma), sigma];
     return vpAlphaSigma(sigma);
+  }
+
+  /** α_t, σ_t and λ_t of the j-th inference sigma (float32). */
+  protected lambdasAt(j: number): Lambdas {
+    const [alphaT, sigmaT] = this.alphaSigma(this.sigmas![j]);
+    return { alphaT, sigmaT, lambdaT: sub32(log32(alphaT), log32(sigmaT)) };
   }
 
   /** λ = log α - log σ (float32; +∞ at σ = 0). */
