@@ -93,11 +93,10 @@ export class EMA {
     const decay = emaDecay(this.step, this.options);
     this.lastDecay = decay;
     const oneMinusDecay = 1 - decay;
-    noGrad(() =>
-      tidy(() => {
-        for (const [name, s] of Object.entries(this.shadow)) s.sub_(s.sub(this.params[name]).mul(oneMinusDecay));
-      }),
-    );
+    // One scope per weight: its temporaries are freed (and their memory reused) before the next.
+    noGrad(() => {
+      for (const [name, s] of Object.entries(this.shadow)) tidy(() => s.sub_(s.sub(this.params[name]).mul(oneMinusDecay)));
+    });
   }
 
   /** The averaged weights by name (owned by the EMA: do not dispose). */
