@@ -10,12 +10,16 @@ import { assertTensor, disposeSymbol, isDtype, type Tensor } from "./tensor";
 
 const NativeModule = binding.NativeModule as unknown as new () => NativeModuleInstance;
 
-/** Re-raises a native async error with the caller's stack, so it points at the user's line. */
-async function withCallerStack<T>(promise: Promise<T>, stack: string | undefined): Promise<T> {
+/**
+ * Re-raises a native async error with the caller's stack, so it points at the user's line.
+ * `origin` is created at the call; its stack is only formatted (costly under source maps) on failure.
+ */
+async function withCallerStack<T>(promise: Promise<T>, origin: Error): Promise<T> {
   try {
     return await promise;
   } catch (error) {
     const err = error instanceof Error ? error : new Error(String(error));
+    const stack = origin.stack;
     if (stack) err.stack = `${err.name}: ${err.message}\n${stack.split("\n").slice(1).join("\n")}`;
     throw err;
   }
@@ -32,8 +36,7 @@ export class Module extends NativeModule {
   }
   /** [async] Runs any TorchScript method by name, with optional keyword arguments. */
   callMethod(method: string, args: unknown[] = [], kwargs?: Record<string, unknown>): Promise<unknown> {
-    const stack = new Error().stack;
-    return withCallerStack(this.runAsync(method, args, kwargs), stack);
+    return withCallerStack(this.runAsync(method, args, kwargs), new Error());
   }
   /** [sync] Runs any TorchScript method by name. */
   callMethodSync(method: string, args: unknown[] = [], kwargs?: Record<string, unknown>): unknown {

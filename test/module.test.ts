@@ -165,3 +165,12 @@ describe("Module.dispose", () => {
     expect(() => unet.dispose()).not.toThrow();
   });
 });
+
+describe("async call errors", () => {
+  it("carry the caller's stack, not the worker's", async () => {
+    const conv = td.load(convPath);
+    const error = await conv.forward(td.zeros([1, 1, 2, 2])).then(() => null, (e: Error) => e);
+    expect(error?.message).toMatch(/^Module\.forward: /);
+    expect(error?.stack).toContain("module.test.ts");
+  });
+});
