@@ -4,6 +4,7 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
 import { fixtures } from "./helpers";
+import { settledTensorCount } from "./helpers/training";
 
 const modelDir = path.join(fixtures, "models", "tiny-sd");
 const pipe = td.Text2ImagePipeline.fromPretrained(modelDir);
@@ -40,7 +41,7 @@ describe("Text2ImagePipeline", () => {
     const scheduler = ddim();
     const first = await pipe.generate({ ...base, scheduler, generator: new td.Generator(0) });
     first.images.dispose();
-    const before = td.memory().numTensors;
+    const before = await settledTensorCount();
     const second = await pipe.generate({ ...base, scheduler, generator: new td.Generator(0) });
     second.images.dispose();
     expect(td.memory().numTensors).toBe(before);
@@ -61,13 +62,46 @@ describe("Text2ImagePipeline", () => {
   it("abort stops within one step and leaks nothing", async () => {
     const scheduler = ddim();
     (await pipe.generate({ ...base, scheduler })).images.dispose();
-    const before = td.memory().numTensors;
+    const before = await settledTensorCount();
     const controller = new AbortController();
     const steps: number[] = [];
     const run = pipe.generate({ ...base, numInferenceSteps: 10, scheduler, signal: controller.signal, onProgress: ({ step }) => { steps.push(step); if (step === 2) controller.abort(); } });
     await expect(run).rejects.toThrow("The operation was aborted");
     expect(steps).toEqual([1, 2]);
     expect(td.memory().numTensors).toBe(before);
+  });
+
+  it("takes precomputed prompt embeddings (and negatives) in place of texts, with the same images", async () => {
+    const { prompt: _, ...rest } = base;
+    const texts = await pipe.generate({ ...base, negativePrompt: "blurry", numImagesPerPrompt: 2, scheduler: ddim(), generator: new td.Generator(5) });
+    const promptEmbeds = await td.encodeTexts(pipe.components, [base.prompt]);
+    const negativePromptEmbeds = await td.encodeTexts(pipe.components, ["blurry"]);
+    const embeds = await pipe.generate({ ...rest, promptEmbeds, negativePromptEmbeds, numImagesPerPrompt: 2, scheduler: ddim(), generator: new td.Generator(5) });
+    expect(embeds.images.shape).toEqual([2, 3, 16, 16]);
+    expect(embeds.images.sub(texts.images).abs().max().item()).toBeLessThan(1e-6);
+    // An embedding between two prompts (Imagic's interpolation) is just another tensor.
+    const other = await td.encodeTexts(pipe.components, ["a photo of a bag"]);
+    const between = await pipe.generate({ ...rest, promptEmbeds: promptEmbeds.mul(0.5).add(other.mul(0.5)), scheduler: ddim(), generator: new td.Generator(5) });
+    expect(between.images.shape).toEqual([1, 3, 16, 16]);
+    await expect(pipe.generate({ ...base, promptEmbeds })).rejects.toThrow("generate: give prompt or promptEmbeds, not both");
+    await expect(pipe.generate({ ...rest })).rejects.toThrow("generate: prompt (or promptEmbeds) is required");
+    await expect(pipe.generate({ ...rest, promptEmbeds: promptEmbeds.index(0) })).rejects.toThrow("promptEmbeds: expected text embeddings (B, T, D) but received shape [");
+    await expect(pipe.generate({ ...rest, promptEmbeds, negativePromptEmbeds: negativePromptEmbeds.narrow(1, 0, 3) })).rejects.toThrow("generate: negativePromptEmbeds has shape [1, 3, 16] but promptEmbeds has [1, ");
+  });
+
+  it("clipSkip conditions on an earlier hidden state through the final layer norm", async () => {
+    const c = pipe.components;
+    const { inputIds } = c.tokenizer.encode(["a photo of a sneaker"], { maxLength: c.tokenizer.modelMaxLength, padding: "max_length" });
+    const states = await c.textEncoder.hiddenStates({ inputIds });
+    const expected = await c.textEncoder.finalLayerNorm(states.at(-2)!);
+    const skipped = await td.encodeTexts(c, ["a photo of a sneaker"], 1);
+    expect(Array.from(skipped.toFloat32Array())).toEqual(Array.from(expected.toFloat32Array()));
+    const last = await td.encodeTexts(c, ["a photo of a sneaker"]);
+    expect(last.sub(skipped).abs().max().item()).toBeGreaterThan(1e-3);
+    const layers = states.length - 1;
+    await expect(td.encodeTexts(c, ["x"], layers)).rejects.toThrow(`Expected integer in [0, ${layers - 1}] for this ${layers}-layer text encoder for clipSkip but received ${layers}`);
+    const { images } = await pipe.generate({ ...base, clipSkip: 1, scheduler: ddim(), generator: new td.Generator(0) });
+    expect(images.shape).toEqual([1, 3, 16, 16]);
   });
 
   it("validates its options", async () => {

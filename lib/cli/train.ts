@@ -10,7 +10,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as TD from "../index";
-import { encodePrompts, vaeScaleFactor, type TextToImageComponents } from "../pipelines/common";
+import { vaeScaleFactor, type TextToImageComponents } from "../pipelines/common";
+import { encodeTexts } from "../pipelines/prompts";
 import { CliError, badValue, deviceOption, intOption, numberOption, stringOption, type Values } from "./args";
 import { ProgressBar, ensureParent, resolveModelDir, type CliIO } from "./output";
 
@@ -178,7 +179,7 @@ export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal):
       seed: o.seed,
       lr: o.lr,
       lrSchedule: { kind: "constant", warmupSteps: Math.min(100, Math.floor(o.steps / 10)) },
-      condition: td.captionCondition((captions) => encodePrompts(components, captions, [], false)),
+      condition: td.captionCondition((captions) => encodeTexts(components, captions)),
       conditionDropout: o.captionDropout,
       checkpoint: { dir: checkpoints, every: o.checkpointEvery, keep: 2 },
       resume: resumeFrom ? true : undefined,

@@ -50,15 +50,6 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw abortError();
 }
 
-/** Prompt embeddings, text last: [uncond (B), cond (B)] when guiding, else just cond. */
-export async function encodePrompts(c: TextToImageComponents, prompts: string[], negative: string[], guided: boolean): Promise<Tensor> {
-  const texts = guided ? [...negative, ...prompts] : prompts;
-  const { inputIds } = c.tokenizer.encode(texts, { maxLength: c.tokenizer.modelMaxLength, padding: "max_length" });
-  const output = await noGrad(() => c.textEncoder.forward({ inputIds }));
-  for (const [name, t] of Object.entries(output)) if (name !== "lastHiddenState") (t as Tensor | undefined)?.dispose();
-  return output.lastHiddenState; // (nConditions·B, T, D)
-}
-
 /** Spatial downsampling of the VAE (1 in pixel space). */
 export function vaeScaleFactor(vae: AutoencoderKL | undefined): number {
   return vae ? 2 ** (vae.config.block_out_channels.length - 1) : 1;

@@ -10,8 +10,9 @@ import { toImageTensor, type ImageSource } from "../image";
 import { op } from "../dispatch";
 import { loadModel, type ModelLoadOptions } from "../models";
 import { randnLike, tidy, type Tensor } from "../tensor";
-import { denoiseToImages, encodePrompts, imagesToLatents, throwIfAborted, vaeScaleFactor, type TextToImageComponents } from "./common";
-import { normalizePrompts, repeatEach, type GenerateOptions, type PipelineOutput } from "./text2img";
+import { checkPrompts, promptContext } from "./prompts";
+import { denoiseToImages, imagesToLatents, throwIfAborted, vaeScaleFactor, type TextToImageComponents } from "./common";
+import type { GenerateOptions, PipelineOutput } from "./text2img";
 
 export interface EditOptions extends Omit<GenerateOptions, "height" | "width" | "latents"> {
   /** File, Buffer or (B, C, H, W) tensor in [0, 1]; resized to a multiple of the VAE factor. */
@@ -46,14 +47,14 @@ export class Img2ImagePipeline {
     if (strength < 0 || strength > 1) throw invalid("number in [0, 1]", "strength", strength);
     const steps = options.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
-    const prompts = normalizePrompts(options.prompt, "prompt");
-    const perPrompt = options.numImagesPerPrompt ?? 1;
+    const prompts = checkPrompts(options, "edit");
+    const { count, perPrompt } = prompts;
     throwIfAborted(options.signal);
 
     const input = await loadEditImage(options.image, vaeScaleFactor(c.vae));
     try {
-      if (input.shape[0] !== 1 && input.shape[0] !== prompts.length) throw new Error(`edit: ${input.shape[0]} images for ${prompts.length} prompts`);
-      const batch = prompts.length * perPrompt;
+      if (input.shape[0] !== 1 && input.shape[0] !== count) throw new Error(`edit: ${input.shape[0]} images for ${count} prompts`);
+      const batch = count * perPrompt;
       // One image for all prompts, or one per prompt, each repeated for its images.
       const images = tidy(() => (input.shape[0] === 1 ? input.expand([batch, ...input.shape.slice(1)]).contiguous() : (op("aten::repeat_interleave.self_int", input, perPrompt, 0) as Tensor))); // (B, C, H, W)
       if (strength === 0) return { images };
@@ -70,9 +71,8 @@ export class Img2ImagePipeline {
       });
       clean.dispose();
       scheduler.setBeginIndex(startIndex);
-      const negatives = normalizePrompts(options.negativePrompt ?? prompts.map(() => ""), "negativePrompt");
       const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
-      const context = await encodePrompts(c, repeatEach(prompts, perPrompt), repeatEach(negatives, perPrompt), guider.enabled);
+      const context = await promptContext(c, options, prompts, guider.enabled);
       return { images: await denoiseToImages(c.vae, { ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps }) };
     } finally {
       input.dispose();

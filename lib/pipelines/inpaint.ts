@@ -21,9 +21,10 @@ import { toImageTensor, type ImageSource } from "../image";
 import { interpolate } from "../functional";
 import { loadModel, type ModelLoadOptions } from "../models";
 import { cat, randn, tidy, tidyAsync, where, type Tensor } from "../tensor";
-import { denoise, encodePrompts, imagesToLatents, latentsToImages, throwIfAborted, vaeScaleFactor, type TextToImageComponents } from "./common";
+import { checkPrompts, promptContext } from "./prompts";
+import { denoise, imagesToLatents, latentsToImages, throwIfAborted, vaeScaleFactor, type TextToImageComponents } from "./common";
 import { timestepsForStrength, type EditOptions } from "./img2img";
-import { normalizePrompts, repeatEach, type PipelineOutput } from "./text2img";
+import type { PipelineOutput } from "./text2img";
 
 /**
  * The options of {@link InpaintPipeline.inpaint}: those of an SDEdit edit plus the mask.
@@ -82,11 +83,8 @@ export class InpaintPipeline {
     if (strength < 0 || strength > 1) throw invalid("number in [0, 1]", "strength", strength);
     const steps = options.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
-    const prompts = normalizePrompts(options.prompt, "prompt");
-    const negatives = normalizePrompts(options.negativePrompt ?? prompts.map(() => ""), "negativePrompt");
-    if (negatives.length !== prompts.length) throw new Error(`inpaint: ${negatives.length} negative prompts for ${prompts.length} prompts`);
-    const perPrompt = options.numImagesPerPrompt ?? 1;
-    assertInteger(perPrompt, "numImagesPerPrompt", 1);
+    const prompts = checkPrompts(options, "inpaint");
+    const { count, perPrompt } = prompts;
     const pasteBack = options.pasteBack ?? true;
     if (typeof pasteBack !== "boolean") throw invalid("boolean", "pasteBack", pasteBack);
     const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
@@ -97,8 +95,8 @@ export class InpaintPipeline {
       const input = await loadInpaintImage(options.image, vaeScaleFactor(c.vae), c.vae ? undefined : latentChannels(c));
       const [, , height, width] = input.shape;
       const mask = await loadMask(options.mask, height, width); // (Bm, 1, H, W) bool
-      const images = perSample(input, "images", prompts.length, perPrompt); // (B, C, H, W)
-      const pixelMask = perSample(mask, "masks", prompts.length, perPrompt); // (B, 1, H, W)
+      const images = perSample(input, "images", count, perPrompt); // (B, C, H, W)
+      const pixelMask = perSample(mask, "masks", count, perPrompt); // (B, 1, H, W)
       if (strength === 0 || !pixelMask.any().item()) return { images };
 
       const scheduler = options.scheduler ?? c.scheduler;
@@ -134,7 +132,7 @@ export class InpaintPipeline {
       }
 
       // 3. Denoise with the prompts.
-      const context = await encodePrompts(c, repeatEach(prompts, perPrompt), repeatEach(negatives, perPrompt), guider.enabled);
+      const context = await promptContext(c, options, prompts, guider.enabled);
       const final = await denoise({
         unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps, afterStep, extraInput,
         signal: options.signal, onProgress: options.onProgress, generator: options.generator, eta: options.eta,

@@ -7,16 +7,14 @@ import { assertInteger, invalid } from "../errors";
 import { loadModel, type ModelLoadOptions } from "../models";
 import type { Scheduler } from "../schedulers";
 import { randn, tidy, type Generator, type Tensor } from "../tensor";
-import { denoiseToImages, encodePrompts, throwIfAborted, vaeScaleFactor, type LoopOptions, type TextToImageComponents } from "./common";
+import { checkPrompts, promptContext, type PromptOptions } from "./prompts";
+import { denoiseToImages, throwIfAborted, vaeScaleFactor, type LoopOptions, type TextToImageComponents } from "./common";
 
-export interface GenerateOptions extends LoopOptions {
-  prompt: string | string[];
-  negativePrompt?: string | string[];
+export interface GenerateOptions extends LoopOptions, PromptOptions {
   /** Classifier-free guidance scale; ≤ 1 disables guidance. Default 7.5. */
   guidanceScale?: number;
   guidanceRescale?: number;
   numInferenceSteps?: number;
-  numImagesPerPrompt?: number;
   height?: number;
   width?: number;
   /** Replaces the model's scheduler for this call. */
@@ -28,18 +26,6 @@ export interface GenerateOptions extends LoopOptions {
 export interface PipelineOutput {
   /** (B, C, H, W) float32 in [0, 1]. */
   images: Tensor;
-}
-
-export function normalizePrompts(prompt: unknown, name: string): string[] {
-  const prompts = typeof prompt === "string" ? [prompt] : prompt;
-  if (!Array.isArray(prompts) || prompts.length === 0 || !prompts.every((p) => typeof p === "string")) {
-    throw invalid("string or non-empty array of strings", name, prompt);
-  }
-  return prompts;
-}
-
-export function repeatEach<T>(items: T[], times: number): T[] {
-  return items.flatMap((item) => Array(times).fill(item));
 }
 
 /**
@@ -66,9 +52,7 @@ export class Text2ImagePipeline {
 
   async generate(options: GenerateOptions): Promise<PipelineOutput> {
     const c = this.components;
-    const prompts = normalizePrompts(options.prompt, "prompt");
-    const perPrompt = options.numImagesPerPrompt ?? 1;
-    assertInteger(perPrompt, "numImagesPerPrompt", 1);
+    const prompts = checkPrompts(options, "generate");
     const steps = options.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
     const height = options.height ?? this.sampleSize;
@@ -78,15 +62,13 @@ export class Text2ImagePipeline {
       assertInteger(value, name, 1);
       if (value % factor !== 0) throw invalid(`multiple of ${factor}`, name, value);
     }
-    const negatives = normalizePrompts(options.negativePrompt ?? prompts.map(() => ""), "negativePrompt");
-    if (negatives.length !== prompts.length) throw new Error(`generate: ${negatives.length} negative prompts for ${prompts.length} prompts`);
     const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
     const scheduler = options.scheduler ?? c.scheduler;
     throwIfAborted(options.signal);
 
-    const context = await encodePrompts(c, repeatEach(prompts, perPrompt), repeatEach(negatives, perPrompt), guider.enabled);
+    const context = await promptContext(c, options, prompts, guider.enabled);
     scheduler.setTimesteps(steps);
-    const shape = [prompts.length * perPrompt, c.unet.config.in_channels, height / factor, width / factor];
+    const shape = [prompts.count * prompts.perPrompt, c.unet.config.in_channels, height / factor, width / factor];
     const latents = options.latents ? options.latents.clone() : drawLatents(shape, scheduler.initNoiseSigma, c.unet.device, options.generator);
     const images = await denoiseToImages(c.vae, { ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps: scheduler.timesteps });
     return { images };
