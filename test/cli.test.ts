@@ -56,7 +56,7 @@ describe("torch-diffusion command, end to end", () => {
     // The processes run side by side: most of their time is startup.
     Object.assign(runs, {
       generate: cli(["generate", ...tiny, "--prompt", "a sneaker", "--width", "16", "--height", "24", "--batch", "2", "--grid", file("grid.png"), "--out", file("gen.png")]),
-      edit: cli(["edit", ...tiny, "--prompt", "a bag", "--image", file("input.png"), "--strength", "1", "--out", file("edit.png")]),
+      edit: cli(["edit", ...tiny, "--clip-skip", "1", "--prompt", "a bag", "--image", file("input.png"), "--strength", "1", "--out", file("edit.png")]),
       inpaint: cli(["inpaint", ...tiny, "--prompt", "a coat", "--image", file("input.png"), "--mask", file("mask.png"), "--scheduler", "euler-a", "--out", file("out/inpaint.png")]),
       builtin: cli(["generate", "a photo of a sneaker", "--steps", "8", "--guidance", "1.5", "--seed", "0", "--out", file("builtin.png")]),
       info: cli(["info"]),
@@ -153,6 +153,7 @@ describe("torch-diffusion command, in-process", () => {
       [["generate", "--model", model], "--prompt is required"],
       [["generate", "--model", model, "--prompt", "x", "--steps", "2.5"], '--steps: expected a positive integer but got "2.5"'],
       [["generate", "--model", model, "--prompt", "x", "--guidance", "lots"], '--guidance: expected a number but got "lots"'],
+      [["generate", "--model", model, "--prompt", "x", "--clip-skip", "-1"], '--clip-skip: expected a non-negative integer but got "-1"'],
       [["generate", "--model", model, "--prompt", "x", "--device", "tpu"], '--device: expected cpu, cuda or cuda:N but got "tpu"'],
       [["generate", "--model", path.join(tmp, "nowhere"), "--prompt", "x"], `--model: no such model directory: ${path.join(tmp, "nowhere")}`],
       [["edit", "--model", model, "--prompt", "x", "--image", file("missing.png")], `--image: no such file: ${file("missing.png")}`],

@@ -53,6 +53,7 @@ export const OPTIONS = {
   "negative-prompt": { type: "string", arg: "TEXT", help: "what to steer away from" },
   steps: { type: "string", arg: "N", help: "denoising steps (default 50)" },
   guidance: { type: "string", arg: "S", help: "classifier-free guidance scale, ≤ 1 turns it off (default 7.5)" },
+  "clip-skip": { type: "string", arg: "N", help: "condition on the text encoder's layer N before the last (default 0)" },
   seed: { type: "string", arg: "N", help: "random seed (default: a random one, printed)" },
   scheduler: { type: "string", arg: "NAME", help: `sampler: ${Object.keys(SCHEDULER_ALIASES).join(", ")} or a diffusers class name (default: the model's)` },
   width: { type: "string", arg: "PX", help: "image width (default: the model's)" },
@@ -84,7 +85,7 @@ export interface CommandSpec {
 }
 
 const GENERATION: Partial<Record<OptionName, string | null>> = {
-  model: null, prompt: null, "negative-prompt": null, steps: null, guidance: null, seed: null, scheduler: null,
+  model: null, prompt: null, "negative-prompt": null, steps: null, guidance: null, "clip-skip": null, seed: null, scheduler: null,
   batch: null, grid: null, out: null, device: null,
 };
 const RESIZE = "resize the input image (and mask) to this";

@@ -19,6 +19,7 @@ interface Common {
   seed: number;
   scheduler?: string;
   perPrompt: number;
+  clipSkip?: number;
   out: string;
   grid?: string;
   width?: number;
@@ -34,6 +35,7 @@ function commonOptions(values: Values, io: CliIO): Common {
     seed: intOption(values, "seed", 0) ?? Math.floor(Math.random() * 2 ** 31),
     scheduler: stringOption(values, "scheduler"),
     perPrompt: intOption(values, "batch", 1) ?? 1,
+    clipSkip: intOption(values, "clip-skip", 0),
     out: stringOption(values, "out") ?? "out.png",
     grid: stringOption(values, "grid"),
     width: intOption(values, "width", 1),
@@ -42,6 +44,11 @@ function commonOptions(values: Values, io: CliIO): Common {
   };
   // The model last: its default prints a note, which a bad option should not precede.
   return { ...common, dir: resolveModelDir(stringOption(values, "model"), io) };
+}
+
+/** The pipeline options every image command passes the same way. */
+function textOptions(o: Common) {
+  return { prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale, numImagesPerPrompt: o.perPrompt, clipSkip: o.clipSkip };
 }
 
 /** Loaded lazily: `--help` and usage errors need neither libtorch nor sharp. */
@@ -132,7 +139,7 @@ export async function runGenerate(values: Values, io: CliIO, signal?: AbortSigna
   const pipe = new td.Text2ImagePipeline(model);
   const { scheduler } = pipe.components;
   await runPipeline(td, o, io, "generate", scheduler, (loop) =>
-    pipe.generate({ prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale, numImagesPerPrompt: o.perPrompt, width: o.width, height: o.height, signal, ...loop }),
+    pipe.generate({ ...textOptions(o), width: o.width, height: o.height, signal, ...loop }),
   );
 }
 
@@ -151,7 +158,7 @@ export async function runEdit(values: Values, io: CliIO, signal?: AbortSignal): 
   const image = await readInput(td, file, o, imageChannels(model));
   const pipe = new td.Img2ImagePipeline(model);
   await runPipeline(td, o, io, "edit", pipe.components.scheduler, (loop) =>
-    pipe.edit({ image, strength, prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale, numImagesPerPrompt: o.perPrompt, signal, ...loop }),
+    pipe.edit({ image, strength, ...textOptions(o), signal, ...loop }),
   );
 }
 
@@ -169,6 +176,6 @@ export async function runInpaint(values: Values, io: CliIO, signal?: AbortSignal
   const mask = o.width !== undefined || o.height !== undefined ? await td.readImage(maskFile, { channels: 1, width, height }) : maskFile;
   const pipe = new td.InpaintPipeline(model);
   await runPipeline(td, o, io, "inpaint", pipe.components.scheduler, (loop) =>
-    pipe.inpaint({ image, mask, strength, prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale, numImagesPerPrompt: o.perPrompt, signal, ...loop }),
+    pipe.inpaint({ image, mask, strength, ...textOptions(o), signal, ...loop }),
   );
 }
