@@ -77,6 +77,18 @@ describe("torch-diffusion train", () => {
     expect(maxDifference(unetWeights(split), unetWeights(whole))).toBe(0);
   });
 
+  it("--ema writes the averaged weights: between the start and the trained ones", async () => {
+    const out = path.join(tmp, "ema");
+    expect((await train([...fashionOnTinySd, "--ema", "0.5", "--out", out])).code).toBe(0);
+    expect(JSON.parse(fs.readFileSync(path.join(out, "training.json"), "utf8")).emaDecay).toBe(0.5);
+    const plain = path.join(tmp, "whole"); // the same run without EMA, from the test above
+    if (!fs.existsSync(path.join(plain, "unet"))) await train([...fashionOnTinySd, "--out", plain]);
+    const [start, trained, averaged] = [unetWeights(tinySd), unetWeights(plain), unetWeights(out)];
+    const moved = (w: Record<string, number[]>) => Math.sqrt(Object.keys(w).reduce((sum, n) => sum + w[n].reduce((a, v, i) => a + (v - start[n][i]) ** 2, 0), 0));
+    expect(moved(averaged)).toBeGreaterThan(0);
+    expect(moved(averaged)).toBeLessThan(moved(trained));
+  });
+
   it("trains the pixel-space built-in model on an image folder with captions", async () => {
     const data = path.join(tmp, "folder");
     fs.mkdirSync(data);

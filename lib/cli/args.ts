@@ -70,6 +70,7 @@ export const OPTIONS = {
   caption: { type: "string", arg: "TEXT", help: "caption of images that have none (default: they must have one)" },
   "caption-dropout": { type: "string", arg: "P", help: "fraction of captions dropped, so guidance keeps working (default 0.1)" },
   "checkpoint-every": { type: "string", arg: "N", help: "steps between checkpoints (default 100)" },
+  ema: { type: "string", arg: "DECAY", help: "keep an EMA of the weights (e.g. 0.999) and write it as the model (default off)" },
   help: { type: "boolean", short: "h", help: "show this help" },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -120,6 +121,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       "caption-dropout": null,
       caption: null,
       "checkpoint-every": null,
+      ema: null,
       seed: "random seed (default 0)",
       device: null,
       help: null,

@@ -26,6 +26,8 @@ interface TrainCommand {
   captionDropout: number;
   caption?: string;
   checkpointEvery: number;
+  /** EMA decay; the written U-Net gets the averaged weights. */
+  ema?: number;
   device: string;
 }
 
@@ -45,6 +47,7 @@ function trainOptions(values: Values, io: CliIO): TrainCommand {
     captionDropout: numberOption(values, "caption-dropout", [0, 1]) ?? 0.1,
     caption: stringOption(values, "caption"),
     checkpointEvery: intOption(values, "checkpoint-every", 1) ?? 100,
+    ema: numberOption(values, "ema", [0, 1]),
     device: deviceOption(values),
   };
   const dir = resolveModelDir(stringOption(values, "model"), io);
@@ -181,6 +184,7 @@ export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal):
       lrSchedule: { kind: "constant", warmupSteps: Math.min(100, Math.floor(o.steps / 10)) },
       condition: td.captionCondition((captions) => encodeTexts(components, captions)),
       conditionDropout: o.captionDropout,
+      ema: o.ema === undefined ? false : { decay: o.ema },
       checkpoint: { dir: checkpoints, every: o.checkpointEvery, keep: 2 },
       resume: resumeFrom ? true : undefined,
       signal,
@@ -197,8 +201,9 @@ export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal):
       return 130;
     }
     copyModelDir(o.dir, o.out);
-    saveAtomically(components.unet.module, path.join(o.out, "unet", "model.pt"));
-    const record = { from: o.dir, data: o.data, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed, captionDropout: o.captionDropout, objective: objective.objective, finalLossAvg50: mean() };
+    saveAtomically(result.emaModel ?? components.unet.module, path.join(o.out, "unet", "model.pt"));
+    result.emaModel?.dispose();
+    const record = { from: o.dir, data: o.data, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed, captionDropout: o.captionDropout, emaDecay: o.ema ?? null, objective: objective.objective, finalLossAvg50: mean() };
     fs.writeFileSync(path.join(o.out, "training.json"), `${JSON.stringify(record, null, 2)}\n`);
     const seconds = (Date.now() - started) / 1000;
     io.stderr.write(`train: ${result.step} steps in ${seconds.toFixed(1)} s, loss (mean of the last ${recent.length}) ${mean().toFixed(4)}\n`);
