@@ -44,7 +44,7 @@ UNET_CONFIG = dict(sample_size=32, in_channels=1, out_channels=1, center_input_s
 
 SCHEDULER_CONFIG = {"_class_name": "DDIMScheduler", "_diffusers_version": build_fixtures.DIFFUSERS_VERSION,
                     "num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2", "beta_start": 0.0001, "beta_end": 0.02,
-                    "prediction_type": "v_prediction", "clip_sample": True, "clip_sample_range": 1.0, "set_alpha_to_one": True,
+                    "prediction_type": "v_prediction", "clip_sample": False, "clip_sample_range": 1.0, "set_alpha_to_one": True,
                     "steps_offset": 0, "timestep_spacing": "trailing", "rescale_betas_zero_snr": False}
 
 
