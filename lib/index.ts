@@ -16,7 +16,7 @@ export { AdamW, SGD, clipGradNorm, type AdamWOptions, type SGDOptions, type Opti
 export { Module, load, type LoadOptions } from "./module";
 export { memory, setNumThreads, getNumThreads, setGraphOptimization, isGraphOptimizationEnabled, cuda, buildInfo, cpuAllocatorStats, emptyCpuCache } from "./runtime";
 export * from "./training";
-export { save, loadValue, serialize, deserialize, writeFileAtomic } from "./serialize";
+export { save, loadValue, serialize, deserialize, writeFileAtomic, replaceFileAtomic } from "./serialize";
 export { attention, naiveAttention, type AttentionOptions } from "./attention";
 export * from "./tokenizers";
 export * from "./schedulers";

@@ -19,24 +19,34 @@ export function deserialize(bytes: Buffer): unknown {
   return binding.loadValue(bytes);
 }
 
-/** Writes `bytes` to `file` atomically (temp file in the same folder + fsync + rename). */
-export function writeFileAtomic(file: string, bytes: Buffer | string): void {
+/**
+ * Replaces `file` atomically: `write(temp)` fills a temp file in the same folder, which is
+ * fsynced and renamed over `file`, so a crash leaves the old file or the new one, never a
+ * truncated one. For writers that stream to a path (e.g. `module.save`).
+ * @example replaceFileAtomic("out/unet/model.pt", (temp) => unet.save(temp));
+ */
+export function replaceFileAtomic(file: string, write: (temp: string) => void): void {
   const dir = path.dirname(path.resolve(file));
   fs.mkdirSync(dir, { recursive: true });
   const temp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  const fd = fs.openSync(temp, "w");
   try {
-    fs.writeSync(fd, typeof bytes === "string" ? Buffer.from(bytes) : bytes);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
+    write(temp);
+    const fd = fs.openSync(temp, "r+");
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(temp, file);
   } catch (error) {
     fs.rmSync(temp, { force: true });
     throw error;
   }
+}
+
+/** Writes `bytes` to `file` atomically (temp file in the same folder + fsync + rename). */
+export function writeFileAtomic(file: string, bytes: Buffer | string): void {
+  replaceFileAtomic(file, (temp) => fs.writeFileSync(temp, bytes));
 }
 
 /**

@@ -56,11 +56,16 @@ async function loadLibrary(): Promise<typeof TD> {
   return import("../index");
 }
 
+/** Fails with one line when `--device cuda` asks for what this libtorch or machine lacks. */
+export function requireDevice(td: typeof TD, device: string): void {
+  if (device.startsWith("cuda") && !td.cuda.isAvailable()) {
+    throw new CliError(`--device ${device}: CUDA is not available (${td.buildInfo.cuda ? "no CUDA device found" : "this libtorch is a CPU build"})`);
+  }
+}
+
 /** The model's text-to-image components, or a message saying what the directory lacks. */
 function loadTextToImage(td: typeof TD, o: Common): TextToImageComponents {
-  if (o.device.startsWith("cuda") && !td.cuda.isAvailable()) {
-    throw new CliError(`--device ${o.device}: CUDA is not available (${td.buildInfo.cuda ? "no CUDA device found" : "this libtorch is a CPU build"})`);
-  }
+  requireDevice(td, o.device);
   const className = o.scheduler === undefined ? undefined : schedulerClassName(o.scheduler, Object.keys(td.SCHEDULERS));
   const model = td.loadModel(o.dir, { device: o.device });
   if (!model.unet) {

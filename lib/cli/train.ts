@@ -10,10 +10,11 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as TD from "../index";
-import { vaeScaleFactor, type TextToImageComponents } from "../pipelines/common";
+import { defaultImageSize, type TextToImageComponents } from "../pipelines/common";
 import { encodeTexts } from "../pipelines/prompts";
 import { CliError, badValue, deviceOption, intOption, numberOption, stringOption, type Values } from "./args";
-import { ProgressBar, ensureParent, resolveModelDir, type CliIO } from "./output";
+import { ProgressBar, resolveModelDir, type CliIO } from "./output";
+import { requireDevice } from "./run";
 
 interface TrainCommand {
   dir: string;
@@ -138,32 +139,17 @@ function copyModelDir(from: string, to: string): void {
   }
 }
 
-/** Saves through a temporary file and a rename, so a crash never leaves a truncated model. */
-function saveAtomically(module: TD.Module, file: string): void {
-  ensureParent(file);
-  const temp = `${file}.tmp-${process.pid}`;
-  try {
-    module.save(temp);
-    fs.renameSync(temp, file);
-  } finally {
-    fs.rmSync(temp, { force: true });
-  }
-}
-
 /** `train`. @example await runTrain({ data: "fashion-mnist", steps: "500", out: "my-model" }, io); */
 export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal): Promise<number> {
   const o = trainOptions(values, io);
   const td = await import("../index");
-  if (o.device.startsWith("cuda") && !td.cuda.isAvailable()) {
-    throw new CliError(`--device ${o.device}: CUDA is not available (${td.buildInfo.cuda ? "no CUDA device found" : "this libtorch is a CPU build"})`);
-  }
+  requireDevice(td, o.device);
   const model = td.loadModel(o.dir, { device: o.device });
   try {
     if (!model.unet || !model.textEncoder || !model.tokenizer) throw new CliError(`${o.dir}: train fine-tunes text-conditioned U-Net models (unet, text_encoder, tokenizer)`);
     if (model.unet.config.addition_embed_type) throw new CliError(`${o.dir}: U-Nets with addition_embed_type "${model.unet.config.addition_embed_type}" (SDXL) are not supported by train yet`);
     const components = model as TextToImageComponents;
-    const sampleSize = components.unet.config.sample_size ?? 64;
-    const imageSize = (Array.isArray(sampleSize) ? sampleSize[0] : sampleSize) * vaeScaleFactor(components.vae);
+    const imageSize = defaultImageSize(components);
     const objective = objectiveOf(td, model.schedulerConfig ?? {});
     const dataset = trainingData(td, o, components, imageSize);
     const checkpoints = path.join(o.out, "checkpoints");
@@ -201,7 +187,8 @@ export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal):
       return 130;
     }
     copyModelDir(o.dir, o.out);
-    saveAtomically(result.emaModel ?? components.unet.module, path.join(o.out, "unet", "model.pt"));
+    const trained = result.emaModel ?? components.unet.module;
+    td.replaceFileAtomic(path.join(o.out, "unet", "model.pt"), (temp) => trained.save(temp));
     result.emaModel?.dispose();
     const record = { from: o.dir, data: o.data, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed, captionDropout: o.captionDropout, emaDecay: o.ema ?? null, objective: objective.objective, finalLossAvg50: mean() };
     fs.writeFileSync(path.join(o.out, "training.json"), `${JSON.stringify(record, null, 2)}\n`);

@@ -55,11 +55,22 @@ export function vaeScaleFactor(vae: AutoencoderKL | undefined): number {
   return vae ? 2 ** (vae.config.block_out_channels.length - 1) : 1;
 }
 
+/** The image size the model was trained at: the U-Net's sample size times the VAE's factor. */
+export function defaultImageSize(c: Pick<TextToImageComponents, "unet" | "vae">): number {
+  const size = c.unet.config.sample_size ?? 64;
+  return (Array.isArray(size) ? size[0] : size) * vaeScaleFactor(c.vae);
+}
+
 /** Images in [0, 1] -> model space: scaled VAE latents, or [-1, 1] pixels. */
 export async function imagesToLatents(vae: AutoencoderKL | undefined, images: Tensor, generator?: Generator): Promise<Tensor> {
   const x = noGrad(() => tidy(() => images.mul(2).sub(1)));
   if (!vae) return x;
-  const posterior = await noGrad(() => vae.encode(x)).finally(() => x.dispose());
+  return encodeLatents(vae, x, generator).finally(() => x.dispose());
+}
+
+/** Images in [-1, 1] -> scaled VAE latents: one posterior draw, `(z - shift) * scaling`. */
+export async function encodeLatents(vae: AutoencoderKL, x: Tensor, generator?: Generator): Promise<Tensor> {
+  const posterior = await noGrad(() => vae.encode(x));
   const scaling = vae.config.scaling_factor ?? 0.18215;
   const shift = vae.config.shift_factor ?? 0;
   try {

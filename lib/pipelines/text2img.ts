@@ -8,7 +8,7 @@ import { loadModel, type ModelLoadOptions } from "../models";
 import type { Scheduler } from "../schedulers";
 import { randn, tidy, type Generator, type Tensor } from "../tensor";
 import { checkPrompts, promptContext, type PromptOptions } from "./prompts";
-import { denoiseToImages, throwIfAborted, vaeScaleFactor, type LoopOptions, type TextToImageComponents } from "./common";
+import { defaultImageSize, denoiseToImages, throwIfAborted, vaeScaleFactor, type LoopOptions, type TextToImageComponents } from "./common";
 
 export interface GenerateOptions extends LoopOptions, PromptOptions {
   /** Classifier-free guidance scale; ≤ 1 disables guidance. Default 7.5. */
@@ -46,8 +46,7 @@ export class Text2ImagePipeline {
   }
 
   get sampleSize(): number {
-    const size = this.components.unet.config.sample_size ?? 64;
-    return (Array.isArray(size) ? size[0] : size) * vaeScaleFactor(this.components.vae);
+    return defaultImageSize(this.components);
   }
 
   async generate(options: GenerateOptions): Promise<PipelineOutput> {

@@ -3,7 +3,7 @@
  * decode them, so a latent U-Net trains on exactly what it later denoises.
  */
 import type { AutoencoderKL } from "../models";
-import { imagesToLatents } from "../pipelines/common";
+import { encodeLatents } from "../pipelines/common";
 import { Generator, tidyAsync } from "../tensor";
 import { mapDataset, type Dataset } from "./data";
 
@@ -16,8 +16,7 @@ export function latentDataset(dataset: Dataset, vae: AutoencoderKL, options: { s
   const seed = options.seed ?? 0;
   return mapDataset(dataset, async (sample, index) => {
     const latents = await tidyAsync(async () => {
-      const images = sample.image.unsqueeze(0).add(1).div(2); // (1, C, H, W) in [0, 1]
-      const z = await imagesToLatents(vae, images, new Generator(seed + index)); // (1, c, h, w)
+      const z = await encodeLatents(vae, sample.image.unsqueeze(0), new Generator(seed + index)); // (1, c, h, w)
       return z.squeeze(0);
     });
     return { ...sample, image: latents };
