@@ -15,14 +15,15 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { COMMANDS, CliError, TOP_HELP, commandHelp, parseCommand, stringOption, type Values } from "./cli/args";
 import { modelInfo, runtimeInfo } from "./cli/info";
-import { packageRoot, resolveModelDir, type CliIO } from "./cli/output";
+import { resolveModelDir, type CliIO } from "./cli/output";
+import { packageRoot } from "./package-root";
 import { runEdit, runGenerate, runInpaint } from "./cli/run";
 import { runTrain } from "./cli/train";
 
 type Runner = (values: Values, io: CliIO, signal?: AbortSignal) => Promise<number | void>;
 
 async function runInfo(values: Values, io: CliIO): Promise<void> {
-  const dir = resolveModelDir(stringOption(values, "model"), io);
+  const dir = resolveModelDir(stringOption(values, "model"));
   const lines = modelInfo(dir);
   const td = await import("./index");
   io.stdout.write([...lines, ...runtimeInfo(td)].join("\n") + "\n");

@@ -6,18 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Binding } from "./binding";
-
-const packageRoot = findPackageRoot(__dirname);
-
-function findPackageRoot(start: string): string {
-  let dir = start;
-  while (!fs.existsSync(path.join(dir, "package.json"))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) return path.resolve(start, "..");
-    dir = parent;
-  }
-  return dir;
-}
+import { packageRoot } from "./package-root";
 
 interface PrebuiltVariant {
   file: string;
@@ -32,12 +21,12 @@ export function parsePrebuiltName(file: string): PrebuiltVariant | null {
 }
 
 function loadPrebuilt(errors: string[]): Binding | null {
-  const dir = path.join(packageRoot, "prebuilds", `${process.platform}-${process.arch}`);
+  const dir = path.join(packageRoot(), "prebuilds", `${process.platform}-${process.arch}`);
   if (!fs.existsSync(dir)) return null;
   const variants = fs.readdirSync(dir).map(parsePrebuiltName).filter((v): v is PrebuiltVariant => v !== null);
   if (variants.length === 0) return null;
   // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const { findLibtorch } = require(path.join(packageRoot, "scripts", "find-libtorch.js"));
+  const { findLibtorch } = require(path.join(packageRoot(), "scripts", "find-libtorch.js"));
   let torch: { version: string; cuda: boolean; source: string; libDir: string | null };
   try {
     torch = findLibtorch();
@@ -64,7 +53,7 @@ function loadPrebuilt(errors: string[]): Binding | null {
 function load(): Binding {
   const errors: string[] = [];
   const explicit = process.env.TORCH_DIFFUSION_NATIVE;
-  const candidates = explicit ? [explicit] : [path.join(packageRoot, "build", "Release", "torch_diffusion.node")];
+  const candidates = explicit ? [explicit] : [path.join(packageRoot(), "build", "Release", "torch_diffusion.node")];
   for (const file of candidates) {
     if (!fs.existsSync(file)) {
       if (explicit) errors.push(`TORCH_DIFFUSION_NATIVE=${explicit} does not exist.`);

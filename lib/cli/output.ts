@@ -4,6 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { packageRoot } from "../package-root";
 import { CliError } from "./args";
 
 /** Where the CLI writes: stdout gets the written file names, stderr notes and progress. @example const io: CliIO = { stdout: process.stdout, stderr: process.stderr }; */
@@ -50,40 +51,18 @@ export function outputPaths(out: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => path.join(dir, `${name}-${i}${ext || ".png"}`));
 }
 
-/** The package's root: the nearest folder above this file with our package.json. @example path.join(packageRoot(), "models", "builtin") */
-export function packageRoot(from = __dirname): string {
-  for (let dir = from; ; dir = path.dirname(dir)) {
-    const manifest = path.join(dir, "package.json");
-    if (fs.existsSync(manifest)) {
-      try {
-        if (JSON.parse(fs.readFileSync(manifest, "utf8")).name === "torch-diffusion") return dir;
-      } catch {
-        // not ours: keep looking
-      }
-    }
-    if (path.dirname(dir) === dir) return path.resolve(from, "..");
-  }
-}
-
 /**
- * `--model`, or the built-in model (`<package>/models/builtin`); until that ships, the tiny
- * random-weight test model, with a note on stderr.
- * @example const dir = resolveModelDir(undefined, io);
+ * `--model`, or the built-in model shipped in the package (`<package>/models/builtin`).
+ * @example const dir = resolveModelDir(undefined);
  */
-export function resolveModelDir(given: string | undefined, io: CliIO): string {
+export function resolveModelDir(given: string | undefined): string {
   if (given !== undefined) {
     if (!fs.existsSync(given) || !fs.statSync(given).isDirectory()) throw new CliError(`--model: no such model directory: ${given}`);
     return path.resolve(given);
   }
-  const root = packageRoot();
-  const builtin = path.join(root, "models", "builtin");
-  if (fs.existsSync(builtin)) return builtin;
-  const tiny = path.join(root, "test", "fixtures", "models", "tiny-sd");
-  if (fs.existsSync(tiny)) {
-    io.stderr.write(`torch-diffusion: note: the built-in model is not installed yet; using the tiny test model (random weights) at ${tiny}\n`);
-    return tiny;
-  }
-  throw new CliError("the built-in model is not installed: pass --model DIR");
+  const builtin = path.join(packageRoot(), "models", "builtin");
+  if (!fs.existsSync(builtin)) throw new CliError(`the built-in model is missing from this installation (${builtin}): pass --model DIR`);
+  return builtin;
 }
 
 /** Fails before any model loading when an input file is missing. @example const file = requireFile("image", "in.png"); */

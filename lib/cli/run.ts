@@ -43,7 +43,7 @@ function commonOptions(values: Values, io: CliIO): Common {
     device: deviceOption(values),
   };
   // The model last: its default prints a note, which a bad option should not precede.
-  return { ...common, dir: resolveModelDir(stringOption(values, "model"), io) };
+  return { ...common, dir: resolveModelDir(stringOption(values, "model")) };
 }
 
 /** The pipeline options every image command passes the same way. */

@@ -51,7 +51,7 @@ function trainOptions(values: Values, io: CliIO): TrainCommand {
     ema: numberOption(values, "ema", [0, 1]),
     device: deviceOption(values),
   };
-  const dir = resolveModelDir(stringOption(values, "model"), io);
+  const dir = resolveModelDir(stringOption(values, "model"));
   if (path.resolve(dir) === out) throw new CliError("--out must differ from --model: the trained model is written as a new directory");
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new CliError(`--out: ${out} exists and is not a directory`);
   return { ...command, dir };
