@@ -16,7 +16,7 @@ import * as path from "node:path";
 import { COMMANDS, CliError, TOP_HELP, commandHelp, parseCommand, stringOption, type Values } from "./cli/args";
 import { modelInfo, runtimeInfo } from "./cli/info";
 import { resolveModelDir, type CliIO } from "./cli/output";
-import { packageRoot } from "./package-root";
+import { packageRoot } from "./package_root";
 import { runEdit, runGenerate, runInpaint } from "./cli/run";
 import { runTrain } from "./cli/train";
 

@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Binding } from "./binding";
-import { packageRoot } from "./package-root";
+import { packageRoot } from "./package_root";
 
 interface PrebuiltVariant {
   file: string;

@@ -1,6 +1,7 @@
 /**
- * Replays scheduler reference trajectories (shared/ref/schedulers.json format): timesteps,
- * sigmas, init_noise_sigma, teacher-forced steps and a chained run.
+ * Replays scheduler reference trajectories (the format of
+ * test/fixtures/diffusers-ref/schedulers.json, see its README.md): timesteps, sigmas,
+ * init_noise_sigma, teacher-forced steps and a chained run.
  */
 import { tensor, tidy, type Tensor } from "../lib/tensor";
 import { schedulerFromConfig, type Scheduler } from "../lib/schedulers";

@@ -1,7 +1,8 @@
 /**
- * Scheduler parity with diffusers 0.40 (shared/ref) and with the reimplementation fixtures
- * (test/fixtures/scheduler_refs.json from scripts/fixtures/scheduler_refs.py): schedules,
- * teacher-forced steps (≤ 1e-5), chained runs (≤ 1e-4), forward processes.
+ * Scheduler parity with diffusers 0.40 (its own trajectories, test/fixtures/diffusers-ref) and
+ * with the reimplementation fixtures (test/fixtures/scheduler_refs.json from
+ * scripts/fixtures/scheduler_refs.py): schedules, teacher-forced steps (≤ 1e-5), chained runs
+ * (≤ 1e-4), forward processes. Everything is read from test/fixtures.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -10,7 +11,8 @@ import { tensor, tidy } from "../lib/tensor";
 import { schedulerFromConfig, BetaScheduler, FlowMatchEulerDiscreteScheduler } from "../lib/schedulers";
 import { relErr, replay, type RefCase } from "./scheduler_harness";
 
-const SHARED = join(__dirname, "..", "..", "shared", "ref");
+// diffusers' own trajectories, copied into the repo so the suite needs nothing outside it
+const DIFFUSERS_REF = join(__dirname, "fixtures", "diffusers-ref");
 const load = <T>(p: string): T => JSON.parse(readFileSync(p, "utf8")) as T;
 const f32 = (xs: number[], shape: number[]) => tensor(Float32Array.from(xs.map(Number)), shape);
 
@@ -25,8 +27,8 @@ function checkCase(c: RefCase): void {
   expect(r.chainedMax, "chained").toBeLessThanOrEqual(1e-4);
 }
 
-describe("diffusers 0.40 reference trajectories (shared/ref/schedulers.json)", () => {
-  const cases = load<RefCase[]>(join(SHARED, "schedulers.json"));
+describe("diffusers 0.40 reference trajectories (test/fixtures/diffusers-ref/schedulers.json)", () => {
+  const cases = load<RefCase[]>(join(DIFFUSERS_REF, "schedulers.json"));
   for (const c of cases) it(c.name, () => checkCase(c));
 });
 
@@ -83,8 +85,8 @@ function checkNoiseRef(r: NoiseRef): void {
   });
 }
 
-describe("forward processes (shared/ref/add_noise.json)", () => {
-  for (const r of load<NoiseRef[]>(join(SHARED, "add_noise.json"))) it(r.name, () => checkNoiseRef(r));
+describe("forward processes (test/fixtures/diffusers-ref/add_noise.json)", () => {
+  for (const r of load<NoiseRef[]>(join(DIFFUSERS_REF, "add_noise.json"))) it(r.name, () => checkNoiseRef(r));
 });
 
 const NOISE_FIXTURES = join(__dirname, "fixtures", "scheduler_add_noise_refs.json");

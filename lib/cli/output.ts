@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { packageRoot } from "../package-root";
+import { packageRoot } from "../package_root";
 import { CliError } from "./args";
 
 /** Where the CLI writes: stdout gets the written file names, stderr notes and progress. @example const io: CliIO = { stdout: process.stdout, stderr: process.stderr }; */
