@@ -36,13 +36,20 @@ const cases: Record<string, () => Tensor> = {
   arange: () => td.arange(0, 10, 3).float(), linspace: () => td.linspace(0, 1, 7), full: () => td.full([2, 2], 0.1),
 };
 
+// Ops that accumulate (convolutions, matrix products, reductions, norms) sum in an order that
+// depends on the CPU kernel libtorch picks (AVX2, AVX-512, oneDNN, none): against numbers
+// stored from another machine they agree to a few float32 ulps of the sum, not of each term.
+// Elementwise ops round once and must match to 1e-6.
+const ACCUMULATING = /^(sum|mean|std|var|norm|cumsum|cumprod|quantile|matmul|bmm|baddbmm|softmax|log_softmax|conv2d|group_norm|layer_norm|mse|interp)/;
+const CROSS_CPU_TOLERANCE = 1e-5;
+
 describe("typed ops equal PyTorch on the same inputs", () => {
   it("covers every reference case", () => {
     expect(Object.keys(cases).sort()).toEqual(Object.keys(refs.cases).sort());
   });
   for (const [name, run] of Object.entries(cases)) {
     it(name, () => {
-      td.tidy(() => expectClose(run(), refs.cases[name], 1e-6));
+      td.tidy(() => expectClose(run(), refs.cases[name], ACCUMULATING.test(name) ? CROSS_CPU_TOLERANCE : 1e-6));
     });
   }
 });

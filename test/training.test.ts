@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
 import * as tr from "../lib/training";
-import { fromEncoded } from "./helpers";
+import { fromEncoded, maxRelativeError } from "./helpers";
 import { modelPath, optionsFor, referenceDataset, refs, settledTensorCount, weights } from "./helpers/training";
 
 const values = (t: td.Tensor) => Array.from(t.toFloat32Array());
@@ -99,18 +99,34 @@ describe("EMA equals diffusers' EMAModel", () => {
 describe("Trainer", () => {
   const dataset = referenceDataset();
 
+  // PyTorch's numbers were made on one CPU; another CPU's kernels (AVX2, AVX-512, none)
+  // round reductions differently by a few float32 ulps, which six optimizer steps grow to
+  // ~1e-6 relative. So: PyTorch within 1e-5 (relative to max(1, |ref|)), and bit for bit
+  // only between two runs on the same machine, which is what resume and determinism promise.
+  const CROSS_CPU_TOLERANCE = 1e-5;
+  const runOnce = async (config: (typeof refs.runs)[string]["config"]) => {
+    const model = td.load(modelPath);
+    const lrs: number[] = [];
+    const trainer = new tr.Trainer(model, dataset, { ...optionsFor(config), onStep: ({ lr }) => void lrs.push(lr) });
+    const { losses } = await trainer.run();
+    const result = { losses, lrs, final: weights(model.namedParameters() as Record<string, td.Tensor>, true), ema: weights(trainer.ema!.namedParameters()) };
+    trainer.dispose();
+    model.dispose();
+    return result;
+  };
+  const expectNear = (got: Record<string, number[]>, ref: Record<string, number[]>) => {
+    expect(Object.keys(got).sort()).toEqual(Object.keys(ref).sort());
+    for (const name of Object.keys(ref)) expect(maxRelativeError(got[name], ref[name]), name).toBeLessThanOrEqual(CROSS_CPU_TOLERANCE);
+  };
+
   for (const [name, run] of Object.entries(refs.runs)) {
-    it(`replays PyTorch's training loop bit for bit: ${name}`, async () => {
-      const model = td.load(modelPath);
-      const lrs: number[] = [];
-      const trainer = new tr.Trainer(model, dataset, { ...optionsFor(run.config), onStep: ({ lr }) => void lrs.push(lr) });
-      const result = await trainer.run();
-      expect(result.losses).toEqual(run.losses);
-      expect(lrs).toEqual(run.lrs);
-      const f32 = (r: Record<string, number[]>) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Array.from(Float32Array.from(v))]));
-      expect(weights(model.namedParameters() as Record<string, td.Tensor>, true)).toEqual(f32(run.final));
-      expect(weights(trainer.ema!.namedParameters())).toEqual(f32(run.ema));
-      trainer.dispose();
+    it(`replays PyTorch's training loop (within float32 rounding across CPUs), bit for bit run to run: ${name}`, async () => {
+      const first = await runOnce(run.config);
+      expect(first.lrs).toEqual(run.lrs);
+      expect(maxRelativeError(first.losses, run.losses)).toBeLessThanOrEqual(CROSS_CPU_TOLERANCE);
+      expectNear(first.final, run.final);
+      expectNear(first.ema, run.ema);
+      expect(await runOnce(run.config)).toEqual(first);
     });
   }
 
