@@ -4,7 +4,7 @@
  */
 import type { DType } from "./binding";
 import { call } from "./dispatch";
-import { assertShape, invalid } from "./errors";
+import { assertInteger, assertShape, invalid } from "./errors";
 import { binding } from "./native";
 import type { Generator } from "./random";
 import { isDtype, type Tensor, type TypedArray } from "./tensor";
@@ -124,6 +124,16 @@ export function rand(shape: number[], options: RandomOptions = {}): Tensor {
 export function randint(low: number, high: number, shape: number[], options: RandomOptions = {}): Tensor {
   assertShape(shape);
   return call("aten::randint.low_generator", [low, high, shape], { generator: options.generator ?? null, ...factoryArgs(options, "int64") });
+}
+/** Normal samples of `mean` and `std` (torch.normal with float mean/std). @example normal(0, 1, [8], { generator }) */
+export function normal(mean: number, std: number, shape: number[], options: RandomOptions = {}): Tensor {
+  assertShape(shape);
+  return call("aten::normal.float_float", [mean, std, shape], { generator: options.generator ?? null, ...factoryArgs(options) });
+}
+/** A random permutation of 0..n-1 (int64), as torch.randperm. @example randperm(10, { generator: new Generator(0) }) */
+export function randperm(n: number, options: RandomOptions = {}): Tensor {
+  assertInteger(n, "randperm n", 0);
+  return call("aten::randperm.generator", [n], { generator: options.generator ?? null, ...factoryArgs(options, "int64") });
 }
 
 const like = (t: Tensor, options: TensorOptions): Required<TensorOptions> => ({ dtype: options.dtype ?? t.dtype, device: options.device ?? t.device });

@@ -26,6 +26,6 @@ export { Text2ImagePipeline, type GenerateOptions, type PipelineOutput } from ".
 export { Img2ImagePipeline, timestepsForStrength, type EditOptions } from "./pipelines/img2img";
 export { InpaintPipeline, loadMask, type InpaintOptions, type InpaintMode } from "./pipelines/inpaint";
 export { type ProgressInfo } from "./pipelines/common";
-export { encodeTexts, type PromptOptions } from "./pipelines/prompts";
+export { type PromptOptions } from "./pipelines/prompts";
 export { readImage, writeImage, encodePng, imageGrid, toImageTensor, type ImageSource, type ReadImageOptions } from "./image";
 export type { MemoryInfo } from "./binding";

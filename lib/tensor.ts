@@ -222,6 +222,8 @@ export class Tensor extends NativeTensor {
   }
   flip(dimsToFlip: number | number[]): Tensor { return call("aten::flip", [this, dims(dimsToFlip)]); }
   repeat(repeats: number[]): Tensor { return call("aten::repeat", [this, repeats]); }
+  /** Each element (slice along `dim`) `repeats` times in a row, as torch.repeat_interleave. */
+  repeatInterleave(repeats: number, dim: number): Tensor { return call("aten::repeat_interleave.self_int", [this, repeats, dim]); }
   matmul(other: Tensor): Tensor { return call("aten::matmul", [this, other]); }
   bmm(other: Tensor): Tensor { return call("aten::bmm", [this, other]); }
   softmax(dim: number): Tensor { return call("aten::softmax.int", [this, dim]); }
@@ -271,7 +273,7 @@ binding.setTensorClass(Tensor);
 setTensorPredicate(isTensor);
 
 // The tensor API in one import for library code (schedulers, pipelines): `import { Tensor, randn, tidy } from "../tensor"`.
-export { tensor, zeros, ones, full, arange, linspace, randn, rand, randint, zerosLike, onesLike, fullLike, randnLike, randLike } from "./creation";
+export { tensor, zeros, ones, full, arange, linspace, randn, rand, randint, normal, randperm, zerosLike, onesLike, fullLike, randnLike, randLike } from "./creation";
 export { cat, stack, where } from "./functional";
 export { tidy, tidyAsync, keep } from "./scope";
 export { Generator } from "./random";

@@ -6,10 +6,9 @@ import * as td from "../lib";
 import { fixtures } from "./helpers";
 
 const model = td.loadModel(path.join(fixtures, "models", "tiny-sd"));
-const components = model as unknown as td.InpaintPipeline["components"];
-const pipe = new td.InpaintPipeline(components);
-const ddim = () => td.schedulerFromConfig({ ...components.scheduler.config, _class_name: "DDIMScheduler" });
-const euler = () => td.schedulerFromConfig({ ...components.scheduler.config, _class_name: "EulerDiscreteScheduler" });
+const pipe = new td.InpaintPipeline(model);
+const ddim = () => model.newScheduler("DDIMScheduler");
+const euler = () => model.newScheduler("EulerDiscreteScheduler");
 
 const input = td.keep(td.rand([1, 3, 16, 16], { generator: new td.Generator(9) }));
 // Repaint the right half, keep the left half.
@@ -103,7 +102,7 @@ describe("InpaintPipeline on a latent model (blend mode)", () => {
 
 describe("InpaintPipeline on a pixel-space model", () => {
   // The tiny UNet denoises 4 channels: without a VAE it is a pixel model of 4-channel images.
-  const pixel = new td.InpaintPipeline({ ...components, vae: undefined });
+  const pixel = new td.InpaintPipeline(model.with({ vae: undefined }));
   const image = td.keep(td.rand([1, 4, 8, 8], { generator: new td.Generator(5) }));
   const mask = td.keep(td.cat([td.zeros([1, 1, 8, 4]), td.ones([1, 1, 8, 4])], 3)); // (1, 1, 8, 8)
 
@@ -121,7 +120,7 @@ describe("InpaintPipeline on a pixel-space model", () => {
 
 describe("InpaintPipeline on an inpainting UNet (concat mode)", () => {
   // A stand-in 9-channel UNet: it records its inputs and runs the tiny 4-channel UNet on the latents.
-  const unet = components.unet;
+  const unet = model.unet!;
   const seen: { shape: number[]; extra: number[] }[] = [];
   const inpaintingUnet = Object.create(unet, {
     config: { value: { ...unet.config, in_channels: 9 } },
@@ -133,7 +132,7 @@ describe("InpaintPipeline on an inpainting UNet (concat mode)", () => {
       },
     },
   }) as td.UNet2DConditionModel;
-  const concat = new td.InpaintPipeline({ ...components, unet: inpaintingUnet });
+  const concat = new td.InpaintPipeline(model.with({ unet: inpaintingUnet }));
 
   it("feeds [latents, mask, masked-image latents] to the UNet and pastes back", async () => {
     expect(concat.mode).toBe("concat");
@@ -147,6 +146,6 @@ describe("InpaintPipeline on an inpainting UNet (concat mode)", () => {
 
   it("rejects UNets of other widths", () => {
     const odd = Object.create(unet, { config: { value: { ...unet.config, in_channels: 5 } } }) as td.UNet2DConditionModel;
-    expect(() => new td.InpaintPipeline({ ...components, unet: odd })).toThrow("InpaintPipeline: the UNet takes 5 input channels; expected 4 (a plain model) or 9 (an inpainting model) for 4 latent channels");
+    expect(() => new td.InpaintPipeline(model.with({ unet: odd }))).toThrow("InpaintPipeline: the UNet takes 5 input channels; expected 4 (a plain model) or 9 (an inpainting model) for 4 latent channels");
   });
 });

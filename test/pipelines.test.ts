@@ -8,8 +8,8 @@ import { settledTensorCount } from "./helpers/training";
 
 const modelDir = path.join(fixtures, "models", "tiny-sd");
 const pipe = td.Text2ImagePipeline.fromPretrained(modelDir);
-const editor = new td.Img2ImagePipeline(pipe.components);
-const ddim = () => td.schedulerFromConfig({ ...pipe.components.scheduler.config, _class_name: "DDIMScheduler" });
+const editor = new td.Img2ImagePipeline(pipe.model);
+const ddim = () => td.schedulerFromConfig({ ...pipe.model.scheduler.config, _class_name: "DDIMScheduler" });
 const base = { prompt: "a photo of a sneaker", numInferenceSteps: 4, height: 16, width: 16 };
 
 describe("Text2ImagePipeline", () => {
@@ -48,7 +48,7 @@ describe("Text2ImagePipeline", () => {
   });
 
   it("records no autograd history, and leaves grad mode on for code running between steps", async () => {
-    const [param] = pipe.components.unet.parameters();
+    const [param] = pipe.model.unet.parameters();
     expect(param.requiresGrad).toBe(true); // what makes a recorded graph possible
     param.dispose();
     const seen: boolean[] = [];
@@ -74,13 +74,13 @@ describe("Text2ImagePipeline", () => {
   it("takes precomputed prompt embeddings (and negatives) in place of texts, with the same images", async () => {
     const { prompt: _, ...rest } = base;
     const texts = await pipe.generate({ ...base, negativePrompt: "blurry", numImagesPerPrompt: 2, scheduler: ddim(), generator: new td.Generator(5) });
-    const promptEmbeds = await td.encodeTexts(pipe.components, [base.prompt]);
-    const negativePromptEmbeds = await td.encodeTexts(pipe.components, ["blurry"]);
+    const promptEmbeds = await pipe.model.encodePrompt([base.prompt]);
+    const negativePromptEmbeds = await pipe.model.encodePrompt(["blurry"]);
     const embeds = await pipe.generate({ ...rest, promptEmbeds, negativePromptEmbeds, numImagesPerPrompt: 2, scheduler: ddim(), generator: new td.Generator(5) });
     expect(embeds.images.shape).toEqual([2, 3, 16, 16]);
     expect(embeds.images.sub(texts.images).abs().max().item()).toBeLessThan(1e-6);
     // An embedding between two prompts (Imagic's interpolation) is just another tensor.
-    const other = await td.encodeTexts(pipe.components, ["a photo of a bag"]);
+    const other = await pipe.model.encodePrompt(["a photo of a bag"]);
     const between = await pipe.generate({ ...rest, promptEmbeds: promptEmbeds.mul(0.5).add(other.mul(0.5)), scheduler: ddim(), generator: new td.Generator(5) });
     expect(between.images.shape).toEqual([1, 3, 16, 16]);
     await expect(pipe.generate({ ...base, promptEmbeds })).rejects.toThrow("generate: give prompt or promptEmbeds, not both");
@@ -90,16 +90,16 @@ describe("Text2ImagePipeline", () => {
   });
 
   it("clipSkip conditions on an earlier hidden state through the final layer norm", async () => {
-    const c = pipe.components;
+    const c = pipe.model;
     const { inputIds } = c.tokenizer.encode(["a photo of a sneaker"], { maxLength: c.tokenizer.modelMaxLength, padding: "max_length" });
     const states = await c.textEncoder.hiddenStates({ inputIds });
     const expected = await c.textEncoder.finalLayerNorm(states.at(-2)!);
-    const skipped = await td.encodeTexts(c, ["a photo of a sneaker"], 1);
+    const skipped = await c.encodePrompt(["a photo of a sneaker"], { clipSkip: 1 });
     expect(Array.from(skipped.toFloat32Array())).toEqual(Array.from(expected.toFloat32Array()));
-    const last = await td.encodeTexts(c, ["a photo of a sneaker"]);
+    const last = await c.encodePrompt(["a photo of a sneaker"]);
     expect(last.sub(skipped).abs().max().item()).toBeGreaterThan(1e-3);
     const layers = states.length - 1;
-    await expect(td.encodeTexts(c, ["x"], layers)).rejects.toThrow(`Expected integer in [0, ${layers - 1}] for this ${layers}-layer text encoder for clipSkip but received ${layers}`);
+    await expect(c.encodePrompt(["x"], { clipSkip: layers })).rejects.toThrow(`Expected integer in [0, ${layers - 1}] for this ${layers}-layer text encoder for clipSkip but received ${layers}`);
     const { images } = await pipe.generate({ ...base, clipSkip: 1, scheduler: ddim(), generator: new td.Generator(0) });
     expect(images.shape).toEqual([1, 3, 16, 16]);
   });

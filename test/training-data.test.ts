@@ -206,7 +206,7 @@ describe("mapDataset and latentDataset", () => {
   it("latentDataset gives the VAE's scaled posterior draw, the same on every read", async () => {
     const model = td.loadModel(path.join(__dirname, "fixtures", "models", "tiny-sd"));
     const vae = model.vae!;
-    const latents = tr.latentDataset(base, vae, { seed: 7 });
+    const latents = tr.latentDataset(base, model, { seed: 7 });
     const first = await latents.get(2);
     const again = await latents.get(2);
     expect(first.caption).toBe("c");

@@ -4,7 +4,6 @@
  * in well under a second.
  */
 import type * as TD from "../index";
-import type { TextToImageComponents } from "../pipelines/common";
 import { CliError, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
 import { ProgressBar, ensureParent, outputPaths, requireFile, resolveModelDir, type CliIO } from "./output";
 
@@ -63,33 +62,28 @@ export function requireDevice(td: typeof TD, device: string): void {
   }
 }
 
-/** The model's text-to-image components, or a message saying what the directory lacks. */
-function loadTextToImage(td: typeof TD, o: Common): TextToImageComponents {
+/** The model, checked for text-to-image use, with `--scheduler` as its default scheduler. */
+function loadTextToImage(td: typeof TD, o: Common): TD.TextToImageModel {
   requireDevice(td, o.device);
   const className = o.scheduler === undefined ? undefined : schedulerClassName(o.scheduler, Object.keys(td.SCHEDULERS));
   const model = td.loadModel(o.dir, { device: o.device });
-  if (!model.unet) {
-    model.dispose();
-    const what = model.transformer ? `a ${model.transformer.className}` : "no unet";
-    throw new CliError(`${o.dir} has ${what}; this command runs text-conditioned UNet models`);
-  }
-  for (const [key, name] of [["textEncoder", "text_encoder"], ["tokenizer", "tokenizer"]] as const) {
-    if (!model[key]) throw new CliError(`${o.dir} has no ${name}; this command needs a text-conditioned model`);
-  }
-  if (className !== undefined) {
-    try {
-      model.scheduler = td.schedulerFromConfig({ ...(model.schedulerConfig ?? {}), _class_name: className });
-    } catch (error) {
-      throw new CliError(`--scheduler ${o.scheduler}: ${(error as Error).message}`);
+  try {
+    if (className !== undefined) {
+      try {
+        model.scheduler = model.newScheduler(className);
+      } catch (error) {
+        throw new CliError(`--scheduler ${o.scheduler}: ${(error as Error).message}`);
+      }
     }
+    try {
+      return model.requireTextToImage(o.dir);
+    } catch (error) {
+      throw new CliError(`${(error as Error).message}${model.scheduler ? "" : "; pick one with --scheduler"}`);
+    }
+  } catch (error) {
+    model.dispose();
+    throw error;
   }
-  if (!model.scheduler) throw new CliError(`${o.dir}: the model's scheduler ${String(model.schedulerConfig?._class_name)} is not supported; pick one with --scheduler`);
-  return model as TextToImageComponents;
-}
-
-/** Image channels the model works on: RGB for latent models, the UNet's for pixel models. */
-function imageChannels(model: TextToImageComponents): 1 | 3 {
-  return !model.vae && model.unet.config.out_channels === 1 ? 1 : 3;
 }
 
 /** Writes each image (and the grid) and prints the file names on stdout. */
@@ -142,15 +136,9 @@ export async function runGenerate(values: Values, io: CliIO, signal?: AbortSigna
   const td = await loadLibrary();
   const model = loadTextToImage(td, o);
   const pipe = new td.Text2ImagePipeline(model);
-  const { scheduler } = pipe.components;
-  await runPipeline(td, o, io, "generate", scheduler, (loop) =>
+  await runPipeline(td, o, io, "generate", model.scheduler, (loop) =>
     pipe.generate({ ...textOptions(o), width: o.width, height: o.height, signal, ...loop }),
   );
-}
-
-/** Reads `--image` (resized by --width/--height when given) with the model's channels. */
-async function readInput(td: typeof TD, file: string, o: Common, channels: 1 | 3): Promise<TD.Tensor> {
-  return td.readImage(file, { channels, width: o.width, height: o.height });
 }
 
 /** `edit`: SDEdit img2img. @example await runEdit({ image: "strokes.png", prompt: "a dress" }, io); */
@@ -160,9 +148,9 @@ export async function runEdit(values: Values, io: CliIO, signal?: AbortSignal): 
   const o = commonOptions(values, io);
   const td = await loadLibrary();
   const model = loadTextToImage(td, o);
-  const image = await readInput(td, file, o, imageChannels(model));
+  const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
   const pipe = new td.Img2ImagePipeline(model);
-  await runPipeline(td, o, io, "edit", pipe.components.scheduler, (loop) =>
+  await runPipeline(td, o, io, "edit", model.scheduler, (loop) =>
     pipe.edit({ image, strength, ...textOptions(o), signal, ...loop }),
   );
 }
@@ -175,12 +163,12 @@ export async function runInpaint(values: Values, io: CliIO, signal?: AbortSignal
   const o = commonOptions(values, io);
   const td = await loadLibrary();
   const model = loadTextToImage(td, o);
-  const image = await readInput(td, file, o, imageChannels(model));
+  const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
   const [, , height, width] = image.shape;
   // A resized image takes its mask along; otherwise the mask must already match.
   const mask = o.width !== undefined || o.height !== undefined ? await td.readImage(maskFile, { channels: 1, width, height }) : maskFile;
   const pipe = new td.InpaintPipeline(model);
-  await runPipeline(td, o, io, "inpaint", pipe.components.scheduler, (loop) =>
+  await runPipeline(td, o, io, "inpaint", model.scheduler, (loop) =>
     pipe.inpaint({ image, mask, strength, ...textOptions(o), signal, ...loop }),
   );
 }

@@ -10,6 +10,7 @@ export { UNet2DConditionModel, type UNet2DConditionConfig, type UNetForwardArgs 
 export { DiTTransformer2DModel, type DiTTransformer2DConfig, type DiTForwardArgs } from "./dit";
 export { AutoencoderKL, latentDistribution, type AutoencoderKLConfig, type LatentDistribution } from "./vae";
 export { CLIPTextModel, CLIPTextModelWithProjection, type CLIPTextConfig, type CLIPTextArgs, type CLIPTextOutput } from "./clip";
+export { DiffusionModel, type ModelIndex, type ModelParts, type PredictArgs, type TextToImageModel } from "./model";
 export {
   loadModel,
   loadComponent,
@@ -17,7 +18,6 @@ export {
   type AnyModelComponent,
   type ComponentClassName,
   type LoadedModel,
-  type ModelIndex,
   type ModelLoadOptions,
   type ModelDirectoryOptions,
 } from "./load";

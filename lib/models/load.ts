@@ -8,12 +8,13 @@ import * as path from "node:path";
 import type { DType } from "../binding";
 import { invalid } from "../errors";
 import { load, type Module } from "../module";
-import { SCHEDULERS, schedulerFromConfig, type Scheduler } from "../schedulers";
+import { SCHEDULERS, schedulerFromConfig } from "../schedulers";
 import { CLIPTokenizer } from "../tokenizers";
 import { CLIPTextModel, CLIPTextModelWithProjection } from "./clip";
 import { isFloatingDtype, type ComponentMeta } from "./component";
 import { DiTTransformer2DModel } from "./dit";
 import { directoryArgument, fileError, isDirectory, isFile, readJsonObject, requireDirectory, requireFile, type FileContext } from "./files";
+import { DiffusionModel, type ModelIndex, type ModelParts } from "./model";
 import { UNet2DConditionModel } from "./unet";
 import { AutoencoderKL } from "./vae";
 
@@ -45,40 +46,10 @@ export interface ModelDirectoryOptions extends ModelLoadOptions {
   components?: string[];
 }
 
-/** `model_index.json`: diffusers' entries plus our "torch_diffusion" section. */
-export interface ModelIndex {
-  _class_name?: string;
-  _diffusers_version?: string;
-  torch_diffusion?: {
-    format_version?: number;
-    dtype?: DType;
-    fused_attention?: boolean;
-    components?: Record<string, Record<string, unknown>>;
-    skipped?: Record<string, string>;
-  };
-  [name: string]: unknown;
-}
+/** What {@link loadModel} returns (the name earlier versions used). */
+export type LoadedModel = DiffusionModel;
 
-/** What {@link loadModel} returns: each component the directory has, typed. */
-export interface LoadedModel {
-  dir: string;
-  modelIndex: ModelIndex;
-  unet?: UNet2DConditionModel;
-  transformer?: DiTTransformer2DModel;
-  vae?: AutoencoderKL;
-  textEncoder?: CLIPTextModel | CLIPTextModelWithProjection;
-  textEncoder2?: CLIPTextModelWithProjection | CLIPTextModel;
-  tokenizer?: CLIPTokenizer;
-  tokenizer2?: CLIPTokenizer;
-  /** Built by `schedulerFromConfig`; absent when the config names a scheduler this package lacks. */
-  scheduler?: Scheduler;
-  /** `scheduler/scheduler_config.json` as read. */
-  schedulerConfig?: Record<string, unknown>;
-  /** Drops every network (see ModelComponent.dispose). */
-  dispose(): void;
-}
-
-/** model_index.json names -> LoadedModel slots and the classes each slot accepts. */
+/** model_index.json names -> DiffusionModel parts and the classes each slot accepts. */
 const MODEL_SLOTS = {
   unet: { key: "unet", classes: ["UNet2DConditionModel"] },
   transformer: { key: "transformer", classes: ["DiTTransformer2DModel"] },
@@ -172,7 +143,7 @@ function entryClass(name: string, entry: unknown, context: FileContext, indexFil
   return entry[1];
 }
 
-function loadScheduler(dir: string, context: FileContext): { scheduler?: Scheduler; schedulerConfig: Record<string, unknown> } {
+function loadScheduler(dir: string, context: FileContext): Pick<ModelParts, "scheduler" | "schedulerConfig"> {
   const file = path.join(dir, "scheduler_config.json");
   const schedulerConfig = readJsonObject(file, context);
   if (!(typeof schedulerConfig._class_name === "string" && schedulerConfig._class_name in SCHEDULERS)) return { schedulerConfig };
@@ -194,7 +165,7 @@ function loadScheduler(dir: string, context: FileContext): { scheduler?: Schedul
  * sd.scheduler!.setTimesteps(30);
  * const eps = await sd.unet!.forward({ sample, timestep: sd.scheduler!.timesteps[0], encoderHiddenStates });
  */
-export function loadModel(dir: string, options: ModelDirectoryOptions = {}): LoadedModel {
+export function loadModel(dir: string, options: ModelDirectoryOptions = {}): DiffusionModel {
   const who = "loadModel";
   const root = directoryArgument(dir, who);
   const o = checkOptions(options, who);
@@ -206,8 +177,7 @@ export function loadModel(dir: string, options: ModelDirectoryOptions = {}): Loa
   const modelIndex = readJsonObject(indexFile, { who }) as ModelIndex;
   const section = modelIndex.torch_diffusion;
   const skipped = section?.skipped ?? {};
-  const loaded: LoadedModel = { dir: root, modelIndex, dispose: () => disposeAll(loaded) };
-  const slots = loaded as unknown as Record<string, unknown>;
+  const parts: Record<string, unknown> = {};
   try {
     for (const [name, entry] of Object.entries(modelIndex)) {
       if (name.startsWith("_") || name === "torch_diffusion" || name in skipped) continue;
@@ -223,26 +193,22 @@ export function loadModel(dir: string, options: ModelDirectoryOptions = {}): Loa
           component.dispose();
           throw fileError(context, `${folder} holds ${component.className}, but ${name} must be one of ${slot.classes.join(", ")}`);
         }
-        slots[slot.key] = component;
+        parts[slot.key] = component;
       } else if (name in TOKENIZER_SLOTS) {
         if (!className.startsWith("CLIPTokenizer") || !isDirectory(folder)) continue;
         try {
-          slots[TOKENIZER_SLOTS[name as keyof typeof TOKENIZER_SLOTS]] = CLIPTokenizer.fromDirectory(folder);
+          parts[TOKENIZER_SLOTS[name as keyof typeof TOKENIZER_SLOTS]] = CLIPTokenizer.fromDirectory(folder);
         } catch (error) {
           throw fileError(context, (error as Error).message);
         }
       } else if (name === "scheduler") {
         requireDirectory(folder, context);
-        Object.assign(loaded, loadScheduler(folder, context));
+        Object.assign(parts, loadScheduler(folder, context));
       }
     }
   } catch (error) {
-    disposeAll(loaded);
+    new DiffusionModel(parts as ModelParts).dispose();
     throw error;
   }
-  return loaded;
-}
-
-function disposeAll(model: LoadedModel): void {
-  for (const component of [model.unet, model.transformer, model.vae, model.textEncoder, model.textEncoder2]) component?.dispose();
+  return new DiffusionModel(parts as ModelParts, { dir: root, modelIndex });
 }

@@ -1,6 +1,7 @@
 /**
- * What every diffusion pipeline shares: prompt encoding, the denoising loop (scheduler +
- * guider + model calls, one tidy scope per step) and the latent <-> image mapping.
+ * What every diffusion pipeline shares: the denoising loop (scheduler + guider + model calls,
+ * one tidy scope per step), abort checks and per-call schedulers. Prompt encoding, the image
+ * codec and shapes belong to the model object (models/model.ts).
  *
  * Inference records no autograd history (diffusers pipelines run under torch.no_grad):
  * loaded modules' parameters require grad, and a recorded graph would keep every step's
@@ -10,10 +11,9 @@
  */
 import { noGrad } from "../autograd";
 import type { Guider } from "../guidance";
-import type { AutoencoderKL, CLIPTextModel, CLIPTextModelWithProjection, UNet2DConditionModel } from "../models";
-import type { Scheduler } from "../schedulers";
-import { cat, keep, tidy, tidyAsync, type Generator, type Tensor } from "../tensor";
-import type { CLIPTokenizer } from "../tokenizers";
+import type { DiffusionModel } from "../models";
+import { schedulerFromConfig, type Scheduler } from "../schedulers";
+import { cat, keep, tidyAsync, type Generator, type Tensor } from "../tensor";
 
 export interface ProgressInfo {
   step: number;
@@ -30,16 +30,6 @@ export interface LoopOptions {
   eta?: number;
 }
 
-/** The components a latent or pixel text-to-image model needs. */
-export interface TextToImageComponents {
-  unet: UNet2DConditionModel;
-  scheduler: Scheduler;
-  textEncoder: CLIPTextModel | CLIPTextModelWithProjection;
-  tokenizer: CLIPTokenizer;
-  /** Absent for pixel-space models. */
-  vae?: AutoencoderKL;
-}
-
 export function abortError(): Error {
   const error = new Error("The operation was aborted");
   error.name = "AbortError";
@@ -50,50 +40,8 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw abortError();
 }
 
-/** Spatial downsampling of the VAE (1 in pixel space). */
-export function vaeScaleFactor(vae: AutoencoderKL | undefined): number {
-  return vae ? 2 ** (vae.config.block_out_channels.length - 1) : 1;
-}
-
-/** The image size the model was trained at: the U-Net's sample size times the VAE's factor. */
-export function defaultImageSize(c: Pick<TextToImageComponents, "unet" | "vae">): number {
-  const size = c.unet.config.sample_size ?? 64;
-  return (Array.isArray(size) ? size[0] : size) * vaeScaleFactor(c.vae);
-}
-
-/** Images in [0, 1] -> model space: scaled VAE latents, or [-1, 1] pixels. */
-export async function imagesToLatents(vae: AutoencoderKL | undefined, images: Tensor, generator?: Generator): Promise<Tensor> {
-  const x = noGrad(() => tidy(() => images.mul(2).sub(1)));
-  if (!vae) return x;
-  return encodeLatents(vae, x, generator).finally(() => x.dispose());
-}
-
-/** Images in [-1, 1] -> scaled VAE latents: one posterior draw, `(z - shift) * scaling`. */
-export async function encodeLatents(vae: AutoencoderKL, x: Tensor, generator?: Generator): Promise<Tensor> {
-  const posterior = await noGrad(() => vae.encode(x));
-  const scaling = vae.config.scaling_factor ?? 0.18215;
-  const shift = vae.config.shift_factor ?? 0;
-  try {
-    return noGrad(() => tidy(() => posterior.sample(generator).sub(shift).mul(scaling)));
-  } finally {
-    posterior.dispose();
-  }
-}
-
-/** Model space -> images in [0, 1]. */
-export async function latentsToImages(vae: AutoencoderKL | undefined, latents: Tensor): Promise<Tensor> {
-  if (!vae) return noGrad(() => tidy(() => latents.div(2).add(0.5).clamp(0, 1).float()));
-  const z = noGrad(() => tidy(() => latents.div(vae.config.scaling_factor ?? 0.18215).add(vae.config.shift_factor ?? 0)));
-  const decoded = await noGrad(() => vae.decode(z)).finally(() => z.dispose());
-  try {
-    return noGrad(() => tidy(() => decoded.div(2).add(0.5).clamp(0, 1).float()));
-  } finally {
-    decoded.dispose();
-  }
-}
-
 export interface DenoiseArgs extends LoopOptions {
-  unet: UNet2DConditionModel;
+  model: DiffusionModel;
   scheduler: Scheduler;
   guider: Guider | null;
   latents: Tensor;
@@ -106,11 +54,11 @@ export interface DenoiseArgs extends LoopOptions {
 }
 
 /** Runs `denoise`, then decodes the final latents to images in [0, 1]; frees the latents and `args.context`. */
-export async function denoiseToImages(vae: AutoencoderKL | undefined, args: DenoiseArgs): Promise<Tensor> {
+export async function denoiseToImages(args: DenoiseArgs): Promise<Tensor> {
   try {
     const final = await denoise(args);
     try {
-      return await latentsToImages(vae, final);
+      return await args.model.latentsToImages(final);
     } finally {
       final.dispose();
     }
@@ -124,7 +72,7 @@ export async function denoiseToImages(vae: AutoencoderKL | undefined, args: Deno
  * guide, step. Owns `latents` (disposes it) and returns the final latents.
  */
 export async function denoise(args: DenoiseArgs): Promise<Tensor> {
-  const { unet, scheduler, guider, timesteps } = args;
+  const { model, scheduler, guider, timesteps } = args;
   const copies = guider ? guider.conditions.length : 1;
   let latents = args.latents;
   try {
@@ -136,7 +84,7 @@ export async function denoise(args: DenoiseArgs): Promise<Tensor> {
           const batched = copies > 1 ? cat(Array(copies).fill(latents), 0) : latents; // (copies·B, C, h, w)
           let input = scheduler.scaleModelInput(batched, t);
           if (args.extraInput) input = cat([input, args.extraInput], 1);
-          return unet.forward({ sample: input, timestep: t, encoderHiddenStates: args.context });
+          return model.predict({ sample: input, timestep: t, encoderHiddenStates: args.context });
         });
         return noGrad(() => {
           const guided = guider ? guider.combine(prediction.chunk(copies, 0)) : prediction;
@@ -154,4 +102,14 @@ export async function denoise(args: DenoiseArgs): Promise<Tensor> {
     latents.dispose();
     throw error;
   }
+}
+
+/**
+ * The scheduler one pipeline call steps: a fresh copy of the one given, or of the model's
+ * default. Schedulers keep per-run state (timesteps, step index, multistep history), so calls
+ * running at the same time on one pipeline must not share one.
+ * @example const scheduler = callScheduler(model, options.scheduler);
+ */
+export function callScheduler(model: DiffusionModel, given?: Scheduler): Scheduler {
+  return given ? schedulerFromConfig({ ...given.config, _class_name: given.className }) : model.newScheduler();
 }

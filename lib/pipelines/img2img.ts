@@ -6,16 +6,15 @@
  */
 import { ClassifierFreeGuidance } from "../guidance";
 import { assertInteger, assertNumber, invalid } from "../errors";
-import { toImageTensor, type ImageSource } from "../image";
-import { op } from "../dispatch";
-import { loadModel, type ModelLoadOptions } from "../models";
-import { randnLike, tidy, type Tensor } from "../tensor";
+import type { ImageSource } from "../image";
+import { loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImageModel } from "../models";
+import { randnLike, tidyAsync } from "../tensor";
 import { checkPrompts, promptContext } from "./prompts";
-import { denoiseToImages, imagesToLatents, throwIfAborted, vaeScaleFactor, type TextToImageComponents } from "./common";
+import { callScheduler, denoiseToImages, throwIfAborted } from "./common";
 import type { GenerateOptions, PipelineOutput } from "./text2img";
 
 export interface EditOptions extends Omit<GenerateOptions, "height" | "width" | "latents"> {
-  /** File, Buffer or (B, C, H, W) tensor in [0, 1]; resized to a multiple of the VAE factor. */
+  /** File, Buffer or (B, C, H, W) tensor in [0, 1] with the model's image channels; H and W multiples of the VAE factor. */
   image: ImageSource;
   /** How far toward noise to go, in [0, 1]. Default 0.8. */
   strength?: number;
@@ -34,14 +33,18 @@ export function timestepsForStrength(timesteps: number[], numInferenceSteps: num
  * const { images } = await pipe.edit({ image: "strokes.png", prompt: "a photo of a dress", strength: 0.7 });
  */
 export class Img2ImagePipeline {
-  constructor(readonly components: TextToImageComponents) {}
+  readonly model: TextToImageModel;
+
+  constructor(model: DiffusionModel) {
+    this.model = model.requireTextToImage("Img2ImagePipeline");
+  }
 
   static fromPretrained(dir: string, options: ModelLoadOptions = {}): Img2ImagePipeline {
-    return new Img2ImagePipeline(loadModel(dir, options) as TextToImageComponents);
+    return new Img2ImagePipeline(loadModel(dir, options));
   }
 
   async edit(options: EditOptions): Promise<PipelineOutput> {
-    const c = this.components;
+    const model = this.model;
     const strength = options.strength ?? 0.8;
     assertNumber(strength, "strength");
     if (strength < 0 || strength > 1) throw invalid("number in [0, 1]", "strength", strength);
@@ -51,42 +54,29 @@ export class Img2ImagePipeline {
     const { count, perPrompt } = prompts;
     throwIfAborted(options.signal);
 
-    const input = await loadEditImage(options.image, vaeScaleFactor(c.vae));
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    const scheduler = callScheduler(model, options.scheduler);
     try {
-      if (input.shape[0] !== 1 && input.shape[0] !== count) throw new Error(`edit: ${input.shape[0]} images for ${count} prompts`);
-      const batch = count * perPrompt;
-      // One image for all prompts, or one per prompt, each repeated for its images.
-      const images = tidy(() => (input.shape[0] === 1 ? input.expand([batch, ...input.shape.slice(1)]).contiguous() : (op("aten::repeat_interleave.self_int", input, perPrompt, 0) as Tensor))); // (B, C, H, W)
-      if (strength === 0) return { images };
-      const scheduler = options.scheduler ?? c.scheduler;
-      scheduler.setTimesteps(steps);
-      const { timesteps, startIndex } = timestepsForStrength(scheduler.timesteps, steps, strength, scheduler.order);
-      if (timesteps.length === 0) return { images };
-      const clean = await imagesToLatents(c.vae, images, options.generator);
-      images.dispose();
-      const latents = tidy(() => {
+      // Everything made here but the returned images is freed when the scope closes, also on abort.
+      return await tidyAsync(async () => {
+        const input = await model.readImages(options.image, { who: "edit image" }); // (1 or B, C, H, W)
+        if (input.shape[0] !== 1 && input.shape[0] !== count) throw new Error(`edit: ${input.shape[0]} images for ${count} prompts`);
+        // One image for all prompts, or one per prompt, each repeated for its images.
+        const images = input.shape[0] === 1 ? input.expand([count * perPrompt, ...input.shape.slice(1)]).contiguous() : input.repeatInterleave(perPrompt, 0); // (B, C, H, W)
+        if (strength === 0) return { images };
+        scheduler.setTimesteps(steps);
+        const { timesteps, startIndex } = timestepsForStrength(scheduler.timesteps, steps, strength, scheduler.order);
+        if (timesteps.length === 0) return { images };
+        const clean = await model.imagesToLatents(images, options.generator); // (B, c, h, w)
         const noise = randnLike(clean, { generator: options.generator });
         // Strength 1 starts from pure noise, as text-to-image does.
-        return strength === 1 ? noise.mul(scheduler.initNoiseSigma) : scheduler.addNoise(clean, noise, [timesteps[0]]);
+        const latents = strength === 1 ? noise.mul(scheduler.initNoiseSigma) : scheduler.addNoise(clean, noise, [timesteps[0]]);
+        scheduler.setBeginIndex(startIndex);
+        const context = await promptContext(model, options, prompts, guider.enabled);
+        return { images: await denoiseToImages({ ...options, model, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps }) };
       });
-      clean.dispose();
-      scheduler.setBeginIndex(startIndex);
-      const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
-      const context = await promptContext(c, options, prompts, guider.enabled);
-      return { images: await denoiseToImages(c.vae, { ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps }) };
     } finally {
-      input.dispose();
+      scheduler.dispose();
     }
   }
-}
-
-/** The edit image as (B, C, H, W) in [0, 1] with H and W multiples of `factor`. */
-export async function loadEditImage(source: ImageSource, factor: number): Promise<Tensor> {
-  const image = await toImageTensor(source);
-  const [, , height, width] = image.shape;
-  if (height % factor !== 0 || width % factor !== 0) {
-    image.dispose();
-    throw new Error(`edit image: height and width must be multiples of ${factor} but the image is ${height}×${width}`);
-  }
-  return image;
 }

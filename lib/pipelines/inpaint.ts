@@ -19,10 +19,10 @@ import { ClassifierFreeGuidance } from "../guidance";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { toImageTensor, type ImageSource } from "../image";
 import { interpolate } from "../functional";
-import { loadModel, type ModelLoadOptions } from "../models";
+import { loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImageModel } from "../models";
 import { cat, randn, tidy, tidyAsync, where, type Tensor } from "../tensor";
 import { checkPrompts, promptContext } from "./prompts";
-import { denoise, imagesToLatents, latentsToImages, throwIfAborted, vaeScaleFactor, type TextToImageComponents } from "./common";
+import { callScheduler, denoise, throwIfAborted } from "./common";
 import { timestepsForStrength, type EditOptions } from "./img2img";
 import type { PipelineOutput } from "./text2img";
 
@@ -54,20 +54,19 @@ export type InpaintMode = "blend" | "concat";
 export class InpaintPipeline {
   /** "blend" for a plain UNet, "concat" for an inpainting UNet (2·latent + 1 input channels). */
   readonly mode: InpaintMode;
+  readonly model: TextToImageModel;
 
-  constructor(readonly components: TextToImageComponents) {
-    for (const key of ["unet", "scheduler", "textEncoder", "tokenizer"] as const) {
-      if (!components[key]) throw new Error(`InpaintPipeline: the model has no ${key}`);
-    }
-    const latent = latentChannels(components);
-    const inChannels = components.unet.config.in_channels;
+  constructor(model: DiffusionModel) {
+    this.model = model.requireTextToImage("InpaintPipeline");
+    const latent = this.model.latentChannels;
+    const inChannels = this.model.unet.config.in_channels;
     if (inChannels === latent) this.mode = "blend";
     else if (inChannels === 2 * latent + 1) this.mode = "concat";
     else throw new Error(`InpaintPipeline: the UNet takes ${inChannels} input channels; expected ${latent} (a plain model) or ${2 * latent + 1} (an inpainting model) for ${latent} latent channels`);
   }
 
   static fromPretrained(dir: string, options: ModelLoadOptions = {}): InpaintPipeline {
-    return new InpaintPipeline(loadModel(dir, options) as TextToImageComponents);
+    return new InpaintPipeline(loadModel(dir, options));
   }
 
   /**
@@ -77,7 +76,7 @@ export class InpaintPipeline {
    * @example const { images } = await pipe.inpaint({ image, mask, prompt: "a cat", strength: 0.9, numInferenceSteps: 30 });
    */
   async inpaint(options: InpaintOptions): Promise<PipelineOutput> {
-    const c = this.components;
+    const model = this.model;
     const strength = options.strength ?? 1;
     assertNumber(strength, "strength");
     if (strength < 0 || strength > 1) throw invalid("number in [0, 1]", "strength", strength);
@@ -91,15 +90,15 @@ export class InpaintPipeline {
     throwIfAborted(options.signal);
 
     // Everything made here but the returned images is freed when the scope closes, also on abort.
+    const scheduler = callScheduler(model, options.scheduler);
     return tidyAsync(async () => {
-      const input = await loadInpaintImage(options.image, vaeScaleFactor(c.vae), c.vae ? undefined : latentChannels(c));
+      const input = await model.readImages(options.image, { who: "inpaint image" });
       const [, , height, width] = input.shape;
       const mask = await loadMask(options.mask, height, width); // (Bm, 1, H, W) bool
       const images = perSample(input, "images", count, perPrompt); // (B, C, H, W)
       const pixelMask = perSample(mask, "masks", count, perPrompt); // (B, 1, H, W)
       if (strength === 0 || !pixelMask.any().item()) return { images };
 
-      const scheduler = options.scheduler ?? c.scheduler;
       scheduler.setTimesteps(steps);
       const { timesteps, startIndex } = timestepsForStrength(scheduler.timesteps, steps, strength, scheduler.order);
       if (timesteps.length === 0) return { images };
@@ -108,8 +107,8 @@ export class InpaintPipeline {
       // 1. The clean latents, one noise draw and the starting latents. The blend re-noises the
       //    known region with this same draw every step (as diffusers does; RePaint draws anew),
       //    so it stays one consistent noisy image along the trajectory.
-      const device = c.unet.device;
-      const clean = onDevice(await imagesToLatents(c.vae, images, options.generator), device); // (B, c, h, w)
+      const device = model.device;
+      const clean = onDevice(await model.imagesToLatents(images, options.generator), device); // (B, c, h, w)
       const noise = onDevice(randn(clean.shape, { generator: options.generator, dtype: clean.dtype }), device);
       // Strength 1 starts from pure noise, as text-to-image does.
       const latents = strength === 1 ? noise.mul(scheduler.initNoiseSigma) : scheduler.addNoise(clean, noise, [timesteps[0]]);
@@ -125,31 +124,26 @@ export class InpaintPipeline {
         };
       } else {
         // The masked image is gray (0 in [-1, 1]) where it will be repainted, as diffusers makes it.
-        const masked = onDevice(await imagesToLatents(c.vae, where(pixelMask, 0.5, images), options.generator), device); // (B, c, h, w)
+        const masked = onDevice(await model.imagesToLatents(where(pixelMask, 0.5, images), options.generator), device); // (B, c, h, w)
         const condition = cat([latentMask.to(masked.dtype), masked], 1); // (B, 1 + c, h, w)
         const copies = guider.enabled ? guider.conditions.length : 1;
         extraInput = copies > 1 ? cat(Array(copies).fill(condition), 0) : condition; // (copies·B, 1 + c, h, w)
       }
 
       // 3. Denoise with the prompts.
-      const context = await promptContext(c, options, prompts, guider.enabled);
+      const context = await promptContext(model, options, prompts, guider.enabled);
       const final = await denoise({
-        unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps, afterStep, extraInput,
+        model, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps, afterStep, extraInput,
         signal: options.signal, onProgress: options.onProgress, generator: options.generator, eta: options.eta,
       });
       // denoise's result is exempt from tidy scopes (kept): free it by hand.
-      const decoded = await latentsToImages(c.vae, final).finally(() => final.dispose());
+      const decoded = await model.latentsToImages(final).finally(() => final.dispose());
       const generated = onDevice(decoded, images.device); // (B, C, H, W) in [0, 1]
 
       // 4. Paste the known pixels back: exact in pixel space, optional (default on) for latent models.
-      return { images: pasteBack || !c.vae ? where(pixelMask, generated, images) : generated };
-    });
+      return { images: pasteBack || !model.vae ? where(pixelMask, generated, images) : generated };
+    }).finally(() => scheduler.dispose());
   }
-}
-
-/** Channels the UNet denoises: the VAE's latent channels, or the image's in pixel space. */
-function latentChannels(c: TextToImageComponents): number {
-  return c.vae ? c.vae.config.latent_channels : c.unet.config.out_channels;
 }
 
 function onDevice(t: Tensor, device: string): Tensor {
@@ -164,27 +158,6 @@ function perSample(x: Tensor, what: string, prompts: number, perPrompt: number):
     const rows = Array.from({ length: prompts * perPrompt }, (_, i) => (n === 1 ? 0 : Math.floor(i / perPrompt)));
     return cat(rows.map((r) => x.narrow(0, r, 1)), 0).contiguous();
   });
-}
-
-/**
- * The image to inpaint as (B, C, H, W) in [0, 1], H and W multiples of `factor`; files are
- * read with `channels` channels (pixel-space models), else RGB.
- */
-async function loadInpaintImage(source: ImageSource, factor: number, channels?: number): Promise<Tensor> {
-  const image = await toImageTensor(source, channels === 1 ? { channels: 1 } : {});
-  const [, c, height, width] = image.shape;
-  if (channels !== undefined && c !== channels) {
-    image.dispose();
-    throw new Error(`inpaint image: the model works on ${channels}-channel images but the image has ${c} channels`);
-  }
-  if (height % factor !== 0 || width % factor !== 0) {
-    image.dispose();
-    throw new Error(`inpaint image: height and width must be multiples of ${factor} but the image is ${height}×${width}`);
-  }
-  if (image.dtype === "float32") return image;
-  const converted = image.float();
-  image.dispose();
-  return converted;
 }
 
 /**

@@ -3,11 +3,10 @@
  * optimized embedding, an interpolation of two), negative prompts, CLIP skip and images per
  * prompt — checked before any work, then encoded into the context the U-Net attends to.
  */
-import { op } from "../dispatch";
 import { assertInteger, invalid } from "../errors";
 import { assertTensor, cat, tidy, type Tensor } from "../tensor";
 import { noGrad } from "../autograd";
-import type { TextToImageComponents } from "./common";
+import type { TextToImageModel } from "../models";
 
 export interface PromptOptions {
   /** What to draw: one prompt or one per image batch entry. Omit when `promptEmbeds` is given. */
@@ -81,44 +80,23 @@ export function checkPrompts(o: PromptOptions, who: string): Prompts {
 }
 
 /**
- * Encodes texts with the model's tokenizer and text encoder, without autograd: the last
- * hidden state, or with `clipSkip` k the hidden state k layers earlier through the final norm.
- * @example const embeds = await encodeTexts(pipe.components, ["a photo of a cat"]); // (1, 77, 768)
- */
-export async function encodeTexts(c: TextToImageComponents, texts: string[], clipSkip = 0): Promise<Tensor> {
-  const { inputIds } = c.tokenizer.encode(texts, { maxLength: c.tokenizer.modelMaxLength, padding: "max_length" });
-  if (clipSkip === 0) {
-    const output = await noGrad(() => c.textEncoder.forward({ inputIds }));
-    for (const [name, t] of Object.entries(output)) if (name !== "lastHiddenState") (t as Tensor | undefined)?.dispose();
-    return output.lastHiddenState; // (B, T, D)
-  }
-  const states = await noGrad(() => c.textEncoder.hiddenStates({ inputIds })); // layers + 1 of (B, T, D)
-  try {
-    if (clipSkip >= states.length - 1) throw invalid(`integer in [0, ${states.length - 2}] for this ${states.length - 1}-layer text encoder`, "clipSkip", clipSkip);
-    return await noGrad(() => c.textEncoder.finalLayerNorm(states[states.length - 1 - clipSkip]));
-  } finally {
-    for (const t of states) t.dispose();
-  }
-}
-
-/**
  * The U-Net's context for checked prompts: [negative (B·n), prompt (B·n)] when guided, else
  * the prompts alone, each prompt repeated for its n images.
  */
-export async function promptContext(c: TextToImageComponents, o: PromptOptions, prompts: Prompts, guided: boolean): Promise<Tensor> {
-  const device = c.unet.device;
+export async function promptContext(model: TextToImageModel, o: PromptOptions, prompts: Prompts, guided: boolean): Promise<Tensor> {
+  const device = model.unet.device;
   // A handle of our own (to dispose) on the U-Net's device; `to` returns the same handle when nothing changes.
   const given = (t: Tensor) => noGrad(() => (t.device === device ? t.detach() : t.to({ device })));
   const parts: Tensor[] = [];
   try {
-    if (guided) parts.push(o.negativePromptEmbeds ? given(o.negativePromptEmbeds) : await encodeTexts(c, prompts.negatives, prompts.clipSkip));
-    parts.push(prompts.texts ? await encodeTexts(c, prompts.texts, prompts.clipSkip) : given(o.promptEmbeds!));
+    if (guided) parts.push(o.negativePromptEmbeds ? given(o.negativePromptEmbeds) : await model.encodePrompt(prompts.negatives, { clipSkip: prompts.clipSkip }));
+    parts.push(prompts.texts ? await model.encodePrompt(prompts.texts, { clipSkip: prompts.clipSkip }) : given(o.promptEmbeds!));
     return noGrad(() =>
       tidy(() => {
         // Given embeddings take the encoder's dtype (the U-Net casts its inputs to its own).
         const dtype = parts[0].dtype;
         const placed = parts.map((p) => (p.device === device && p.dtype === dtype ? p : p.to({ device, dtype })));
-        const repeated = prompts.perPrompt > 1 ? placed.map((p) => op("aten::repeat_interleave.self_int", p, prompts.perPrompt, 0) as Tensor) : placed;
+        const repeated = prompts.perPrompt > 1 ? placed.map((p) => p.repeatInterleave(prompts.perPrompt, 0)) : placed;
         return repeated.length === 1 ? repeated[0].clone() : cat(repeated, 0); // (copies·B·n, T, D)
       }),
     );

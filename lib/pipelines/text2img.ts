@@ -3,12 +3,12 @@
  * guidance and any scheduler.
  */
 import { ClassifierFreeGuidance } from "../guidance";
-import { assertInteger, invalid } from "../errors";
-import { loadModel, type ModelLoadOptions } from "../models";
+import { assertInteger } from "../errors";
+import { loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImageModel } from "../models";
 import type { Scheduler } from "../schedulers";
 import { randn, tidy, type Generator, type Tensor } from "../tensor";
 import { checkPrompts, promptContext, type PromptOptions } from "./prompts";
-import { defaultImageSize, denoiseToImages, throwIfAborted, vaeScaleFactor, type LoopOptions, type TextToImageComponents } from "./common";
+import { callScheduler, denoiseToImages, throwIfAborted, type LoopOptions } from "./common";
 
 export interface GenerateOptions extends LoopOptions, PromptOptions {
   /** Classifier-free guidance scale; ≤ 1 disables guidance. Default 7.5. */
@@ -17,7 +17,7 @@ export interface GenerateOptions extends LoopOptions, PromptOptions {
   numInferenceSteps?: number;
   height?: number;
   width?: number;
-  /** Replaces the model's scheduler for this call. */
+  /** The scheduler (class and config) for this call instead of the model's; the call steps a copy. */
   scheduler?: Scheduler;
   /** Starting latents instead of drawing them (B, C, h, w). */
   latents?: Tensor;
@@ -34,43 +34,40 @@ export interface PipelineOutput {
  * const { images } = await pipe.generate({ prompt: "a photo of a sneaker", generator: new Generator(0) });
  */
 export class Text2ImagePipeline {
-  constructor(readonly components: TextToImageComponents) {
-    for (const key of ["unet", "scheduler", "textEncoder", "tokenizer"] as const) {
-      if (!components[key]) throw new Error(`Text2ImagePipeline: the model has no ${key}`);
-    }
+  readonly model: TextToImageModel;
+
+  constructor(model: DiffusionModel) {
+    this.model = model.requireTextToImage("Text2ImagePipeline");
   }
 
   static fromPretrained(dir: string, options: ModelLoadOptions = {}): Text2ImagePipeline {
-    const model = loadModel(dir, options);
-    return new Text2ImagePipeline(model as TextToImageComponents);
+    return new Text2ImagePipeline(loadModel(dir, options));
   }
 
+  /** The default image side in pixels (the model's sample size). */
   get sampleSize(): number {
-    return defaultImageSize(this.components);
+    return this.model.sampleSize;
   }
 
   async generate(options: GenerateOptions): Promise<PipelineOutput> {
-    const c = this.components;
+    const model = this.model;
     const prompts = checkPrompts(options, "generate");
     const steps = options.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
-    const height = options.height ?? this.sampleSize;
-    const width = options.width ?? this.sampleSize;
-    const factor = vaeScaleFactor(c.vae);
-    for (const [name, value] of [["height", height], ["width", width]] as const) {
-      assertInteger(value, name, 1);
-      if (value % factor !== 0) throw invalid(`multiple of ${factor}`, name, value);
-    }
+    const shape = model.latentShape(prompts.count * prompts.perPrompt, { height: options.height, width: options.width }); // (B, C, h, w)
     const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
-    const scheduler = options.scheduler ?? c.scheduler;
     throwIfAborted(options.signal);
 
-    const context = await promptContext(c, options, prompts, guider.enabled);
-    scheduler.setTimesteps(steps);
-    const shape = [prompts.count * prompts.perPrompt, c.unet.config.in_channels, height / factor, width / factor];
-    const latents = options.latents ? options.latents.clone() : drawLatents(shape, scheduler.initNoiseSigma, c.unet.device, options.generator);
-    const images = await denoiseToImages(c.vae, { ...options, unet: c.unet, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps: scheduler.timesteps });
-    return { images };
+    const scheduler = callScheduler(model, options.scheduler);
+    try {
+      const context = await promptContext(model, options, prompts, guider.enabled);
+      scheduler.setTimesteps(steps);
+      const latents = options.latents ? options.latents.clone() : drawLatents(shape, scheduler.initNoiseSigma, model.device, options.generator);
+      const images = await denoiseToImages({ ...options, model, scheduler, guider: guider.enabled ? guider : null, latents, context, timesteps: scheduler.timesteps });
+      return { images };
+    } finally {
+      scheduler.dispose();
+    }
   }
 }
 

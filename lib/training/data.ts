@@ -3,9 +3,8 @@
  * `DataLoader` walks it in a seeded order, epoch after epoch, and its position
  * (`{ epoch, batch }`) is all a checkpoint needs to continue the same order.
  */
-import { op } from "../dispatch";
 import { assertInteger, invalid } from "../errors";
-import { Generator, stack, tidy, type Tensor } from "../tensor";
+import { Generator, randperm, stack, tidy, type Tensor } from "../tensor";
 
 /** One training example. */
 export interface Sample {
@@ -111,7 +110,7 @@ export class DataLoader {
     if (this.cachedOrder?.epoch === epoch) return this.cachedOrder.order;
     const n = this.dataset.length;
     const order = this.shuffle
-      ? tidy(() => Array.from((op("aten::randperm.generator", n, { generator: new Generator(this.seed + epoch) }) as Tensor).toFloat64Array()))
+      ? tidy(() => Array.from(randperm(n, { generator: new Generator(this.seed + epoch) }).toFloat64Array()))
       : Array.from({ length: n }, (_, i) => i);
     this.cachedOrder = { epoch, order };
     return order;

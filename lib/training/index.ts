@@ -22,6 +22,7 @@ export { EMA, emaDecay, type EMAOptions, type EMAState } from "./ema";
 export { labelCondition, captionCondition, type Condition } from "./conditioning";
 export { DataLoader, collate, mapDataset, tensorDataset, type Dataset, type Sample, type Batch, type DataLoaderOptions, type LoaderPosition } from "./data";
 export { latentDataset } from "./latents";
+export { fineTune, fineTuneDataset, fitImage, trainingObjective, type FineTuneOptions, type FineTuneResult } from "./fine_tune";
 export { FashionMNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_TEMPLATES, FASHION_MNIST_DIR, fashionMnistCaption, type FashionMNISTOptions } from "./fashion_mnist";
 export { ImageFolderDataset, netpbmDecoder, sharpDecoder, type ImageDecoder, type DecodedImage, type ImageFolderOptions } from "./image_folder";
 export {

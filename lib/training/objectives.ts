@@ -5,11 +5,10 @@
  * and rectified flow (Liu et al. 2022; Esser et al. 2024, "Scaling Rectified Flow
  * Transformers", §2-3). Timestep samplers draw from one seeded Generator.
  */
-import { op } from "../dispatch";
 import { assertNumber, assertOneOf, invalid } from "../errors";
 import { sqrt32, f32 } from "../schedulers/f32";
 import { noiseSchedule } from "../schedulers/schedules";
-import { rand, randint, tensor, tidy, type Generator, type Tensor } from "../tensor";
+import { normal, rand, randint, tensor, tidy, type Generator, type Tensor } from "../tensor";
 
 export const OBJECTIVES = ["epsilon", "v_prediction", "sample", "flow_matching"] as const;
 export type Objective = (typeof OBJECTIVES)[number];
@@ -106,7 +105,7 @@ export function flowTargets(x0: Tensor, noise: Tensor, t: Tensor, timestepScale 
 export function logitNormalTimes(n: number, options: { mean?: number; std?: number; generator?: Generator } = {}): Tensor {
   const mean = options.mean ?? 0;
   const std = options.std ?? 1;
-  return tidy(() => (op("aten::normal.float_float", mean, std, [n], { generator: options.generator ?? null }) as Tensor).sigmoid());
+  return tidy(() => normal(mean, std, [n], { generator: options.generator }).sigmoid());
 }
 
 /**

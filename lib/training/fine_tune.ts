@@ -1,0 +1,234 @@
+/**
+ * fineTune: trains a text-to-image model's U-Net on captioned images and writes the result as
+ * a complete model directory — what diffusers' `train_text_to_image.py` does, on the generic
+ * trainer. The text encoder (and VAE) stay frozen.
+ *
+ * The objective and noise schedule come from the model's scheduler config, so the result
+ * samples with the same scheduler. Images are fitted to the model (its sample size and image
+ * channels) and, for latent models, encoded once per sample by the VAE. Checkpoints go to
+ * `<out>/checkpoints`: a rerun with the same options resumes from the newest and ends with
+ * the same weights as an uninterrupted run; an abort stops after the current step with a
+ * checkpoint and writes no model.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { assertInteger, assertNumber, invalid } from "../errors";
+import { interpolate } from "../functional";
+import type { DiffusionModel, TextToImageModel } from "../models";
+import { replaceFileAtomic } from "../serialize";
+import { tidy, type Tensor } from "../tensor";
+import { listCheckpoints } from "./checkpoint";
+import { captionCondition } from "./conditioning";
+import { mapDataset, type Dataset } from "./data";
+import { latentDataset } from "./latents";
+import { OBJECTIVES, TRAIN_BETA_SCHEDULES, type Objective, type TrainNoiseSchedule } from "./objectives";
+import type { StepInfo, TrainerOptions } from "./options";
+import { train } from "./trainer";
+
+export interface FineTuneOptions {
+  /** The model directory to write (with `checkpoints/` inside while training). Must differ from the model's own. */
+  out: string;
+  /** Optimizer steps. Default 1000. */
+  steps?: number;
+  /** Default 16. */
+  batchSize?: number;
+  /** Peak learning rate (constant after a warmup of min(100, steps/10) steps). Default 1e-4. */
+  lr?: number;
+  /** Seed of noise, timesteps, caption dropout, data order and VAE posterior draws. Default 0. */
+  seed?: number;
+  /** Fraction of captions replaced by "" so classifier-free guidance keeps working. Default 0.1. */
+  captionDropout?: number;
+  /** Steps between checkpoints. Default 100. */
+  checkpointEvery?: number;
+  /** Keep an EMA of the U-Net with this decay and write it as the model. Default off. */
+  emaDecay?: number;
+  /** Resume from the newest checkpoint in `<out>/checkpoints` when there is one. Default true. */
+  resume?: boolean;
+  signal?: AbortSignal;
+  onStep?: (info: StepInfo) => void;
+  /** One-line notes (e.g. "resuming from step 60"). */
+  log?: (line: string) => void;
+  /** Extra fields for `training.json` (e.g. where the data came from). */
+  record?: Record<string, unknown>;
+}
+
+export interface FineTuneResult {
+  /** Optimizer steps done in all (resumed ones included). */
+  step: number;
+  /** The loss of every step (resumed ones included). */
+  losses: number[];
+  /** True when `signal` stopped the run: a checkpoint was written, the model was not. */
+  aborted: boolean;
+  /** The step the run resumed from, or null for a fresh run. */
+  resumedFrom: number | null;
+  /** The written model directory (null when aborted). */
+  out: string | null;
+  /** Mean loss of the last 50 steps. */
+  meanLoss: number;
+}
+
+/** What a model's scheduler config says its U-Net was trained for. */
+export function trainingObjective(config: Record<string, unknown>): Pick<TrainerOptions, "objective" | "noiseSchedule" | "timestepSampling" | "flowTimestepScale"> {
+  const numTrainTimesteps = (config.num_train_timesteps as number | undefined) ?? 1000;
+  if (String(config._class_name).startsWith("FlowMatch")) {
+    return { objective: "flow_matching", timestepSampling: { kind: "logit_normal" }, flowTimestepScale: numTrainTimesteps };
+  }
+  const objective = (config.prediction_type as string | undefined) ?? "epsilon";
+  if (!(OBJECTIVES as readonly string[]).includes(objective)) throw new Error(`fineTune: the scheduler's prediction_type "${objective}" cannot be trained (${OBJECTIVES.join(", ")})`);
+  const betaSchedule = (config.beta_schedule as string | undefined) ?? "linear";
+  if (!(TRAIN_BETA_SCHEDULES as readonly string[]).includes(betaSchedule)) {
+    throw new Error(`fineTune: the scheduler's beta_schedule "${betaSchedule}" cannot be trained (${TRAIN_BETA_SCHEDULES.join(", ")})`);
+  }
+  return {
+    objective: objective as Objective,
+    noiseSchedule: {
+      numTrainTimesteps,
+      betaSchedule: betaSchedule as TrainNoiseSchedule["betaSchedule"],
+      betaStart: config.beta_start as number | undefined,
+      betaEnd: config.beta_end as number | undefined,
+    },
+  };
+}
+
+/** A (C, H, W) image in [-1, 1] at size × size with `channels` channels (bilinear, antialiased; gray ↔ RGB). */
+export function fitImage(image: Tensor, size: number, channels: number): Tensor {
+  return tidy(() => {
+    if (image.ndim !== 3) throw new Error(`fineTune: expected (C, H, W) images but received shape [${image.shape.join(", ")}]`);
+    let x = image.shape[1] === size && image.shape[2] === size ? image : interpolate(image.unsqueeze(0), { size: [size, size], mode: "bilinear", antialias: true }).squeeze(0);
+    if (x.shape[0] === 1 && channels === 3) x = x.expand([3, size, size]);
+    else if (x.shape[0] === 3 && channels === 1) x = x.mean(0, true);
+    else if (x.shape[0] !== channels) throw new Error(`fineTune: the model works on ${channels}-channel images but a sample has ${x.shape[0]} channels`);
+    return x.clamp(-1, 1).contiguous();
+  });
+}
+
+/**
+ * The training data as the U-Net sees it: images fitted to the model, captions required, and
+ * VAE latents for latent models.
+ * @example const data = fineTuneDataset(model, new FashionMNIST(), 0);
+ */
+export function fineTuneDataset(model: TextToImageModel, dataset: Dataset, seed = 0): Dataset {
+  const size = model.sampleSize;
+  const channels = model.imageChannels;
+  const fitted = mapDataset(dataset, (sample, index) => {
+    if (typeof sample.caption !== "string") throw new Error(`fineTune: sample ${index} has no caption (a text-to-image model trains on captioned images)`);
+    const [c, h, w] = sample.image.shape;
+    if (c === channels && h === size && w === size) return sample;
+    return { ...sample, image: fitImage(sample.image, size, channels) };
+  });
+  return model.vae ? latentDataset(fitted, model, { seed }) : fitted;
+}
+
+function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<FineTuneOptions, "emaDecay" | "signal" | "onStep" | "log" | "record">> & FineTuneOptions {
+  if (o === null || typeof o !== "object") throw invalid("options object", "fineTune options", o);
+  if (typeof o.out !== "string" || o.out === "") throw invalid("output directory path", "fineTune options.out", o.out);
+  const resolved = {
+    ...o,
+    out: path.resolve(o.out),
+    steps: o.steps ?? 1000,
+    batchSize: o.batchSize ?? 16,
+    lr: o.lr ?? 1e-4,
+    seed: o.seed ?? 0,
+    captionDropout: o.captionDropout ?? 0.1,
+    checkpointEvery: o.checkpointEvery ?? 100,
+    resume: o.resume ?? true,
+  };
+  assertInteger(resolved.steps, "fineTune options.steps", 1);
+  assertInteger(resolved.batchSize, "fineTune options.batchSize", 1);
+  assertInteger(resolved.seed, "fineTune options.seed", 0);
+  assertInteger(resolved.checkpointEvery, "fineTune options.checkpointEvery", 1);
+  assertNumber(resolved.lr, "fineTune options.lr");
+  if (!(resolved.lr > 0)) throw invalid("positive number", "fineTune options.lr", resolved.lr);
+  assertNumber(resolved.captionDropout, "fineTune options.captionDropout");
+  if (resolved.captionDropout < 0 || resolved.captionDropout > 1) throw invalid("number in [0, 1]", "fineTune options.captionDropout", resolved.captionDropout);
+  if (o.emaDecay !== undefined && !(typeof o.emaDecay === "number" && o.emaDecay >= 0 && o.emaDecay < 1)) throw invalid("number in [0, 1)", "fineTune options.emaDecay", o.emaDecay);
+  if (model.dir === null) throw new Error("fineTune: the model has no directory to copy its other components from (load it with loadModel)");
+  if (path.resolve(model.dir) === resolved.out) throw new Error("fineTune: options.out must differ from the model's directory: the trained model is written as a new directory");
+  if (fs.existsSync(resolved.out) && !fs.statSync(resolved.out).isDirectory()) throw new Error(`fineTune: options.out ${resolved.out} exists and is not a directory`);
+  return resolved;
+}
+
+/**
+ * Fine-tunes `model`'s U-Net on `dataset` (captioned images in [-1, 1], any size) in place and
+ * writes `options.out` as a complete model directory: the model's other components copied,
+ * the trained (or EMA) U-Net, and `training.json` recording the run.
+ * @example
+ * const model = loadModel("models/builtin");
+ * const result = await fineTune(model, new ImageFolderDataset("photos", { defaultCaption: "a photo of sks bag" }), { out: "my-model", steps: 500 });
+ */
+export async function fineTune(model: DiffusionModel, dataset: Dataset, options: FineTuneOptions): Promise<FineTuneResult> {
+  const o = checkOptions(model, options);
+  const t2i = model.requireTextToImage("fineTune");
+  if (t2i.unet.config.addition_embed_type) throw new Error(`fineTune: U-Nets with addition_embed_type "${t2i.unet.config.addition_embed_type}" (SDXL) are not supported yet`);
+  const objective = trainingObjective(model.schedulerConfig ?? {});
+  const data = fineTuneDataset(t2i, dataset, o.seed);
+  const checkpoints = path.join(o.out, "checkpoints");
+  const resumeFrom = o.resume && fs.existsSync(checkpoints) ? listCheckpoints(checkpoints).at(-1) : undefined;
+  if (resumeFrom) o.log?.(`resuming from step ${resumeFrom.step} (${resumeFrom.file})`);
+  t2i.textEncoder.eval();
+  t2i.unet.train();
+  const result = await train(t2i.unet.module, data, {
+    ...objective,
+    steps: o.steps,
+    batchSize: o.batchSize,
+    seed: o.seed,
+    lr: o.lr,
+    lrSchedule: { kind: "constant", warmupSteps: Math.min(100, Math.floor(o.steps / 10)) },
+    condition: captionCondition((captions) => t2i.encodePrompt(captions)),
+    conditionDropout: o.captionDropout,
+    forward: (_module, sample, timestep, batch) => t2i.predictSync({ sample, timestep, encoderHiddenStates: batch.cond as Tensor }),
+    ema: o.emaDecay === undefined ? false : { decay: o.emaDecay },
+    checkpoint: { dir: checkpoints, every: o.checkpointEvery, keep: 2 },
+    resume: resumeFrom ? true : undefined,
+    signal: o.signal,
+    onStep: o.onStep,
+  });
+  t2i.unet.eval();
+  const recent = result.losses.slice(-50);
+  const meanLoss = recent.reduce((a, b) => a + b, 0) / Math.max(1, recent.length);
+  const summary = { step: result.step, losses: result.losses, aborted: result.aborted, resumedFrom: resumeFrom?.step ?? null, meanLoss };
+  if (result.aborted) {
+    result.emaModel?.dispose();
+    return { ...summary, out: null };
+  }
+  try {
+    copyModelDir(model.dir!, o.out);
+    const trained = result.emaModel ?? t2i.unet.module;
+    replaceFileAtomic(path.join(o.out, "unet", "model.pt"), (temp) => trained.save(temp));
+  } finally {
+    result.emaModel?.dispose();
+  }
+  const record = {
+    from: model.dir, ...o.record, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed, captionDropout: o.captionDropout,
+    emaDecay: o.emaDecay ?? null, objective: objective.objective, finalLossAvg50: meanLoss,
+  };
+  replaceFileAtomic(path.join(o.out, "training.json"), (temp) => fs.writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`));
+  return { ...summary, out: o.out };
+}
+
+/** Copies a model directory without the U-Net's weights (the trained ones replace them) and without checkpoints. */
+function copyModelDir(from: string, to: string): void {
+  fs.mkdirSync(to, { recursive: true });
+  for (const entry of fs.readdirSync(from, { withFileTypes: true })) {
+    if (entry.name === "checkpoints") continue;
+    const source = path.join(from, entry.name);
+    const target = path.join(to, entry.name);
+    if (entry.isDirectory() && entry.name === "unet") {
+      fs.mkdirSync(target, { recursive: true });
+      for (const file of fs.readdirSync(source)) {
+        if (file === "model.pt" || file.endsWith(".safetensors") || file.endsWith(".bin")) continue;
+        fs.copyFileSync(path.join(source, file), path.join(target, file));
+      }
+    } else if (entry.isDirectory()) {
+      fs.cpSync(source, target, { recursive: true });
+    } else {
+      fs.copyFileSync(source, target);
+    }
+  }
+  const metaFile = path.join(to, "unet", "torch_diffusion.json");
+  if (fs.existsSync(metaFile)) {
+    const meta = JSON.parse(fs.readFileSync(metaFile, "utf8")) as Record<string, unknown>;
+    delete meta.source_weights; // the trained weights exist only as model.pt
+    fs.writeFileSync(metaFile, `${JSON.stringify(meta, null, 2)}\n`);
+  }
+}
