@@ -1,12 +1,49 @@
 /**
- * Images <-> tensors through sharp. Tensors are [B, C, H, W] float32 in [0, 1] (pipelines
- * map to [-1, 1] themselves); files and Buffers are anything sharp reads (PNG, JPEG, WebP...).
+ * Images <-> tensors through sharp: the one place pixels become tensors and back. Tensors are
+ * [B, C, H, W] float32 in [0, 1] (or [-1, 1] where training data asks for it); files and
+ * Buffers are anything sharp reads (PNG, JPEG, WebP...).
  */
 import sharp from "sharp";
 import { invalid } from "./errors";
 import { cat, tensor, tidy, type Tensor } from "./tensor";
 
 export type ImageSource = string | Buffer | Tensor;
+
+/** Decoded pixels: `height × width × channels` bytes, row-major, interleaved. */
+export interface DecodedImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels: number;
+}
+
+/**
+ * Decodes an image file or Buffer with sharp, keeping its channels (gray, gray + alpha, RGB, RGBA).
+ * @example const { width, height, channels } = await decodeImage("cat.png");
+ */
+export async function decodeImage(source: string | Buffer): Promise<DecodedImage> {
+  const { data, info } = await sharp(source).raw().toBuffer({ resolveWithObject: true });
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels };
+}
+
+/**
+ * Decoded pixels -> a (C, H, W) float32 tensor: alpha dropped, gray repeated to RGB or RGB
+ * reduced to ITU-R 601 luma as `channels` asks (default: the image's), scaled to [0, 1]
+ * (`range: "unit"`, default) or [-1, 1] (`"signed"`).
+ * @example const x = pixelsToTensor(await decodeImage("cat.png"), { channels: 3, range: "signed" }); // (3, H, W)
+ */
+export function pixelsToTensor(image: DecodedImage, options: { channels?: 1 | 3; range?: "unit" | "signed" } = {}): Tensor {
+  const { data, width, height, channels } = image;
+  if (data.length !== width * height * channels) throw new Error(`pixelsToTensor: ${data.length} bytes for ${width}×${height}×${channels}`);
+  return tidy(() => {
+    let x = tensor(data, [height, width, channels], { dtype: "uint8" }).permute([2, 0, 1]).float(); // (C, H, W) in [0, 255]
+    if (channels === 2 || channels === 4) x = x.narrow(0, 0, channels - 1); // drop alpha
+    const want = options.channels ?? x.shape[0];
+    if (want === 3 && x.shape[0] === 1) x = x.expand([3, height, width]);
+    if (want === 1 && x.shape[0] === 3) x = x.mul(tensor([0.299, 0.587, 0.114], [3, 1, 1])).sum(0, true); // ITU-R 601 luma
+    return (options.range === "signed" ? x.div(127.5).sub(1) : x.div(255)).contiguous();
+  });
+}
 
 export interface ReadImageOptions {
   /** 3 (RGB, default) or 1 (gray). */
@@ -35,10 +72,7 @@ export async function readImage(source: string | Buffer, options: ReadImageOptio
     throw new Error(`readImage(${name}): ${(error as Error).message}`);
   }
   const { width, height, channels: got } = pixels.info;
-  return tidy(() => {
-    const hwc = tensor(new Uint8Array(pixels.data.buffer, pixels.data.byteOffset, pixels.data.length), [height, width, got]); // (H, W, C) uint8
-    return hwc.permute([2, 0, 1]).unsqueeze(0).float().div(255).contiguous(); // (1, C, H, W)
-  });
+  return tidy(() => pixelsToTensor({ data: new Uint8Array(pixels.data.buffer, pixels.data.byteOffset, pixels.data.length), width, height, channels: got }).unsqueeze(0)); // (1, C, H, W)
 }
 
 /** Loads a tensor, file or Buffer as a [B, C, H, W] tensor in [0, 1] (tensors pass through unchanged). */

@@ -14,17 +14,24 @@ interface PrebuiltVariant {
   flavor: "cpu" | "cuda";
 }
 
-/** Prebuilt files are named torch_diffusion.napi.<libc>.torch<major.minor>.<cpu|cuda>.node (see scripts/prebuild.js). */
+/** scripts/prebuilt.js: the naming and matching rule the install script and prebuild share. */
+interface PrebuiltRule {
+  parsePrebuiltName(file: string): PrebuiltVariant | null;
+  prebuiltDir(root: string): string;
+  findPrebuilt(dir: string, torch: { version: string; cuda: boolean }): { variants: PrebuiltVariant[]; match: PrebuiltVariant | null };
+}
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const prebuiltRule = (): PrebuiltRule => require(path.join(packageRoot(), "scripts", "prebuilt.js"));
+
+/** Prebuilt files are named torch_diffusion.napi.<libc>.torch<major.minor>.<cpu|cuda>.node (see scripts/prebuilt.js). */
 export function parsePrebuiltName(file: string): PrebuiltVariant | null {
-  const match = /\.torch(\d+\.\d+)\.(cpu|cuda)\.node$/.exec(file);
-  return match ? { file, torch: match[1], flavor: match[2] as "cpu" | "cuda" } : null;
+  return prebuiltRule().parsePrebuiltName(file);
 }
 
 function loadPrebuilt(errors: string[]): Binding | null {
-  const dir = path.join(packageRoot(), "prebuilds", `${process.platform}-${process.arch}`);
-  if (!fs.existsSync(dir)) return null;
-  const variants = fs.readdirSync(dir).map(parsePrebuiltName).filter((v): v is PrebuiltVariant => v !== null);
-  if (variants.length === 0) return null;
+  const rule = prebuiltRule();
+  const dir = rule.prebuiltDir(packageRoot());
+  if (!fs.existsSync(dir) || !fs.readdirSync(dir).some((file) => rule.parsePrebuiltName(file))) return null;
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const { findLibtorch } = require(path.join(packageRoot(), "scripts", "find-libtorch.js"));
   let torch: { version: string; cuda: boolean; source: string; libDir: string | null };
@@ -34,12 +41,11 @@ function loadPrebuilt(errors: string[]): Binding | null {
     errors.push((error as Error).message);
     return null;
   }
-  const wanted = { torch: torch.version.split(".").slice(0, 2).join("."), flavor: torch.cuda ? "cuda" : "cpu" };
-  const match = variants.find((v) => v.torch === wanted.torch && v.flavor === wanted.flavor);
+  const { variants, match } = rule.findPrebuilt(dir, torch);
   if (!match) {
     errors.push(
       `The prebuilt binaries (${variants.map((v) => `torch ${v.torch} ${v.flavor}`).join(", ")}) do not match the libtorch found ` +
-        `(${torch.source}: ${torch.version} ${wanted.flavor}); build from source with \`npm rebuild torch-diffusion\`.`,
+        `(${torch.source}: ${torch.version} ${torch.cuda ? "cuda" : "cpu"}); build from source with \`npm rebuild torch-diffusion\`.`,
     );
     return null;
   }

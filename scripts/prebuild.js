@@ -8,14 +8,15 @@ const fs = require("node:fs");
 const path = require("node:path");
 const { spawnSync } = require("node:child_process");
 const { findLibtorch } = require("./find-libtorch");
+const { prebuiltDir, prebuiltTag } = require("./prebuilt");
 
 const root = path.resolve(__dirname, "..");
 const torch = findLibtorch();
-const tag = `torch${torch.version.split(".").slice(0, 2).join(".")}.${torch.cuda ? "cuda" : "cpu"}`;
+const tag = prebuiltTag(torch);
 const prebuildify = require.resolve("prebuildify/bin.js");
 const result = spawnSync(process.execPath, [prebuildify, "--napi", "--strip", "--tag-libc", "--name", "torch_diffusion"], { cwd: root, stdio: "inherit" });
 if (result.status !== 0) process.exit(result.status ?? 1);
-const dir = path.join(root, "prebuilds", `${process.platform}-${process.arch}`);
+const dir = prebuiltDir(root);
 for (const file of fs.readdirSync(dir)) {
   if (!/^torch_diffusion\.[^.]+\.node$/.test(file) && file !== "torch_diffusion.node") continue;
   const libc = file.split(".").length === 3 ? file.split(".")[1] : "glibc";

@@ -6,19 +6,14 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import sharp from "sharp";
 import { assertInteger, invalid } from "../errors";
 import { interpolate } from "../functional";
-import { tensor, tidy } from "../tensor";
+import { decodeImage, pixelsToTensor, type DecodedImage } from "../image";
+import { tidy } from "../tensor";
+
+export type { DecodedImage };
 import type { Dataset, Sample } from "./data";
 
-/** Decoded pixels: `height × width × channels` bytes, row-major, interleaved. */
-export interface DecodedImage {
-  data: Uint8Array;
-  width: number;
-  height: number;
-  channels: number;
-}
 
 /** Turns an image file into pixels. */
 export interface ImageDecoder {
@@ -70,8 +65,7 @@ export const sharpDecoder: ImageDecoder = {
   extensions: [".png", ".jpg", ".jpeg", ".webp", ".gif", ".tif", ".tiff", ".avif"],
   async decode(file: string): Promise<DecodedImage> {
     try {
-      const { data, info } = await sharp(file).raw().toBuffer({ resolveWithObject: true });
-      return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels };
+      return await decodeImage(file);
     } catch (error) {
       throw new Error(`sharpDecoder: cannot decode "${file}": ${(error as Error).message}`);
     }
@@ -151,18 +145,13 @@ export class ImageFolderDataset implements Dataset {
     return sample;
   }
 
-  private toTensor({ data, width, height, channels }: DecodedImage, file: string) {
+  private toTensor(decoded: DecodedImage, file: string) {
+    const { data, width, height, channels } = decoded;
     if (data.length !== width * height * channels) throw new Error(`ImageFolderDataset: decoding "${file}" gave ${data.length} bytes for ${width}×${height}×${channels}`);
-    const want = this.options.channels ?? 3;
     const resolution = this.options.resolution;
     return tidy(() => {
-      let x = tensor(data, [height, width, channels], { dtype: "uint8" }).permute([2, 0, 1]).float(); // (C, H, W) in [0, 255]
-      if (channels === 2 || channels === 4) x = x.narrow(0, 0, channels - 1); // drop alpha
-      const c = x.shape[0];
-      if (want === 3 && c === 1) x = x.expand([3, height, width]);
-      if (want === 1 && c === 3) x = x.mul(tensor([0.299, 0.587, 0.114], [3, 1, 1])).sum(0, true); // ITU-R 601 luma
-      x = x.div(127.5).sub(1); // (C, H, W) in [-1, 1]
-      if (resolution === undefined) return x.contiguous();
+      const x = pixelsToTensor(decoded, { channels: this.options.channels ?? 3, range: "signed" }); // (C, H, W) in [-1, 1]
+      if (resolution === undefined) return x;
       const scale = resolution / Math.min(height, width);
       const size = [Math.max(resolution, Math.round(height * scale)), Math.max(resolution, Math.round(width * scale))];
       const resized = interpolate(x.unsqueeze(0), { size, mode: "bilinear", antialias: true }).squeeze(0); // (C, h, w)
