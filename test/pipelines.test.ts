@@ -104,6 +104,33 @@ describe("Text2ImagePipeline", () => {
     expect(images.shape).toEqual([1, 3, 16, 16]);
   });
 
+  it("concurrent calls on one pipeline equal sequential ones (each call steps its own scheduler)", async () => {
+    const calls = [
+      { numInferenceSteps: 3, scheduler: ddim() },
+      { numInferenceSteps: 6, scheduler: ddim() },
+      { numInferenceSteps: 4, scheduler: pipe.model.newScheduler("DPMSolverMultistepScheduler") },
+      { numInferenceSteps: 5, scheduler: pipe.model.newScheduler("UniPCMultistepScheduler") },
+      { numInferenceSteps: 5 }, // the model's own scheduler
+    ];
+    const run = (c: (typeof calls)[number], seed: number) => pipe.generate({ ...base, ...c, generator: new td.Generator(seed) });
+    const sequential: td.Tensor[] = [];
+    for (const [i, c] of calls.entries()) sequential.push((await run(c, i)).images);
+    const concurrent = await Promise.all(calls.map((c, i) => run(c, i)));
+    for (const [i, { images }] of concurrent.entries()) {
+      expect(Array.from(images.toFloat32Array()), `call ${i}`).toEqual(Array.from(sequential[i].toFloat32Array()));
+      images.dispose();
+      sequential[i].dispose();
+    }
+    // One scheduler object passed to concurrent calls is copied, not shared.
+    const shared = pipe.model.newScheduler("DPMSolverMultistepScheduler");
+    const untouched = [...shared.timesteps];
+    const [a, b] = await Promise.all([run({ numInferenceSteps: 4, scheduler: shared }, 7), run({ numInferenceSteps: 8, scheduler: shared }, 7)]);
+    const [a1, b1] = [await run({ numInferenceSteps: 4, scheduler: shared }, 7), await run({ numInferenceSteps: 8, scheduler: shared }, 7)];
+    expect(Array.from(a.images.toFloat32Array())).toEqual(Array.from(a1.images.toFloat32Array()));
+    expect(Array.from(b.images.toFloat32Array())).toEqual(Array.from(b1.images.toFloat32Array()));
+    expect(shared.timesteps).toEqual(untouched);
+  });
+
   it("validates its options", async () => {
     await expect(pipe.generate({ ...base, prompt: 3 as unknown as string })).rejects.toThrow("Expected string or non-empty array of strings for prompt but received 3 of type number");
     await expect(pipe.generate({ ...base, height: 15 })).rejects.toThrow("Expected multiple of 2 for height but received 15 of type number");
