@@ -16,7 +16,7 @@ interface Ref {
   decodes: { ids: number[]; skipSpecialTokens: boolean; text: string }[];
 }
 const ref: Ref = JSON.parse(fs.readFileSync(path.join(__dirname, "fixtures", "clip_tokenizer_ref.json"), "utf8"));
-const VOCAB_GZ = path.join(__dirname, "..", "..", "shared", "data", "clip", "bpe_simple_vocab_16e6.txt.gz");
+const VOCAB_GZ = path.join(__dirname, "..", "data", "clip", "bpe_simple_vocab_16e6.txt.gz");
 const BOS = 49406;
 const EOS = 49407;
 

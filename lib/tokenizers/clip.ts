@@ -1,18 +1,20 @@
 /**
  * CLIP byte-level BPE tokenizer (the text tokenizer of Stable Diffusion 1.x/2.x/XL),
- * pure TypeScript. Follows OpenAI CLIP's `simple_tokenizer`: NFC, `html.unescape` twice,
- * whitespace collapse, lower-casing, the CLIP pre-tokenisation pattern, byte-to-unicode
- * mapping and BPE with `</w>` marking the end of a word.
+ * pure TypeScript. Follows OpenAI CLIP's `simple_tokenizer`: `ftfy.fix_text` (ported in
+ * ./ftfy.ts: mojibake, curly quotes, full-width forms, ligatures, control characters...),
+ * `html.unescape` twice, whitespace collapse, lower-casing, the CLIP pre-tokenisation
+ * pattern, byte-to-unicode mapping and BPE with `</w>` marking the end of a word.
  *
  * Differences from the Python original (documented, deliberate):
- * - `ftfy.fix_text` is not reproduced; only its final step (Unicode NFC) is applied, so text
- *   that ftfy would repair (mojibake, curly quotes, full-width forms...) is tokenized as is.
- * - Lone UTF-16 surrogates are encoded as U+FFFD instead of raising.
+ * - Lone UTF-16 surrogates become U+FFFD (as `ftfy.fix_text` makes them) instead of raising.
+ * - transformers' slow `CLIPTokenizer` runs ftfy but not `html.unescape`; ids differ from it
+ *   only for text that still holds HTML entities after ftfy (e.g. lines with `<`).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
-import { BYTE_DECODER, BYTE_ENCODER, BYTE_ORDER, clipClean, firstLines, parseMerges, PRETOKENIZE, pyStrip } from "./clip-text";
+import { packagePath } from "../package_root";
+import { BYTE_DECODER, BYTE_ENCODER, BYTE_ORDER, clipClean, firstLines, parseMerges, PRETOKENIZE, pyStrip } from "./clip_text";
 
 /**
  * Options of {@link CLIPTokenizer.encode}.
@@ -85,8 +87,8 @@ interface TokenizerParts {
 const builtinCache = new Map<string, CLIPTokenizer>();
 
 /**
- * CLIP BPE tokenizer. Ids match OpenAI CLIP / transformers' `CLIPTokenizer` for text that
- * `ftfy` leaves unchanged.
+ * CLIP BPE tokenizer. Ids match OpenAI CLIP's tokenizer with ftfy installed (and transformers'
+ * `CLIPTokenizer` wherever no HTML entity survives ftfy).
  * @example
  * const tok = CLIPTokenizer.fromBuiltin();
  * tok.encode("a photo of a cat").inputIds[0].slice(0, 7);
@@ -127,36 +129,24 @@ export class CLIPTokenizer {
   }
 
   /**
-   * The tokenizer of the CLIP vocabulary shipped with this project (cached). Looks for
-   * `$TORCH_DIFFUSION_CLIP_VOCAB`, else `<package root>/data/clip/` and
-   * `<package root>/../shared/data/clip/bpe_simple_vocab_16e6.txt.gz`.
+   * The tokenizer of the CLIP vocabulary shipped with this project (cached):
+   * `$TORCH_DIFFUSION_CLIP_VOCAB` if set, else `<package root>/data/clip/bpe_simple_vocab_16e6.txt.gz`.
    * @example
    * const tok = CLIPTokenizer.fromBuiltin();
    * tok.vocabSize; // 49408
    */
   static fromBuiltin(): CLIPTokenizer {
     const env = process.env.TORCH_DIFFUSION_CLIP_VOCAB;
-    let file: string | undefined;
+    let file: string;
     if (env) {
       if (!fs.existsSync(env)) {
         throw new Error(`CLIPTokenizer.fromBuiltin: TORCH_DIFFUSION_CLIP_VOCAB points at a missing file: ${env}`);
       }
       file = env;
     } else {
-      let root: string | undefined = __dirname;
-      while (root && !fs.existsSync(path.join(root, "package.json"))) {
-        const up = path.dirname(root);
-        root = up === root ? undefined : up;
-      }
-      const tried = root
-        ? [path.join(root, "data", "clip", BUILTIN_FILE), path.join(root, "..", "shared", "data", "clip", BUILTIN_FILE)]
-        : [];
-      file = tried.find((p) => fs.existsSync(p));
-      if (!file) {
-        throw new Error(
-          `CLIPTokenizer.fromBuiltin: ${BUILTIN_FILE} not found (tried: ${tried.join(", ") || `no package.json above ${__dirname}`}); ` +
-            "set TORCH_DIFFUSION_CLIP_VOCAB to its path",
-        );
+      file = packagePath("data", "clip", BUILTIN_FILE);
+      if (!fs.existsSync(file)) {
+        throw new Error(`CLIPTokenizer.fromBuiltin: ${BUILTIN_FILE} not found at ${file}; set TORCH_DIFFUSION_CLIP_VOCAB to its path`);
       }
     }
     const key = path.resolve(file);

@@ -6,3 +6,4 @@
  */
 export { CLIPTokenizer } from "./clip";
 export type { ClipEncodeOptions, ClipEncoding, ClipDecodeOptions } from "./clip";
+export { fixText } from "./ftfy";

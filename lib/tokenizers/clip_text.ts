@@ -1,9 +1,11 @@
 /**
  * Text helpers of the CLIP tokenizer (./clip.ts): the cleaning steps of OpenAI CLIP's
- * `simple_tokenizer` with Python-compatible `html.unescape`, `str.strip` and `\s`, the
- * pre-tokenisation pattern, the byte-to-unicode tables and merges-file parsing.
+ * `simple_tokenizer` (`ftfy.fix_text` from ./ftfy.ts, then Python-compatible `html.unescape`,
+ * `str.strip` and `\s`), the pre-tokenisation pattern, the byte-to-unicode tables and
+ * merges-file parsing.
  */
-import { HTML5_ENTITIES, INVALID_CHARREFS, INVALID_CODEPOINTS } from "./html-entities";
+import { fixText } from "./ftfy";
+import { HTML5_ENTITIES, INVALID_CHARREFS, INVALID_CODEPOINTS } from "./html_entities";
 
 // Unicode White_Space: what Python `regex`'s \s matches. JS \s differs (it has U+FEFF, lacks U+0085).
 const WS = "\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
@@ -101,13 +103,14 @@ export function pyStrip(s: string): string {
 }
 
 /**
- * The text CLIP tokenizes: NFC (the last step of `ftfy.fix_text`, which is otherwise not
- * reproduced), `html.unescape` twice, strip, whitespace runs to one space, lower-case.
+ * The text CLIP tokenizes (OpenAI's `basic_clean` + `whitespace_clean` + lower): `ftfy.fix_text`
+ * (./ftfy.ts), `html.unescape` twice, strip, whitespace runs to one space, lower-case.
  * @example
  * clipClean("  A &amp;amp;  B\n"); // "a & b"
+ * clipClean("CafÃ© “Noir”"); // "café \"noir\""
  */
 export function clipClean(text: string): string {
-  const basic = pyStrip(htmlUnescape(htmlUnescape(text.normalize("NFC"))));
+  const basic = pyStrip(htmlUnescape(htmlUnescape(fixText(text))));
   return pyStrip(basic.replace(WS_RUN, " ")).toLowerCase();
 }
 
