@@ -45,16 +45,27 @@ function version(): string {
   }
 }
 
-/** Any error as one line: the message with its line breaks folded, never a stack trace. */
-function report(error: unknown, io: CliIO): number {
-  const e = error as Error & { exitCode?: number };
-  if (e?.name === "AbortError") {
+/** Where libtorch appends the TorchScript traceback (kilobytes of it) to an error's own first line. */
+const TRACEBACK = /\n(The following operation failed in the TorchScript interpreter|Traceback of TorchScript|Exception raised from )/;
+
+/**
+ * Any error as one line, never a stack trace: the message up to any TorchScript traceback
+ * (all of it with `verbose`), line breaks folded.
+ * @example errorLine(new Error("Module.forward: bad shape\nTraceback of TorchScript ...")) // "Module.forward: bad shape (the full error with --verbose)"
+ */
+export function errorLine(error: unknown, verbose = false): string {
+  const full = error instanceof Error ? error.message : String(error);
+  const cut = verbose ? -1 : full.search(TRACEBACK);
+  const message = cut >= 0 ? `${full.slice(0, cut)} (the full error with --verbose)` : full;
+  return message.replace(/\s*\n\s*/g, " ").trim().replace(/^torch-diffusion:\s*/, "");
+}
+
+function report(error: unknown, io: CliIO, verbose: boolean): number {
+  if ((error as Error | undefined)?.name === "AbortError") {
     io.stderr.write("torch-diffusion: interrupted\n");
     return 130;
   }
-  const message = error instanceof Error ? error.message : String(error);
-  const line = message.replace(/\s*\n\s*/g, " ").trim().replace(/^torch-diffusion:\s*/, "");
-  io.stderr.write(`torch-diffusion: ${line}\n`);
+  io.stderr.write(`torch-diffusion: ${errorLine(error, verbose)}\n`);
   return error instanceof CliError ? error.exitCode : 1;
 }
 
@@ -95,7 +106,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
     }
     return (await RUNNERS[command](values, io, signal)) ?? 0;
   } catch (error) {
-    return report(error, io);
+    return report(error, io, rest.includes("--verbose"));
   }
 }
 

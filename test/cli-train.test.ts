@@ -112,6 +112,32 @@ describe("torch-diffusion train", () => {
     expect(oneCaption.code).toBe(0);
   });
 
+  it("a finished run asked again (or for fewer steps) says so, trains nothing and keeps its record; stale temp files go", async () => {
+    const out = path.join(tmp, "finished");
+    const args = [...fashionOnTinySd, "--out", out];
+    expect((await train(args)).code).toBe(0);
+    const record = fs.readFileSync(path.join(out, "training.json"), "utf8");
+    const model = fs.readFileSync(path.join(out, "unet", "model.pt"));
+    const stale = path.join(out, "unet", ".model.pt.999999999.1700000000000.tmp"); // a killed writer's leftover
+    fs.writeFileSync(stale, "partial");
+    for (const steps of ["4", "2"]) {
+      const again = await train([...args, "--steps", steps]);
+      expect(again.code).toBe(0);
+      expect(again.stderr).toContain(`checkpoints is at step 4, and ${steps} steps were asked: nothing to train; the model and its training.json are kept as they are`);
+      expect(fs.readFileSync(path.join(out, "training.json"), "utf8")).toBe(record);
+      expect(fs.readFileSync(path.join(out, "unet", "model.pt")).equals(model)).toBe(true);
+    }
+    expect(fs.existsSync(stale)).toBe(false);
+  });
+
+  it("fails before training when the output cannot be written", async () => {
+    const out = path.join(__filename, "model"); // under a file: mkdir fails as on a read-only mount
+    const result = await train([...fashionOnTinySd, "--out", out]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^torch-diffusion: fineTune: cannot write the output directory .*model: ENOTDIR/);
+    expect(result.stderr).not.toContain("step");
+  });
+
   it("rejects bad options with one line before loading anything", async () => {
     const cases: [string[], string][] = [
       [["--out", tmp], "--data is required"],

@@ -1,3 +1,6 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
 import * as tr from "../lib/training";
@@ -143,6 +146,31 @@ describe("Trainer", () => {
     // The EMA model is independent: its parameters are leaves, not views through the original's.
     expect(Object.values(emaModel!.namedParameters() as Record<string, td.Tensor>).map((p) => { const leaf = p.isLeaf; p.dispose(); return leaf; })).not.toContain(false);
     expect(await settledTensorCount()).toBe(baseline);
+  });
+
+  it("stops on a non-finite loss before applying the step, leaving the weights and checkpoints of the last good step", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "td-nan-"));
+    const model = td.load(modelPath);
+    let calls = 0;
+    // The 5th forward returns NaN, as a diverging run does.
+    const forward = (m: td.Module, x: td.Tensor, t: td.Tensor, batch: tr.TrainBatch) => {
+      const out = m.forwardSync(x, t, ...(batch.cond === undefined ? [] : [batch.cond])) as td.Tensor;
+      return ++calls === 5 ? out.mul(NaN) : out;
+    };
+    const trainer = new tr.Trainer(model, dataset, {
+      objective: "epsilon", steps: 10, batchSize: 4, lr: 1e-2, condition: tr.labelCondition({ nullLabel: 10 }), forward, checkpoint: { dir, every: 2 },
+    });
+    const error = await trainer.run().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(tr.NonFiniteLossError);
+    expect((error as tr.NonFiniteLossError).step).toBe(5);
+    expect((error as Error).message).toBe(`training diverged at step 5: loss NaN (learning rate 0.01); the step was not applied, and ${tr.checkpointFile(dir, 4)} holds the last good state; try a lower learning rate`);
+    expect(trainer.step).toBe(4);
+    expect(tr.listCheckpoints(dir).map((c) => c.step)).toEqual([2, 4]);
+    const saved = tr.loadCheckpoint(tr.checkpointFile(dir, 4));
+    const now = weights(model.namedParameters() as Record<string, td.Tensor>, true);
+    expect(now).toEqual(weights(saved.model));
+    tr.disposeCheckpoint(saved);
+    trainer.dispose();
   });
 
   it("trains only the selected parameters", async () => {

@@ -71,6 +71,7 @@ export const OPTIONS = {
   "caption-dropout": { type: "string", arg: "P", help: "fraction of captions dropped, so guidance keeps working (default 0.1)" },
   "checkpoint-every": { type: "string", arg: "N", help: "steps between checkpoints (default 100)" },
   ema: { type: "string", arg: "DECAY", help: "keep an EMA of the weights (e.g. 0.999) and write it as the model (default off)" },
+  verbose: { type: "boolean", help: "on failure, print the whole error (TorchScript tracebacks included), not just its first line" },
   help: { type: "boolean", short: "h", help: "show this help" },
 } as const satisfies Record<string, OptionSpec>;
 
@@ -138,6 +139,12 @@ export const COMMANDS: Record<string, CommandSpec> = {
     options: { model: null, help: null },
   },
 };
+
+// Every command takes --verbose (listed before --help).
+for (const command of Object.values(COMMANDS)) {
+  const { help, ...rest } = command.options;
+  command.options = { ...rest, verbose: null, ...(help === undefined ? {} : { help }) };
+}
 
 /** `torch-diffusion --help`. @example process.stdout.write(`${TOP_HELP}\n`); */
 export const TOP_HELP = [

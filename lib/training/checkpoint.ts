@@ -107,14 +107,14 @@ export function pruneCheckpoints(dir: string, keep: number): void {
 }
 
 /**
- * Deletes temp files that `writeFileAtomic` left in `dir` when a process died mid-write
+ * Deletes temp files that `replaceFileAtomic` left in `dir` when a process died mid-write
  * (`.<name>.<pid>.<time>.tmp` of a pid no longer running).
  * @example removeStaleTempFiles("runs/a")
  */
 export function removeStaleTempFiles(dir: string): void {
   if (!fs.existsSync(dir)) return;
   for (const name of fs.readdirSync(dir)) {
-    const match = /^\.checkpoint-\d+\.pt\.(\d+)\.\d+\.tmp$/.exec(name);
+    const match = /^\..+\.(\d+)\.\d+\.tmp$/.exec(name);
     if (!match || Number(match[1]) === process.pid || isRunning(Number(match[1]))) continue;
     fs.rmSync(path.join(dir, name), { force: true });
   }

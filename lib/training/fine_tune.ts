@@ -17,7 +17,7 @@ import { interpolate } from "../functional";
 import type { DiffusionModel, TextToImageModel } from "../models";
 import { replaceFileAtomic } from "../serialize";
 import { tidy, type Tensor } from "../tensor";
-import { listCheckpoints } from "./checkpoint";
+import { listCheckpoints, removeStaleTempFiles } from "./checkpoint";
 import { captionCondition } from "./conditioning";
 import { mapDataset, type Dataset } from "./data";
 import { latentDataset } from "./latents";
@@ -138,7 +138,7 @@ function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<
   assertInteger(resolved.seed, "fineTune options.seed", 0);
   assertInteger(resolved.checkpointEvery, "fineTune options.checkpointEvery", 1);
   assertNumber(resolved.lr, "fineTune options.lr");
-  if (!(resolved.lr > 0)) throw invalid("positive number", "fineTune options.lr", resolved.lr);
+  if (!(resolved.lr >= 0)) throw invalid("non-negative number", "fineTune options.lr", resolved.lr);
   assertNumber(resolved.captionDropout, "fineTune options.captionDropout");
   if (resolved.captionDropout < 0 || resolved.captionDropout > 1) throw invalid("number in [0, 1]", "fineTune options.captionDropout", resolved.captionDropout);
   if (o.emaDecay !== undefined && !(typeof o.emaDecay === "number" && o.emaDecay >= 0 && o.emaDecay < 1)) throw invalid("number in [0, 1)", "fineTune options.emaDecay", o.emaDecay);
@@ -162,9 +162,20 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
   if (t2i.unet.config.addition_embed_type) throw new Error(`fineTune: U-Nets with addition_embed_type "${t2i.unet.config.addition_embed_type}" (SDXL) are not supported yet`);
   const objective = trainingObjective(model.schedulerConfig ?? {});
   const data = fineTuneDataset(t2i, dataset, o.seed);
+  prepareOutput(o.out);
   const checkpoints = path.join(o.out, "checkpoints");
   const resumeFrom = o.resume && fs.existsSync(checkpoints) ? listCheckpoints(checkpoints).at(-1) : undefined;
-  if (resumeFrom) o.log?.(`resuming from step ${resumeFrom.step} (${resumeFrom.file})`);
+  const recordFile = path.join(o.out, "training.json");
+  if (resumeFrom && resumeFrom.step >= o.steps) {
+    const written = fs.existsSync(recordFile) && fs.existsSync(path.join(o.out, "unet", "model.pt"));
+    o.log?.(`${checkpoints} is at step ${resumeFrom.step}, and ${o.steps} steps were asked: nothing to train; ${written ? "the model and its training.json are kept as they are" : "writing the model of that step"} (more steps continue the run; a new --out starts a new one)`);
+    if (written) {
+      const record = JSON.parse(fs.readFileSync(recordFile, "utf8")) as { steps?: number; finalLossAvg50?: number };
+      return { step: record.steps ?? resumeFrom.step, losses: [], aborted: false, resumedFrom: resumeFrom.step, out: o.out, meanLoss: record.finalLossAvg50 ?? NaN };
+    }
+  } else if (resumeFrom) {
+    o.log?.(`resuming from step ${resumeFrom.step} (${resumeFrom.file})`);
+  }
   t2i.textEncoder.eval();
   t2i.unet.train();
   const result = await train(t2i.unet.module, data, {
@@ -202,8 +213,24 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
     from: model.dir, ...o.record, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed, captionDropout: o.captionDropout,
     emaDecay: o.emaDecay ?? null, objective: objective.objective, finalLossAvg50: meanLoss,
   };
-  replaceFileAtomic(path.join(o.out, "training.json"), (temp) => fs.writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`));
+  replaceFileAtomic(recordFile, (temp) => fs.writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`));
   return { ...summary, out: o.out };
+}
+
+/**
+ * Checks `out` can be written before any training (a read-only mount should fail now, not
+ * after the run) and removes temp files a killed earlier run left in it.
+ */
+function prepareOutput(out: string): void {
+  try {
+    fs.mkdirSync(out, { recursive: true });
+    const probe = path.join(out, `.write-probe.${process.pid}`);
+    fs.writeFileSync(probe, "");
+    fs.rmSync(probe);
+  } catch (error) {
+    throw new Error(`fineTune: cannot write the output directory ${out}: ${(error as Error).message}`);
+  }
+  for (const dir of [out, ...fs.readdirSync(out, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(out, e.name))]) removeStaleTempFiles(dir);
 }
 
 /** Copies a model directory without the U-Net's weights (the trained ones replace them) and without checkpoints. */

@@ -11,7 +11,7 @@
  * });
  * await trainer.run();
  */
-export { Trainer, train, type TrainResult } from "./trainer";
+export { Trainer, train, NonFiniteLossError, type TrainResult } from "./trainer";
 export type { TrainerOptions, StepInfo, TrainBatch, ForwardFn } from "./options";
 export {
   OBJECTIVES, TRAIN_BETA_SCHEDULES, alphasCumprodFor, ddpmTargets, flowTargets, logitNormalTimes, sampleTimes,

@@ -36,6 +36,22 @@ export interface TrainResult {
   checkpoint: string | null;
 }
 
+/**
+ * Training diverged: a step's loss or gradient norm is NaN or infinite. The step was not
+ * applied; `lastCheckpoint` (if any) holds the last good state.
+ * @example try { await trainer.run(); } catch (e) { if (e instanceof NonFiniteLossError) console.log(e.step); }
+ */
+export class NonFiniteLossError extends Error {
+  constructor(readonly step: number, readonly what: string, readonly lr: number, readonly lastCheckpoint: string | null) {
+    super(
+      `training diverged at step ${step}: ${what} (learning rate ${lr}); the step was not applied` +
+        (lastCheckpoint ? `, and ${lastCheckpoint} holds the last good state` : "") +
+        "; try a lower learning rate",
+    );
+    this.name = "NonFiniteLossError";
+  }
+}
+
 /** The default model call: `model.forwardSync(x_t, t, ...cond)`. */
 const defaultForward = (model: Module, x: Tensor, t: Tensor, batch: TrainBatch): unknown => model.forwardSync(x, t, ...conditionArgs(batch.cond));
 
@@ -162,7 +178,11 @@ export class Trainer {
     return { step: this.step, losses: [...this.losses], aborted, checkpoint: this.lastCheckpoint };
   }
 
-  /** One optimizer step over `gradientAccumulation` micro-batches. */
+  /**
+   * One optimizer step over `gradientAccumulation` micro-batches. A non-finite loss or
+   * gradient norm throws {@link NonFiniteLossError} before the update, so the weights,
+   * optimizer state and checkpoints stay those of the last good step.
+   */
   async trainStep(): Promise<StepInfo> {
     const o = this.options;
     const lr = this.lrAt(this.step);
@@ -171,6 +191,12 @@ export class Trainer {
     const master = Object.values(this.params);
     if (this.compute) this.moveGradsToMaster(master);
     const gradNorm = o.maxGradNorm === null ? null : clipGradNorm(master, o.maxGradNorm);
+    const bad = !Number.isFinite(total) ? `loss ${total / o.gradientAccumulation}` : gradNorm !== null && !Number.isFinite(gradNorm) ? `gradient norm ${gradNorm}` : null;
+    if (bad !== null) {
+      this.optimizer.zeroGrad();
+      if (this.compute) for (const p of this.compute.params) p.grad = null;
+      throw new NonFiniteLossError(this.step + 1, bad, lr, this.lastCheckpoint);
+    }
     this.optimizer.lr = lr;
     this.optimizer.update();
     this.optimizer.zeroGrad();
