@@ -1,9 +1,9 @@
 /**
  * Scheduler API: config resolution and validation (exact messages), schedulerFromConfig,
- * multistep state, noise draws, tensor lifetimes, and the pure schedule functions.
+ * multistep state, clones, noise draws, tensor lifetimes, and the pure schedule functions.
  */
 import { describe, expect, it } from "vitest";
-import { Generator, randn, tensor, tidy } from "../lib/tensor";
+import { Generator, randn, tensor, tidy, type Tensor } from "../lib/tensor";
 import { memory } from "../lib/runtime";
 import {
   SCHEDULERS,
@@ -26,6 +26,7 @@ import {
   dpmTimesteps,
   calculateShift,
   lmsCoefficient,
+  type Scheduler,
 } from "../lib/schedulers";
 import { fma32, roundHalfEven } from "../lib/schedulers/f32";
 
@@ -132,6 +133,95 @@ describe("setTimesteps and step arguments", () => {
     s.setTimesteps(6);
     expect(run(s)).toEqual(first);
     s.dispose();
+  });
+});
+
+describe("clone", () => {
+  // every class with its defaults, plus the multistep and stateful variants people use
+  const CONFIGS: Record<string, unknown>[] = [
+    ...Object.keys(SCHEDULERS).map((name) => ({ _class_name: name })),
+    { _class_name: "DPMSolverMultistepScheduler", algorithm_type: "sde-dpmsolver++", solver_order: 3 },
+    { _class_name: "DPMSolverSinglestepScheduler", solver_order: 3 },
+    { _class_name: "UniPCMultistepScheduler", solver_order: 3, solver_type: "bh1" },
+    { _class_name: "DEISMultistepScheduler", solver_order: 3 },
+    { _class_name: "EulerDiscreteScheduler", rescale_betas_zero_snr: true, timestep_spacing: "trailing" },
+    { _class_name: "PNDMScheduler", skip_prk_steps: true },
+  ];
+  const SHAPE = [1, 2, 4, 4];
+
+  /** A sampling run advanced one step at a time; step k's noise is the same in every run. */
+  class Run {
+    k = 0;
+    x: Tensor;
+    constructor(readonly s: Scheduler) {
+      s.setTimesteps(6);
+      this.x = randn(SHAPE, { generator: new Generator(1) }).mul(s.initNoiseSigma);
+    }
+    step(): void {
+      const t = this.s.timesteps[this.k];
+      const next = tidy(() => {
+        const noise = randn(SHAPE, { generator: new Generator(100 + this.k) });
+        const inp = this.s.scaleModelInput(this.x, t);
+        return this.s.step(inp.mul(0.2).add(inp.mul(3).sin().mul(0.1)), t, this.x, { noise }).prevSample;
+      });
+      this.x.dispose();
+      this.x = next;
+      this.k++;
+    }
+    finish(): number[] {
+      while (this.k < this.s.timesteps.length) this.step();
+      const out = Array.from(this.x.toFloat32Array());
+      this.x.dispose();
+      this.s.dispose();
+      return out;
+    }
+  }
+
+  it("is a fresh scheduler of the same class and config, with no timesteps set", () => {
+    for (const cfg of CONFIGS) {
+      const label = JSON.stringify(cfg);
+      const run = new Run(schedulerFromConfig(cfg));
+      run.step();
+      run.step();
+      const c = run.s.clone();
+      const fresh = schedulerFromConfig(cfg);
+      expect(c, label).not.toBe(run.s);
+      expect(c.constructor, label).toBe(run.s.constructor);
+      expect(c.config, label).toEqual(run.s.config);
+      expect(c.numInferenceSteps, label).toBeNull();
+      expect(c.stepIndex, label).toBeNull();
+      expect(c.timesteps, label).toEqual(fresh.timesteps);
+      expect(c.sigmas, label).toEqual(fresh.sigmas);
+      expect(run.s.numInferenceSteps, label).toBe(6); // the original keeps its schedule
+      run.finish();
+    }
+  });
+
+  it("a clone's trajectory equals the original's, stepped side by side", () => {
+    for (const cfg of CONFIGS) {
+      const label = JSON.stringify(cfg);
+      const solo = new Run(schedulerFromConfig(cfg)).finish();
+      const original = schedulerFromConfig(cfg);
+      const a = new Run(original);
+      const b = new Run(original.clone());
+      while (a.k < original.timesteps.length) {
+        a.step();
+        b.step();
+      }
+      expect(a.finish(), label).toEqual(solo);
+      expect(b.finish(), label).toEqual(solo);
+    }
+  });
+
+  it("cloning and stepping the clone mid-run leaves the original's state and history alone", () => {
+    for (const cfg of CONFIGS) {
+      const label = JSON.stringify(cfg);
+      const solo = new Run(schedulerFromConfig(cfg)).finish();
+      const a = new Run(schedulerFromConfig(cfg));
+      for (let k = 0; k < 3; k++) a.step(); // mid-way: history / a Heun or KDPM2 pair half done
+      expect(new Run(a.s.clone()).finish(), label).toEqual(solo);
+      expect(a.finish(), label).toEqual(solo);
+    }
   });
 });
 

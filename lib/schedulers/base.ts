@@ -1,6 +1,7 @@
 /**
  * Shared machinery of all schedulers: the validated config, timestep bookkeeping (diffusers'
- * `step_index` / `begin_index`), noise draws, dynamic thresholding and the three forward
+ * `step_index` / `begin_index`), `clone()`, noise draws, clipping and dynamic thresholding,
+ * the DDPM-parameterisation conversions of the model output (x₀, ε) and the three forward
  * (noising) processes: alphas_cumprod (DDPM family), sigma (Karras/EDM family) and
  * alpha_t/sigma_t from sigmas (DPM-Solver family).
  *
@@ -148,6 +149,21 @@ export abstract class SchedulerBase<C extends object = Record<string, unknown>> 
     this.resetState();
   }
 
+  /**
+   * A fresh scheduler of the same class and config, as just constructed: no timesteps set, no
+   * step index and no multistep history. Schedulers keep per-run state (step index, model-output
+   * history), so each concurrent sampling run needs its own instance; rebuilding from the
+   * resolved config is cheaper and safer than copying that state. Settings made outside the
+   * config (FlowMatch `setShift`, a μ given to an earlier `setTimesteps`) do not carry over.
+   * @example
+   * const run = pipelineScheduler.clone();
+   * run.setTimesteps(30); // pipelineScheduler is untouched
+   */
+  clone(): this {
+    const Ctor = this.constructor as new (config: Record<string, unknown>) => this;
+    return new Ctor({ ...(this.config as Record<string, unknown>) });
+  }
+
   /** Hook: drop multistep history (called by `setTimesteps` and `dispose`). */
   protected resetState(): void {}
 
@@ -208,7 +224,7 @@ export abstract class SchedulerBase<C extends object = Record<string, unknown>> 
    * x₀ ← clamp(x₀, -s, s) / s.
    */
   protected thresholdSample(x0: Tensor): Tensor {
-    const c = this.config as unknown as { dynamic_thresholding_ratio: number; sample_max_value: number };
+    const c = this.config as unknown as ThresholdConfig;
     return tidy(() => {
       const [b, ch, ...rest] = x0.shape;
       const up = x0.dtype === "float32" || x0.dtype === "float64" ? x0 : x0.float();
@@ -218,6 +234,19 @@ export abstract class SchedulerBase<C extends object = Record<string, unknown>> 
       return out.dtype === x0.dtype ? out : out.to(x0.dtype);
     });
   }
+}
+
+/** The keys of `clipSpec`: clip x₀ to ±`clip_sample_range`. */
+export interface ClipConfig {
+  clip_sample: boolean;
+  clip_sample_range: number;
+}
+
+/** The keys of `thresholdSpec`: Imagen's dynamic thresholding of x₀. */
+export interface ThresholdConfig {
+  thresholding: boolean;
+  dynamic_thresholding_ratio: number;
+  sample_max_value: number;
 }
 
 /** Config keys every beta-based scheduler shares. */
@@ -250,6 +279,17 @@ export abstract class BetaScheduler<C extends BetaConfig> extends SchedulerBase<
     this.alphasCumprod = s.alphasCumprod;
   }
 
+  /**
+   * Step 4 of the DDPM-family steps: Imagen's dynamic thresholding when `config.thresholding`,
+   * else clipping to ±`clip_sample_range` when `config.clip_sample`, else x₀ unchanged.
+   */
+  protected clipOrThreshold(x0: Tensor): Tensor {
+    const c = this.config as unknown as Partial<ClipConfig & ThresholdConfig>;
+    if (c.thresholding) return this.thresholdSample(x0);
+    if (c.clip_sample) return x0.clamp(-c.clip_sample_range!, c.clip_sample_range!);
+    return x0;
+  }
+
   protected trainIndex(t: number, what = "timestep"): number {
     if (!Number.isInteger(t) || t < 0 || t >= this.alphasCumprod.length)
       throw invalid(this.className, what, `an integer in [0, ${this.alphasCumprod.length - 1}]`, t);
@@ -274,6 +314,43 @@ export abstract class BetaScheduler<C extends BetaConfig> extends SchedulerBase<
     return tidy(() => perSample(a, sample).mul(noise).sub(perSample(s, sample).mul(sample)));
   }
 }
+
+/**
+ * x₀ from the model output in the DDPM parameterisation x_t = √ᾱ_t x₀ + √(1-ᾱ_t) ε (Ho et al.
+ * 2020, eq. 15): ε-prediction inverts it, `sample` is x₀ itself, and v-prediction (Salimans &
+ * Ho 2022) gives x₀ = √ᾱ_t x_t - √(1-ᾱ_t) v. `alphaProd` is ᾱ_t as float32; the scalars are
+ * rounded to float32 as diffusers' 0-d tensors are.
+ * @example
+ * const x0 = ddpmX0("epsilon", eps, latents, scheduler.alphasCumprod[999]);
+ */
+export function ddpmX0(predictionType: string, modelOutput: Tensor, sample: Tensor, alphaProd: number): Tensor {
+  const betaProd = f32(1 - alphaProd);
+  if (predictionType === "epsilon") return sample.sub(modelOutput.mul(sqrt32(betaProd))).div(sqrt32(alphaProd));
+  if (predictionType === "sample") return modelOutput.clone();
+  return sample.mul(sqrt32(alphaProd)).sub(modelOutput.mul(sqrt32(betaProd)));
+}
+
+/**
+ * x₀ and ε from the model output (DDPM parameterisation, see `ddpmX0`), for the samplers
+ * that move along the predicted noise direction (DDIM, TCD).
+ * @example
+ * const [x0, eps] = ddpmX0Eps("v_prediction", v, latents, scheduler.alphasCumprod[500]);
+ */
+export function ddpmX0Eps(predictionType: string, modelOutput: Tensor, sample: Tensor, alphaProd: number): [Tensor, Tensor] {
+  const x0 = ddpmX0(predictionType, modelOutput, sample, alphaProd);
+  if (predictionType === "epsilon") return [x0, modelOutput];
+  const betaProd = f32(1 - alphaProd);
+  if (predictionType === "sample") return [x0, sample.sub(modelOutput.mul(sqrt32(alphaProd))).div(sqrt32(betaProd))];
+  return [x0, modelOutput.mul(sqrt32(alphaProd)).add(sample.mul(sqrt32(betaProd)))];
+}
+
+/**
+ * Zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
+ * Flawed", https://arxiv.org/abs/2305.08891) makes ᾱ_T = 0, so σ_T = √((1-ᾱ_T)/ᾱ_T) is
+ * infinite; the samplers that work in σ (Euler, DPM-Solver, UniPC) put back fp16's smallest
+ * subnormal, 2⁻²⁴, as ᾱ_T, as diffusers does.
+ */
+export const ZERO_SNR_LAST_ALPHA_CUMPROD = f32(2 ** -24);
 
 /** `alpha_t = 1/√(σ²+1)`, `sigma_t = σ·alpha_t` in float32 (VP view of a VE sigma). @example vpAlphaSigma(1) // [0.7071..., 0.7071...] */
 export function vpAlphaSigma(sigma: number): [number, number] {

@@ -5,21 +5,16 @@
  * mirroring diffusers' `DDIMScheduler` and `DDIMInverseScheduler`.
  */
 import { Tensor, tidy } from "../tensor";
-import { BetaConfig, BetaScheduler, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, timestepValue } from "./base";
+import { BetaConfig, BetaScheduler, ClipConfig, ThresholdConfig, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, ddpmX0Eps, timestepValue } from "./base";
 import { Spec, bool, invalid } from "./config";
 import { div32, f32, mul32, sqrt32, sub32 } from "./f32";
 import { checkedDiscreteTimesteps } from "./ddpm";
 import { betaSpec, clipSpec, predictionSpec, spacingSpec, thresholdSpec } from "./specs";
 import { ddimTimesteps, TimestepSpacing } from "./sigmas";
 
-export interface DDIMConfig extends BetaConfig {
-  clip_sample: boolean;
-  clip_sample_range: number;
+export interface DDIMConfig extends BetaConfig, ClipConfig, ThresholdConfig {
   set_alpha_to_one: boolean;
   steps_offset: number;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
-  sample_max_value: number;
   timestep_spacing: TimestepSpacing;
   rescale_betas_zero_snr: boolean;
 }
@@ -33,14 +28,6 @@ const SPEC: Spec = {
   ...spacingSpec("leading"),
   rescale_betas_zero_snr: bool(false),
 };
-
-/** x₀ and ε from the model output for ᾱ_t (float32 scalars), per prediction type. */
-function predictX0Eps(type: string, mo: Tensor, sample: Tensor, a: number): [Tensor, Tensor] {
-  const bp = f32(1 - a);
-  if (type === "epsilon") return [sample.sub(mo.mul(sqrt32(bp))).div(sqrt32(a)), mo];
-  if (type === "sample") return [mo.clone(), sample.sub(mo.mul(sqrt32(a))).div(sqrt32(bp))];
-  return [sample.mul(sqrt32(a)).sub(mo.mul(sqrt32(bp))), mo.mul(sqrt32(a)).add(sample.mul(sqrt32(bp)))];
-}
 
 /**
  * DDIM sampler; `eta` (step option, default 0) interpolates between deterministic DDIM (0) and
@@ -86,13 +73,12 @@ export class DDIMScheduler extends BetaScheduler<DDIMConfig> {
     const ap = prevT >= 0 ? this.alphasCumprod[prevT] : this.finalAlphaCumprod;
     return tidy(() => {
       // 3. predicted x₀ ("predicted x_0" of eq. 12) and ε
-      let [x0, eps] = predictX0Eps(c.prediction_type, modelOutput, sample, a);
+      const [rawX0, predEps] = ddpmX0Eps(c.prediction_type, modelOutput, sample, a);
       // 4. clip or threshold x₀
-      if (c.thresholding) x0 = this.thresholdSample(x0);
-      else if (c.clip_sample) x0 = x0.clamp(-c.clip_sample_range, c.clip_sample_range);
+      const x0 = this.clipOrThreshold(rawX0);
       // 5. σ_t(η) of eq. (16)
       const std = mul32(f32(eta), sqrt32(this.variance(a, ap)));
-      if (opts.useClippedModelOutput) eps = sample.sub(x0.mul(sqrt32(a))).div(sqrt32(f32(1 - a)));
+      const eps = opts.useClippedModelOutput ? sample.sub(x0.mul(sqrt32(a))).div(sqrt32(f32(1 - a))) : predEps;
       // 6. "direction pointing to x_t" of eq. (12)
       const direction = eps.mul(sqrt32(sub32(f32(1 - ap), mul32(std, std))));
       // 7. x_{t-1} without the random noise of eq. (12)
@@ -103,9 +89,7 @@ export class DDIMScheduler extends BetaScheduler<DDIMConfig> {
   }
 }
 
-export interface DDIMInverseConfig extends BetaConfig {
-  clip_sample: boolean;
-  clip_sample_range: number;
+export interface DDIMInverseConfig extends BetaConfig, ClipConfig {
   set_alpha_to_one: boolean;
   steps_offset: number;
   timestep_spacing: "leading" | "trailing";
@@ -163,9 +147,9 @@ export class DDIMInverseScheduler extends BetaScheduler<DDIMInverseConfig> {
     const an = this.alphasCumprod[target];
     return tidy(() => {
       // 3. predicted x₀ and ε
-      let [x0, eps] = predictX0Eps(c.prediction_type, modelOutput, sample, a);
-      // 4. clip x₀
-      if (c.clip_sample) x0 = x0.clamp(-c.clip_sample_range, c.clip_sample_range);
+      const [rawX0, eps] = ddpmX0Eps(c.prediction_type, modelOutput, sample, a);
+      // 4. clip x₀ (the inverse config has no thresholding)
+      const x0 = this.clipOrThreshold(rawX0);
       // 5. "direction pointing to x_t"
       const direction = eps.mul(sqrt32(f32(1 - an)));
       // 6. x_{t+1}

@@ -4,7 +4,7 @@
  * (eqs. 6–7), mirroring diffusers' `DDPMScheduler`.
  */
 import { Tensor, tidy } from "../tensor";
-import { BetaConfig, BetaScheduler, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, timestepValue } from "./base";
+import { BetaConfig, BetaScheduler, ClipConfig, ThresholdConfig, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, ddpmX0, timestepValue } from "./base";
 import { Spec, bool, invalid, oneOf } from "./config";
 import { div32, exp32, f32, log32, mul32, sqrt32 } from "./f32";
 import { betaSpec, clipSpec, predictionSpec, spacingSpec, thresholdSpec } from "./specs";
@@ -13,13 +13,8 @@ import { ddimTimesteps, TimestepSpacing } from "./sigmas";
 /** DDPM's `variance_type` values. */
 export const DDPM_VARIANCE_TYPES = ["fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range"] as const;
 
-export interface DDPMConfig extends BetaConfig {
+export interface DDPMConfig extends BetaConfig, ClipConfig, ThresholdConfig {
   variance_type: (typeof DDPM_VARIANCE_TYPES)[number];
-  clip_sample: boolean;
-  clip_sample_range: number;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
-  sample_max_value: number;
   timestep_spacing: TimestepSpacing;
   steps_offset: number;
   rescale_betas_zero_snr: boolean;
@@ -129,14 +124,8 @@ export class DDPMScheduler extends BetaScheduler<DDPMConfig> {
       const bpp = f32(1 - ap);
       const currentAlpha = div32(a, ap);
       const currentBeta = f32(1 - currentAlpha);
-      // 3. compute predicted original sample x₀ (eq. 15)
-      let x0: Tensor;
-      if (c.prediction_type === "epsilon") x0 = sample.sub(mo.mul(sqrt32(bp))).div(sqrt32(a));
-      else if (c.prediction_type === "sample") x0 = mo.clone();
-      else x0 = sample.mul(sqrt32(a)).sub(mo.mul(sqrt32(bp)));
-      // 4. clip or threshold x₀
-      if (c.thresholding) x0 = this.thresholdSample(x0);
-      else if (c.clip_sample) x0 = x0.clamp(-c.clip_sample_range, c.clip_sample_range);
+      // 3. compute predicted original sample x₀ (eq. 15), 4. then clip or threshold it
+      const x0 = this.clipOrThreshold(ddpmX0(c.prediction_type, mo, sample, a));
       // 5. coefficients of x₀ and x_t in the posterior mean μ̃_t (eq. 7)
       const x0Coeff = div32(mul32(sqrt32(ap), currentBeta), bp);
       const xtCoeff = div32(mul32(sqrt32(currentAlpha), bpp), bp);

@@ -7,8 +7,8 @@
 import { Tensor, tidy } from "../tensor";
 import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike } from "./base";
 import { Spec, bool, int, num, oneOf } from "./config";
-import { add32, div32, f32, log32, mul32, pow32, sub32 } from "./f32";
-import { SolverConfig, SolverScheduler } from "./solver_base";
+import { add32, div32, log32, mul32, pow32, sub32 } from "./f32";
+import { SolverConfig, SolverScheduler, em1 } from "./solver_base";
 import { dpmTimesteps, TimestepSpacing } from "./sigmas";
 import { betaSpec, predictionSpec, sigmaKindSpec, spacingSpec, thresholdSpec } from "./specs";
 
@@ -74,10 +74,7 @@ export class DEISMultistepScheduler extends SolverScheduler<DEISConfig> {
 
   setTimesteps(numInferenceSteps: number, opts: SetTimestepsOptions = {}): void {
     const c = this.config;
-    if (opts.mu !== undefined) {
-      if (!c.use_dynamic_shifting) throw new Error(`${this.className}: setTimesteps got opts.mu but config.use_dynamic_shifting is false`);
-      this.flowShiftValue = Math.exp(opts.mu);
-    }
+    this.applyMu(opts.mu);
     this.stepsArgument(numInferenceSteps);
     const timesteps = dpmTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset);
     const s = this.solverSchedule(numInferenceSteps, { timesteps, roundKarras: true });
@@ -108,11 +105,10 @@ export class DEISMultistepScheduler extends SolverScheduler<DEISConfig> {
 
   /** DEIS-1 (≡ DDIM): x_t = α_t/α_s x_s - σ_t (e^h - 1) ε. */
   private firstOrder(i: number, x: Tensor): Tensor {
-    const [at, st] = this.alphaSigma(this.sigmas![i + 1]);
-    const [as, ss] = this.alphaSigma(this.sigmas![i]);
-    const h = sub32(sub32(log32(at), log32(st)), sub32(log32(as), log32(ss)));
-    const m = this.modelOutputs[this.modelOutputs.length - 1]!;
-    return x.mul(div32(at, as)).sub(m.mul(mul32(st, f32(Math.fround(Math.exp(h)) - 1))));
+    const t = this.lambdasAt(i + 1);
+    const s = this.lambdasAt(i);
+    const h = sub32(t.lambdaT, s.lambdaT);
+    return x.mul(div32(t.alphaT, s.alphaT)).sub(this.history(0).mul(mul32(t.sigmaT, em1(h))));
   }
 
   private rhos(js: number[]): { a: number[]; r: number[] } {
@@ -124,20 +120,18 @@ export class DEISMultistepScheduler extends SolverScheduler<DEISConfig> {
   private secondOrder(i: number, x: Tensor): Tensor {
     const { a, r } = this.rhos([i + 1, i, i - 1]);
     const [rt, r0, r1] = r;
-    const ms = this.modelOutputs;
     const c1 = sub32(ind2(rt, r0, r1), ind2(r0, r0, r1));
     const c2 = sub32(ind2(rt, r1, r0), ind2(r0, r1, r0));
-    return x.div(a[1]).add(ms[ms.length - 1]!.mul(c1)).add(ms[ms.length - 2]!.mul(c2)).mul(a[0]);
+    return x.div(a[1]).add(this.history(0).mul(c1)).add(this.history(1).mul(c2)).mul(a[0]);
   }
 
   /** ρAB-DEIS-3: x_t = α_t (x_s/α_s + c₁ ε₀ + c₂ ε₁ + c₃ ε₂). */
   private thirdOrder(i: number, x: Tensor): Tensor {
     const { a, r } = this.rhos([i + 1, i, i - 1, i - 2]);
     const [rt, r0, r1, r2] = r;
-    const ms = this.modelOutputs;
     const c1 = sub32(ind3(rt, r0, r1, r2), ind3(r0, r0, r1, r2));
     const c2 = sub32(ind3(rt, r1, r2, r0), ind3(r0, r1, r2, r0));
     const c3 = sub32(ind3(rt, r2, r0, r1), ind3(r0, r2, r0, r1));
-    return x.div(a[1]).add(ms[ms.length - 1]!.mul(c1)).add(ms[ms.length - 2]!.mul(c2)).add(ms[ms.length - 3]!.mul(c3)).mul(a[0]);
+    return x.div(a[1]).add(this.history(0).mul(c1)).add(this.history(1).mul(c2)).add(this.history(2).mul(c3)).mul(a[0]);
   }
 }

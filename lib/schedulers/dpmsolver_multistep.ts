@@ -3,13 +3,14 @@
  * (noise prediction, `dpmsolver`) and "DPM-Solver++", https://arxiv.org/abs/2211.01095
  * (data prediction, `dpmsolver++`, Algorithms 2 and the 3rd-order multistep of App. B), plus the
  * SDE variants (`sde-dpmsolver++` = DPM-Solver++(2M) SDE), mirroring diffusers'
- * `DPMSolverMultistepScheduler`. Orders 1–3 with `lower_order_final` warm-down.
+ * `DPMSolverMultistepScheduler`. Orders 1–3 with `lower_order_final` warm-down. The update
+ * formulas are in dpmsolver_update.ts, shared with the singlestep sampler.
  */
 import { Tensor, tidy } from "../tensor";
 import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike } from "./base";
 import { Spec, bool, int, invalid, num, oneOf } from "./config";
-import { f32, exp32, sqrt32, add32, div32, mul32, sub32, pow32 } from "./f32";
-import { Lambdas, SolverConfig, SolverScheduler, em1 } from "./solver_base";
+import { SolverConfig, SolverScheduler } from "./solver_base";
+import { dpmSolverStep } from "./dpmsolver_update";
 import { dpmTimesteps, TimestepSpacing } from "./sigmas";
 import { betaSpec, predictionSpec, sigmaKindSpec, spacingSpec, thresholdSpec } from "./specs";
 
@@ -77,49 +78,6 @@ export function dpmSolverFixup(className: string, c: Record<string, unknown>, or
 
 
 /**
- * The first- and second-order DPM-Solver update from `s` to `t` (float32 scalars, as
- * diffusers computes them): the first-order term D0 and, for second order, the scaled
- * difference D1 in midpoint or Heun form. The multistep and singlestep solvers differ only in
- * which points s, D0 and D1 come from.
- */
-export function dpmSolverUpdate(
-  c: { algorithm_type: string; solver_type: string },
-  x: Tensor,
-  s: Lambdas,
-  t: Lambdas,
-  D0: Tensor,
-  D1: Tensor | null,
-  noise: Tensor | null,
-): Tensor {
-  const h = sub32(t.lambdaT, s.lambdaT);
-  const heun = c.solver_type === "heun";
-  if (c.algorithm_type === "dpmsolver++") {
-    const b = mul32(t.alphaT, em1(-h));
-    const base = x.mul(div32(t.sigmaT, s.sigmaT)).sub(D0.mul(b));
-    if (!D1) return base;
-    return heun ? base.add(D1.mul(mul32(t.alphaT, add32(div32(em1(-h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
-  }
-  if (c.algorithm_type === "dpmsolver") {
-    const b = mul32(t.sigmaT, em1(h));
-    const base = x.mul(div32(t.alphaT, s.alphaT)).sub(D0.mul(b));
-    if (!D1) return base;
-    return heun ? base.sub(D1.mul(mul32(t.sigmaT, sub32(div32(em1(h), h), 1)))) : base.sub(D1.mul(mul32(0.5, b)));
-  }
-  if (c.algorithm_type === "sde-dpmsolver++") {
-    const e2 = exp32(mul32(-2, h));
-    const b = mul32(t.alphaT, f32(1 - e2));
-    let out = x.mul(mul32(div32(t.sigmaT, s.sigmaT), exp32(-h))).add(D0.mul(b));
-    if (D1) out = out.add(heun ? D1.mul(mul32(t.alphaT, add32(div32(f32(1 - e2), mul32(-2, h)), 1))) : D1.mul(mul32(0.5, b)));
-    return out.add(noise!.mul(mul32(t.sigmaT, sqrt32(f32(1 - e2)))));
-  }
-  // sde-dpmsolver
-  const b = mul32(t.sigmaT, em1(h));
-  let out = x.mul(div32(t.alphaT, s.alphaT)).sub(D0.mul(mul32(2, b)));
-  if (D1) out = out.sub(heun ? D1.mul(mul32(2, mul32(t.sigmaT, sub32(div32(em1(h), h), 1)))) : D1.mul(b));
-  return out.add(noise!.mul(mul32(t.sigmaT, sqrt32(em1(mul32(2, h))))));
-}
-
-/**
  * DPM-Solver / DPM-Solver++ multistep sampler.
  *
  * @example
@@ -135,10 +93,7 @@ export class DPMSolverMultistepScheduler extends SolverScheduler<DPMSolverMultis
 
   setTimesteps(numInferenceSteps: number, opts: SetTimestepsOptions = {}): void {
     const c = this.config;
-    if (opts.mu !== undefined) {
-      if (!c.use_dynamic_shifting) throw invalid(this.className, "setTimesteps: mu", "omitted unless config.use_dynamic_shifting", opts.mu);
-      this.flowShiftValue = Math.exp(opts.mu);
-    }
+    this.applyMu(opts.mu);
     let timesteps: number[];
     if (opts.timesteps) {
       if (c.use_karras_sigmas || c.use_lu_lambdas || c.use_exponential_sigmas || c.use_beta_sigmas)
@@ -177,72 +132,18 @@ export class DPMSolverMultistepScheduler extends SolverScheduler<DPMSolverMultis
       const x = sample.dtype === "float32" ? sample : sample.float();
       const noise = sde ? this.noiseLike(x, opts) : null;
       // 3. first-, second- or third-order multistep update
-      let prev: Tensor;
-      if (c.solver_order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) prev = this.firstOrder(i, x, noise);
-      else if (c.solver_order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) prev = this.secondOrder(i, x, noise);
-      else prev = this.thirdOrder(i, x, noise);
+      let order = 3;
+      if (c.solver_order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) order = 1;
+      else if (c.solver_order === 2 || this.lowerOrderNums < 2 || lowerOrderSecond) order = 2;
+      else if (c.algorithm_type === "sde-dpmsolver")
+        throw new Error(`${this.className}: solver_order 3 is not implemented for algorithm_type sde-dpmsolver (as in diffusers)`);
+      const points = Array.from({ length: order }, (_, k) => this.lambdasAt(i - k));
+      const outputs = Array.from({ length: order }, (_, k) => this.history(k));
+      const prev = dpmSolverStep(c, x, this.lambdasAt(i + 1), points, outputs, "multistep", noise);
       return prev.dtype === modelOutput.dtype ? prev : prev.to(modelOutput.dtype);
     });
     if (this.lowerOrderNums < c.solver_order) this.lowerOrderNums += 1;
     this._stepIndex = i + 1;
     return { prevSample: out, predOriginalSample: null };
-  }
-
-  /** One step of DPM-Solver-1 (≡ DDIM), eqs. (5) of DPM-Solver++ / (3.7) of DPM-Solver. */
-  private firstOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const m = this.modelOutputs[this.modelOutputs.length - 1]!;
-    return dpmSolverUpdate(this.config, x, this.lambdasAt(i), this.lambdasAt(i + 1), m, null, noise);
-  }
-
-  /** Multistep DPM-Solver-2 (DPM-Solver++(2M)), midpoint or Heun form. */
-  private secondOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const t = this.lambdasAt(i + 1);
-    const s0 = this.lambdasAt(i);
-    const s1 = this.lambdasAt(i - 1);
-    const ms = this.modelOutputs;
-    const m0 = ms[ms.length - 1]!;
-    const m1 = ms[ms.length - 2]!;
-    const r0 = div32(sub32(s0.lambdaT, s1.lambdaT), sub32(t.lambdaT, s0.lambdaT));
-    return dpmSolverUpdate(this.config, x, s0, t, m0, m0.sub(m1).mul(div32(1, r0)), noise);
-  }
-
-  /** Multistep DPM-Solver-3 (DPM-Solver++(3M)). */
-  private thirdOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const c = this.config;
-    const t = this.lambdasAt(i + 1);
-    const s0 = this.lambdasAt(i);
-    const s1 = this.lambdasAt(i - 1);
-    const s2 = this.lambdasAt(i - 2);
-    const ms = this.modelOutputs;
-    const [m2, m1, m0] = ms.slice(-3) as Tensor[];
-    const h = sub32(t.lambdaT, s0.lambdaT);
-    const r0 = div32(sub32(s0.lambdaT, s1.lambdaT), h);
-    const r1 = div32(sub32(s1.lambdaT, s2.lambdaT), h);
-    const D1_0 = m0.sub(m1).mul(div32(1, r0));
-    const D1_1 = m1.sub(m2).mul(div32(1, r1));
-    const diff = D1_0.sub(D1_1);
-    const D1 = D1_0.add(diff.mul(div32(r0, add32(r0, r1))));
-    const D2 = diff.mul(div32(1, add32(r0, r1)));
-    if (c.algorithm_type === "dpmsolver++") {
-      const e = em1(-h);
-      return x.mul(div32(t.sigmaT, s0.sigmaT)).sub(m0.mul(mul32(t.alphaT, e)))
-        .add(D1.mul(mul32(t.alphaT, add32(div32(e, h), 1))))
-        .sub(D2.mul(mul32(t.alphaT, sub32(div32(add32(e, h), pow32(h, 2)), 0.5))));
-    }
-    if (c.algorithm_type === "dpmsolver") {
-      const e = em1(h);
-      return x.mul(div32(t.alphaT, s0.alphaT)).sub(m0.mul(mul32(t.sigmaT, e)))
-        .sub(D1.mul(mul32(t.sigmaT, sub32(div32(e, h), 1))))
-        .sub(D2.mul(mul32(t.sigmaT, sub32(div32(sub32(e, h), pow32(h, 2)), 0.5))));
-    }
-    if (c.algorithm_type === "sde-dpmsolver++") {
-      const e2 = exp32(mul32(-2, h));
-      const one = f32(1 - e2);
-      return x.mul(mul32(div32(t.sigmaT, s0.sigmaT), exp32(-h))).add(m0.mul(mul32(t.alphaT, one)))
-        .add(D1.mul(mul32(t.alphaT, add32(div32(one, mul32(-2, h)), 1))))
-        .add(D2.mul(mul32(t.alphaT, sub32(div32(sub32(one, mul32(2, h)), pow32(mul32(2, h), 2)), 0.5))))
-        .add(noise!.mul(mul32(t.sigmaT, sqrt32(one))));
-    }
-    throw new Error(`${this.className}: solver_order 3 is not implemented for algorithm_type sde-dpmsolver (as in diffusers)`);
   }
 }

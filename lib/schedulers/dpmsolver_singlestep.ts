@@ -3,15 +3,16 @@
  * (Algorithms 1–2, DPM-Solver-2/3 with intermediate points taken from the schedule) and
  * "DPM-Solver++", https://arxiv.org/abs/2211.01095 (Algorithm 1), mirroring diffusers'
  * `DPMSolverSinglestepScheduler`: timesteps are grouped into blocks of order 1, 2 or 3, each
- * block restarting from the sample at its first timestep.
+ * block restarting from the sample at its first timestep. The update formulas are in
+ * dpmsolver_update.ts, shared with the multistep sampler.
  */
 import { Tensor, keep, tidy } from "../tensor";
 import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike } from "./base";
-import { Spec, bool, invalid, num, oneOf } from "./config";
-import { add32, div32, exp32, f32, mul32, pow32, sqrt32, sub32 } from "./f32";
-import { SolverConfig, SolverScheduler, em1 } from "./solver_base";
+import { Spec, bool, num, oneOf } from "./config";
+import { SolverConfig, SolverScheduler } from "./solver_base";
 import { npRound, numpyLinspace } from "./numpy";
-import { dpmSolverFixup, dpmSolverSpec, dpmSolverUpdate } from "./dpmsolver_multistep";
+import { dpmSolverFixup, dpmSolverSpec } from "./dpmsolver_multistep";
+import { dpmSolverStep } from "./dpmsolver_update";
 import { sigmaKindSpec } from "./specs";
 
 export interface DPMSolverSinglestepConfig extends SolverConfig {
@@ -83,10 +84,7 @@ export class DPMSolverSinglestepScheduler extends SolverScheduler<DPMSolverSingl
 
   setTimesteps(numInferenceSteps: number, opts: SetTimestepsOptions = {}): void {
     const c = this.config;
-    if (opts.mu !== undefined) {
-      if (!c.use_dynamic_shifting) throw invalid(this.className, "setTimesteps: mu", "omitted unless config.use_dynamic_shifting", opts.mu);
-      this.flowShiftValue = Math.exp(opts.mu);
-    }
+    this.applyMu(opts.mu);
     let timesteps: number[];
     if (opts.timesteps) {
       timesteps = opts.timesteps.map(Math.trunc);
@@ -128,69 +126,12 @@ export class DPMSolverSinglestepScheduler extends SolverScheduler<DPMSolverSingl
         this.blockSample?.dispose();
         this.blockSample = keep(sample.clone());
       }
-      const x = this.blockSample!;
-      if (order === 1) return this.firstOrder(i, x, noise);
-      if (order === 2) return this.secondOrder(i, x, noise);
-      return this.thirdOrder(i, x, noise);
+      // 4. DPM-Solver-`order` from the block's start through this step's point to the next
+      const points = Array.from({ length: order }, (_, k) => this.lambdasAt(i - k));
+      const outputs = Array.from({ length: order }, (_, k) => this.history(k));
+      return dpmSolverStep(c, this.blockSample!, this.lambdasAt(i + 1), points, outputs, "singlestep", noise);
     });
     this._stepIndex = i + 1;
     return { prevSample: out, predOriginalSample: null };
-  }
-
-  /** DPM-Solver-1 (≡ DDIM) from the block's start. */
-  private firstOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const m = this.modelOutputs[this.modelOutputs.length - 1]!;
-    return dpmSolverUpdate(this.config, x, this.lambdasAt(i), this.lambdasAt(i + 1), m, null, noise);
-  }
-
-  /** Singlestep DPM-Solver-2 from s1 (block start) through s0 to t. */
-  private secondOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const t = this.lambdasAt(i + 1);
-    const s0 = this.lambdasAt(i);
-    const s1 = this.lambdasAt(i - 1);
-    const ms = this.modelOutputs;
-    const m0 = ms[ms.length - 1]!;
-    const m1 = ms[ms.length - 2]!;
-    const r0 = div32(sub32(s0.lambdaT, s1.lambdaT), sub32(t.lambdaT, s1.lambdaT));
-    return dpmSolverUpdate(this.config, x, s1, t, m1, m0.sub(m1).mul(div32(1, r0)), noise);
-  }
-
-  /** Singlestep DPM-Solver-3 from s2 (block start) through s1, s0 to t. */
-  private thirdOrder(i: number, x: Tensor, noise: Tensor | null): Tensor {
-    const c = this.config;
-    const t = this.lambdasAt(i + 1);
-    const s0 = this.lambdasAt(i);
-    const s1 = this.lambdasAt(i - 1);
-    const s2 = this.lambdasAt(i - 2);
-    const [m2, m1, m0] = this.modelOutputs.slice(-3) as Tensor[];
-    const h = sub32(t.lambdaT, s2.lambdaT);
-    const r0 = div32(sub32(s0.lambdaT, s2.lambdaT), h);
-    const r1 = div32(sub32(s1.lambdaT, s2.lambdaT), h);
-    const D0 = m2;
-    const D1_0 = m1.sub(m2).mul(div32(1, r1));
-    const D1_1 = m0.sub(m2).mul(div32(1, r0));
-    const D1 = D1_0.mul(r0).sub(D1_1.mul(r1)).div(sub32(r0, r1));
-    const D2 = D1_1.sub(D1_0).mul(2).div(sub32(r0, r1));
-    const heun = c.solver_type === "heun";
-    if (c.algorithm_type === "dpmsolver++") {
-      const e = em1(-h);
-      const base = x.mul(div32(t.sigmaT, s2.sigmaT)).sub(D0.mul(mul32(t.alphaT, e)));
-      const k1 = mul32(t.alphaT, add32(div32(e, h), 1));
-      return heun ? base.add(D1.mul(k1)).sub(D2.mul(mul32(t.alphaT, sub32(div32(add32(e, h), pow32(h, 2)), 0.5)))) : base.add(D1_1.mul(k1));
-    }
-    if (c.algorithm_type === "dpmsolver") {
-      const e = em1(h);
-      const base = x.mul(div32(t.alphaT, s2.alphaT)).sub(D0.mul(mul32(t.sigmaT, e)));
-      const k1 = mul32(t.sigmaT, sub32(div32(e, h), 1));
-      return heun ? base.sub(D1.mul(k1)).sub(D2.mul(mul32(t.sigmaT, sub32(div32(sub32(e, h), pow32(h, 2)), 0.5)))) : base.sub(D1_1.mul(k1));
-    }
-    const e2 = exp32(mul32(-2, h));
-    const one = f32(1 - e2);
-    const base = x.mul(mul32(div32(t.sigmaT, s2.sigmaT), exp32(-h))).add(D0.mul(mul32(t.alphaT, one)));
-    const k1 = mul32(t.alphaT, add32(div32(one, mul32(-2, h)), 1));
-    const body = heun
-      ? base.add(D1.mul(k1)).add(D2.mul(mul32(t.alphaT, sub32(div32(add32(one, mul32(-2, h)), pow32(mul32(-2, h), 2)), 0.5))))
-      : base.add(D1_1.mul(k1));
-    return body.add(noise!.mul(mul32(t.sigmaT, sqrt32(one))));
   }
 }

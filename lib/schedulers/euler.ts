@@ -33,9 +33,6 @@ const SPEC: Spec = {
   final_sigmas_type: oneOf(["zero", "sigma_min"], "zero"),
 };
 
-/** Zero-SNR: ᾱ_T close to 0 without being 0 so the first sigma is finite (fp16's smallest subnormal, 2⁻²⁴). */
-export const ZERO_SNR_LAST_ALPHA_CUMPROD = f32(2 ** -24);
-
 /**
  * Euler method on the probability-flow ODE dx/dσ = (x - x₀)/σ, with Karras churn
  * (`sChurn`, `sTmin`, `sTmax`, `sNoise` step options).
@@ -50,10 +47,7 @@ export class EulerDiscreteScheduler extends SigmaScheduler<EulerConfig> {
   constructor(config: Partial<EulerConfig> & Record<string, unknown> = {}) {
     super("EulerDiscreteScheduler", SPEC, config);
     const c = this.config;
-    if (c.rescale_betas_zero_snr) {
-      this.alphasCumprod[this.alphasCumprod.length - 1] = ZERO_SNR_LAST_ALPHA_CUMPROD;
-      this.refreshTrainSigmas();
-    }
+    if (c.rescale_betas_zero_snr) this.patchZeroSnr();
     this.sigmas = [...this.trainSigmas].reverse().concat([0]);
     this.timesteps = this.continuousV()
       ? this.sigmas.slice(0, -1).map((s) => mul32(0.25, log32(s)))
@@ -71,16 +65,15 @@ export class EulerDiscreteScheduler extends SigmaScheduler<EulerConfig> {
     if (opts.sigmas) {
       sigmas = opts.sigmas.map(f32);
       timesteps = sigmas.slice(0, -1).map((s) => sigmaToT(s, this.logSigmas));
-      this.numInferenceSteps = sigmas.length - 1;
+      numInferenceSteps = sigmas.length - 1;
     } else if (opts.timesteps) {
       if (c.use_karras_sigmas || c.use_exponential_sigmas || c.use_beta_sigmas)
         throw new Error(`${this.className}: custom timesteps cannot be used with karras/exponential/beta sigmas`);
       timesteps = opts.timesteps.map(f32);
       sigmas = this.finish(this.interp(timesteps));
-      this.numInferenceSteps = timesteps.length;
+      numInferenceSteps = timesteps.length;
     } else {
       this.stepsArgument(numInferenceSteps);
-      this.numInferenceSteps = numInferenceSteps;
       if (c.interpolation_type === "log_linear") {
         timesteps = this.inferenceSchedule(numInferenceSteps).timesteps;
         const t = this.trainSigmas;
@@ -93,8 +86,7 @@ export class EulerDiscreteScheduler extends SigmaScheduler<EulerConfig> {
     }
     this.sigmas = sigmas;
     this.timesteps = this.continuousV() ? sigmas.slice(0, -1).map((s) => mul32(0.25, log32(s))) : timesteps.map(f32);
-    this._stepIndex = null;
-    this._beginIndex = null;
+    this.startSchedule(numInferenceSteps);
   }
 
   private interp(ts: number[]): number[] {
@@ -164,22 +156,13 @@ export class EulerAncestralDiscreteScheduler extends SigmaScheduler<EulerAncestr
   constructor(config: Partial<EulerAncestralConfig> & Record<string, unknown> = {}) {
     super("EulerAncestralDiscreteScheduler", ANCESTRAL_SPEC, config);
     const c = this.config;
-    if (c.rescale_betas_zero_snr) {
-      this.alphasCumprod[this.alphasCumprod.length - 1] = ZERO_SNR_LAST_ALPHA_CUMPROD;
-      this.refreshTrainSigmas();
-    }
+    if (c.rescale_betas_zero_snr) this.patchZeroSnr();
     this.sigmas = [...this.trainSigmas].reverse().concat([0]);
     this.timesteps = numpyLinspace(0, c.num_train_timesteps - 1, c.num_train_timesteps).reverse();
   }
 
   setTimesteps(numInferenceSteps: number, _opts: SetTimestepsOptions = {}): void {
-    this.stepsArgument(numInferenceSteps);
-    this.numInferenceSteps = numInferenceSteps;
-    const s = this.inferenceSchedule(numInferenceSteps);
-    this.sigmas = s.sigmas.concat([0]).map(f32);
-    this.timesteps = s.timesteps.map(f32);
-    this._stepIndex = null;
-    this._beginIndex = null;
+    this.setInferenceSchedule(numInferenceSteps);
   }
 
   step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, opts: StepOptions = {}): StepOutput {

@@ -6,17 +6,14 @@
  * twice. Mirrors diffusers' `HeunDiscreteScheduler`.
  */
 import { Tensor, keep, tidy } from "../tensor";
-import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike } from "./base";
+import { ClipConfig, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike } from "./base";
 import { Spec } from "./config";
 import { f32, sub32 } from "./f32";
 import { numpyInterp } from "./numpy";
 import { SigmaConfig, SigmaScheduler } from "./sigma_base";
 import { betaSpec, clipSpec, predictionSpec, sigmaKindSpec, spacingSpec } from "./specs";
 
-export interface HeunConfig extends SigmaConfig {
-  clip_sample: boolean;
-  clip_sample_range: number;
-}
+export type HeunConfig = SigmaConfig & ClipConfig;
 
 const SPEC: Spec = {
   ...betaSpec(0.00085, 0.012, "linear"),
@@ -71,12 +68,9 @@ export class HeunDiscreteScheduler extends SigmaScheduler<HeunConfig> {
       this.stepsArgument(numInferenceSteps);
       ({ sigmas, timesteps } = this.inferenceSchedule(numInferenceSteps));
     }
-    this.numInferenceSteps = numInferenceSteps;
     this.sigmas = interleavePairs(sigmas.concat([0]).map(f32), true);
     this.timesteps = interleavePairs(timesteps.map(f32), false);
-    this.resetState();
-    this._stepIndex = null;
-    this._beginIndex = null;
+    this.startSchedule(numInferenceSteps);
   }
 
   protected resetState(): void {
@@ -95,10 +89,9 @@ export class HeunDiscreteScheduler extends SigmaScheduler<HeunConfig> {
     const sigmaNext = first ? this.sigmas![i + 1] : this.sigmas![i];
     const sigmaHat = sigma; // γ = 0: σ̂ = σ(γ + 1)
     const out = tidy(() => {
-      // 1. x₀ at the predictor (σ̂) or corrector (σ_{i+1}) point
+      // 1. x₀ at the predictor (σ̂) or corrector (σ_{i+1}) point, clipped if `clip_sample`
       const sigmaInput = first ? sigmaHat : sigmaNext;
-      let x0 = this.predictX0(c.prediction_type, modelOutput, sample, sigmaInput, sigmaInput);
-      if (c.clip_sample) x0 = x0.clamp(-c.clip_sample_range, c.clip_sample_range);
+      const x0 = this.clipOrThreshold(this.predictX0(c.prediction_type, modelOutput, sample, sigmaInput, sigmaInput));
       let prev: Tensor;
       if (first) {
         // 2. Euler predictor: d = (x - x₀)/σ̂, x' = x + d·(σ_{i+1} - σ̂)

@@ -61,11 +61,44 @@ abstract class KDPM2Base extends SigmaScheduler<KDPM2Config> {
     return sigmasInterpol.map((s) => sigmaToT32(s, this.logSigmas));
   }
 
-  protected finishSetTimesteps(n: number): void {
-    this.numInferenceSteps = n;
-    this.resetState();
-    this._stepIndex = null;
-    this._beginIndex = null;
+  /**
+   * One call of a DPM-Solver-2 pair (γ = 0, so σ̂ = σ): the first call takes an Euler half step
+   * from σ to σ_mid and stores x; the second takes the slope at σ_mid and steps the stored x
+   * from σ to `sigmaTarget` (σ_{i+1}, or σ_down for the ancestral sampler, which then adds
+   * fresh noise σ_up·z).
+   */
+  protected pairStep(
+    i: number,
+    modelOutput: Tensor,
+    sample: Tensor,
+    sigma: number,
+    sigmaMid: number,
+    sigmaTarget: number,
+    ancestral: { sigmaUp: number; opts: StepOptions } | null,
+  ): StepOutput {
+    const first = this.stateInFirstOrder;
+    const sigmaHat = sigma; // γ = 0
+    const out = tidy(() => {
+      // 1. x₀ at σ̂ (first call) or at the midpoint (second call)
+      const sigmaInput = first ? sigmaHat : sigmaMid;
+      const x0 = this.predictX0(this.config.prediction_type, modelOutput, sample, sigmaInput, sigmaInput);
+      let prev: Tensor;
+      if (first) {
+        // 2. Euler half step to σ_mid
+        const d = sample.sub(x0).div(sigmaHat);
+        this.stored = keep(sample.clone());
+        prev = sample.add(d.mul(sub32(sigmaMid, sigmaHat)));
+      } else {
+        // 3. full step from the stored x with the midpoint slope, plus ancestral noise
+        const d = sample.sub(x0).div(sigmaMid);
+        prev = this.stored!.add(d.mul(sub32(sigmaTarget, sigmaHat)));
+        if (ancestral) prev = prev.add(this.noiseLike(modelOutput, ancestral.opts).mul(ancestral.sigmaUp));
+      }
+      return { prevSample: prev, predOriginalSample: x0 };
+    });
+    if (!first) this.resetState();
+    this._stepIndex = i + 1;
+    return out;
   }
 }
 
@@ -95,7 +128,7 @@ export class KDPM2DiscreteScheduler extends KDPM2Base {
     const ts = [timesteps[0]];
     for (let k = 1; k < timesteps.length; k++) ts.push(ti[k], timesteps[k]);
     this.timesteps = ts;
-    this.finishSetTimesteps(numInferenceSteps);
+    this.startSchedule(numInferenceSteps);
   }
 
   protected inputSigma(i: number): number {
@@ -104,32 +137,11 @@ export class KDPM2DiscreteScheduler extends KDPM2Base {
 
   step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, _opts: StepOptions = {}): StepOutput {
     const i = this.initStepIndex(t);
-    const first = this.stateInFirstOrder;
     const sig = this.sigmas!;
-    const sigma = first ? sig[i] : sig[i - 1];
-    const sigmaMid = first ? this.sigmasInterpol[i + 1] : this.sigmasInterpol[i];
-    const sigmaNext = first ? sig[i + 1] : sig[i];
-    const sigmaHat = sigma; // γ = 0
-    const out = tidy(() => {
-      // 1. x₀ at σ̂ (first call) or at the midpoint (second call)
-      const sigmaInput = first ? sigmaHat : sigmaMid;
-      const x0 = this.predictX0(this.config.prediction_type, modelOutput, sample, sigmaInput, sigmaInput);
-      let prev: Tensor;
-      if (first) {
-        // 2. Euler half step to σ_mid
-        const d = sample.sub(x0).div(sigmaHat);
-        this.stored = keep(sample.clone());
-        prev = sample.add(d.mul(sub32(sigmaMid, sigmaHat)));
-      } else {
-        // 3. full step from the stored x with the midpoint slope
-        const d = sample.sub(x0).div(sigmaMid);
-        prev = this.stored!.add(d.mul(sub32(sigmaNext, sigmaHat)));
-      }
-      return { prevSample: prev, predOriginalSample: x0 };
-    });
-    if (!first) this.resetState();
-    this._stepIndex = i + 1;
-    return out;
+    // σ, σ_mid and σ_{i+1} of the pair: the second call's index is one further on
+    return this.stateInFirstOrder
+      ? this.pairStep(i, modelOutput, sample, sig[i], this.sigmasInterpol[i + 1], sig[i + 1], null)
+      : this.pairStep(i, modelOutput, sample, sig[i - 1], this.sigmasInterpol[i], sig[i], null);
   }
 }
 
@@ -168,7 +180,7 @@ export class KDPM2AncestralDiscreteScheduler extends KDPM2Base {
     const ts = [timesteps[0]];
     for (let k = 1; k < timesteps.length; k++) ts.push(ti[k - 1], timesteps[k]);
     this.timesteps = ts;
-    this.finishSetTimesteps(numInferenceSteps);
+    this.startSchedule(numInferenceSteps);
   }
 
   protected inputSigma(i: number): number {
@@ -177,33 +189,8 @@ export class KDPM2AncestralDiscreteScheduler extends KDPM2Base {
 
   step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, opts: StepOptions = {}): StepOutput {
     const i = this.initStepIndex(t);
-    const first = this.stateInFirstOrder;
-    const j = first ? i : i - 1;
-    const sigma = this.sigmas![j];
-    const sigmaMid = this.sigmasInterpol[j];
-    const sigmaUp = this.sigmasUp[j];
-    const sigmaDown = this.sigmasDown[i - 1];
-    const sigmaHat = sigma; // γ = 0
-    const out = tidy(() => {
-      // 1. x₀ at σ̂ (first call) or at the midpoint (second call)
-      const sigmaInput = first ? sigmaHat : sigmaMid;
-      const x0 = this.predictX0(this.config.prediction_type, modelOutput, sample, sigmaInput, sigmaInput);
-      let prev: Tensor;
-      if (first) {
-        // 2. Euler half step to σ_mid
-        const d = sample.sub(x0).div(sigmaHat);
-        this.stored = keep(sample.clone());
-        prev = sample.add(d.mul(sub32(sigmaMid, sigmaHat)));
-      } else {
-        // 3. full step to σ_down with the midpoint slope, then ancestral noise
-        const d = sample.sub(x0).div(sigmaMid);
-        prev = this.stored!.add(d.mul(sub32(sigmaDown, sigmaHat)));
-        prev = prev.add(this.noiseLike(modelOutput, opts).mul(sigmaUp));
-      }
-      return { prevSample: prev, predOriginalSample: x0 };
-    });
-    if (!first) this.resetState();
-    this._stepIndex = i + 1;
-    return out;
+    // σ, σ_mid and σ_up of the pair (the second call's index is one further on), σ_down to land on
+    const j = this.stateInFirstOrder ? i : i - 1;
+    return this.pairStep(i, modelOutput, sample, this.sigmas![j], this.sigmasInterpol[j], this.sigmasDown[i - 1], { sigmaUp: this.sigmasUp[j], opts });
   }
 }

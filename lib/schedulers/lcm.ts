@@ -5,22 +5,17 @@
  * distillation schedule. Mirrors diffusers' `LCMScheduler`.
  */
 import { Tensor, tidy } from "../tensor";
-import { BetaConfig, BetaScheduler, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, timestepValue } from "./base";
+import { BetaConfig, BetaScheduler, ClipConfig, ThresholdConfig, SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, ddpmX0, timestepValue } from "./base";
 import { Spec, bool, int, invalid, num } from "./config";
 import { add32, div32, f32, mul32, sqrt32 } from "./f32";
 import { betaSpec, clipSpec, predictionSpec, spacingSpec, thresholdSpec } from "./specs";
 import { numpyLinspace } from "./numpy";
 import { checkedDiscreteTimesteps } from "./ddpm";
 
-export interface LCMConfig extends BetaConfig {
+export interface LCMConfig extends BetaConfig, ClipConfig, ThresholdConfig {
   original_inference_steps: number;
-  clip_sample: boolean;
-  clip_sample_range: number;
   set_alpha_to_one: boolean;
   steps_offset: number;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
-  sample_max_value: number;
   timestep_spacing: "leading" | "trailing" | "linspace";
   timestep_scaling: number;
   rescale_betas_zero_snr: boolean;
@@ -41,10 +36,23 @@ export const CONSISTENCY_SPEC: Spec = {
 
 /**
  * The distillation schedule `[k-1, 2k-1, ..., N·s·k - 1]` with k = T // N (N original steps,
- * s strength) subsampled to `n` evenly spaced (by index) timesteps, descending.
+ * s strength): the timesteps LCM and TCD were distilled on, ascending.
  *
  * @example
- * lcmTimesteps(Array.from({ length: 50 }, (_, i) => (i + 1) * 20 - 1), 4); // [999, 759, 499, 259]
+ * distillationTimesteps(1000, 50, 1); // [19, 39, ..., 999] (50 timesteps)
+ * distillationTimesteps(1000, 50, 0.5); // [19, 39, ..., 499]
+ */
+export function distillationTimesteps(T: number, original: number, strength: number): number[] {
+  const k = Math.floor(T / original);
+  return Array.from({ length: Math.floor(original * strength) }, (_, i) => (i + 1) * k - 1);
+}
+
+/**
+ * The distillation schedule (`distillationTimesteps`) subsampled to `n` evenly spaced (by
+ * index) timesteps, descending.
+ *
+ * @example
+ * lcmTimesteps(distillationTimesteps(1000, 50, 1), 4); // [999, 759, 499, 259]
  */
 export function lcmTimesteps(origin: number[], n: number): number[] {
   const desc = [...origin].reverse();
@@ -64,18 +72,21 @@ export function checkedCustomTimesteps(owner: string, T: number, ts: number[]): 
 }
 
 /**
- * LCM multistep sampler (1–8 steps typical).
- *
- * @example
- * const s = new LCMScheduler({});
- * s.setTimesteps(4); // [999, 759, 499, 259]
- * for (const t of s.timesteps) x = s.step(unet(x, t), t, x, { generator }).prevSample;
- */
-/**
- * What LCM and TCD share: the inference timesteps picked from the distillation schedule
+ * What LCM and TCD share (the same `__init__` and `set_timesteps` in diffusers): the config,
+ * ᾱ past the last step, and the inference timesteps picked from the distillation schedule
  * `origin` (or user timesteps, cut by `strength`).
  */
 export abstract class ConsistencyScheduler extends BetaScheduler<LCMConfig> {
+  /** ᾱ used past the last step: 1, or ᾱ_0 when `set_alpha_to_one` is false. */
+  readonly finalAlphaCumprod: number;
+
+  protected constructor(className: string, config: unknown) {
+    super(className, CONSISTENCY_SPEC, config);
+    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
+    this.timesteps = Array.from({ length: this.config.num_train_timesteps }, (_, i) => this.config.num_train_timesteps - 1 - i);
+  }
+
+  /** Step 2 of `setTimesteps`: the inference timesteps, then a fresh step index. */
   protected applyInferenceSchedule(origin: number[], original: number, strength: number, numInferenceSteps: number, custom: number[] | undefined): void {
     const T = this.config.num_train_timesteps;
     if (custom) {
@@ -83,25 +94,31 @@ export abstract class ConsistencyScheduler extends BetaScheduler<LCMConfig> {
       this.numInferenceSteps = ts.length;
       const init = Math.min(Math.floor(ts.length * strength), ts.length);
       this.timesteps = ts.slice(Math.max(ts.length - init, 0));
-      return;
+    } else {
+      this.stepsArgument(numInferenceSteps);
+      if (numInferenceSteps > T) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= num_train_timesteps (${T})`, numInferenceSteps);
+      if (Math.floor(origin.length / numInferenceSteps) < 1)
+        throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps × strength (${Math.floor(original * strength)})`, numInferenceSteps);
+      if (numInferenceSteps > original) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps (${original})`, numInferenceSteps);
+      this.numInferenceSteps = numInferenceSteps;
+      this.timesteps = lcmTimesteps(origin, numInferenceSteps);
     }
-    this.stepsArgument(numInferenceSteps);
-    if (numInferenceSteps > T) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= num_train_timesteps (${T})`, numInferenceSteps);
-    if (Math.floor(origin.length / numInferenceSteps) < 1)
-      throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps × strength (${Math.floor(original * strength)})`, numInferenceSteps);
-    if (numInferenceSteps > original) throw invalid(this.className, "setTimesteps: numInferenceSteps", `<= originalInferenceSteps (${original})`, numInferenceSteps);
-    this.numInferenceSteps = numInferenceSteps;
-    this.timesteps = lcmTimesteps(origin, numInferenceSteps);
+    this._stepIndex = null;
+    this._beginIndex = null;
   }
 }
 
+/**
+ * LCM multistep sampler (1–8 steps typical).
+ *
+ * @example
+ * const s = new LCMScheduler({});
+ * s.setTimesteps(4); // [999, 759, 499, 259]
+ * for (const t of s.timesteps) x = s.step(unet(x, t), t, x, { generator }).prevSample;
+ */
 export class LCMScheduler extends ConsistencyScheduler {
-  readonly finalAlphaCumprod: number;
-
   constructor(config: Partial<LCMConfig> & Record<string, unknown> = {}) {
-    super("LCMScheduler", CONSISTENCY_SPEC, config);
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
-    this.timesteps = Array.from({ length: this.config.num_train_timesteps }, (_, i) => this.config.num_train_timesteps - 1 - i);
+    super("LCMScheduler", config);
   }
 
   setTimesteps(numInferenceSteps: number, opts: SetTimestepsOptions = {}): void {
@@ -111,12 +128,9 @@ export class LCMScheduler extends ConsistencyScheduler {
     // 1. the LCM training/distillation schedule
     const original = opts.originalInferenceSteps ?? c.original_inference_steps;
     if (original > T) throw invalid(this.className, "setTimesteps: originalInferenceSteps", `<= num_train_timesteps (${T})`, original);
-    const k = Math.floor(T / original);
-    const origin = Array.from({ length: Math.floor(original * strength) }, (_, i) => (i + 1) * k - 1);
+    const origin = distillationTimesteps(T, original, strength);
     // 2. the inference schedule
     this.applyInferenceSchedule(origin, original, strength, numInferenceSteps, opts.timesteps);
-    this._stepIndex = null;
-    this._beginIndex = null;
   }
 
   step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, opts: StepOptions = {}): StepOutput {
@@ -132,14 +146,8 @@ export class LCMScheduler extends ConsistencyScheduler {
     // 3. boundary-condition scalings
     const { cSkip, cOut } = boundaryScalings(tt, c.timestep_scaling);
     const out = tidy(() => {
-      // 4. predicted x₀
-      let x0: Tensor;
-      if (c.prediction_type === "epsilon") x0 = sample.sub(modelOutput.mul(sqrt32(f32(1 - a)))).div(sqrt32(a));
-      else if (c.prediction_type === "sample") x0 = modelOutput.clone();
-      else x0 = sample.mul(sqrt32(a)).sub(modelOutput.mul(sqrt32(f32(1 - a))));
-      // 5. clip or threshold x₀
-      if (c.thresholding) x0 = this.thresholdSample(x0);
-      else if (c.clip_sample) x0 = x0.clamp(-c.clip_sample_range, c.clip_sample_range);
+      // 4. predicted x₀, 5. clipped or thresholded
+      const x0 = this.clipOrThreshold(ddpmX0(c.prediction_type, modelOutput, sample, a));
       // 6. denoise with the boundary conditions
       const denoised = x0.mul(cOut).add(sample.mul(cSkip));
       // 7. re-noise to the next timestep (not after the last one)

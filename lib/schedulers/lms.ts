@@ -66,14 +66,7 @@ export class LMSDiscreteScheduler extends SigmaScheduler<LMSConfig> {
   }
 
   setTimesteps(numInferenceSteps: number, _opts: SetTimestepsOptions = {}): void {
-    this.stepsArgument(numInferenceSteps);
-    this.numInferenceSteps = numInferenceSteps;
-    const s = this.inferenceSchedule(numInferenceSteps);
-    this.sigmas = s.sigmas.concat([0]).map(f32);
-    this.timesteps = s.timesteps.map(f32);
-    this.resetState();
-    this._stepIndex = null;
-    this._beginIndex = null;
+    this.setInferenceSchedule(numInferenceSteps);
   }
 
   protected resetState(): void {

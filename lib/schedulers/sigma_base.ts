@@ -5,7 +5,7 @@
  * Karras, exponential or beta), input scaling 1/√(σ²+1), and the forward process.
  */
 import { Tensor, tidy } from "../tensor";
-import { BetaConfig, BetaScheduler, TimestepLike, TimestepsLike, perSample, timestepList } from "./base";
+import { BetaConfig, BetaScheduler, TimestepLike, TimestepsLike, ZERO_SNR_LAST_ALPHA_CUMPROD, perSample, timestepList } from "./base";
 import { Spec } from "./config";
 import { add32, f32, log32, mul32, sqrt32 } from "./f32";
 import { numpyInterp } from "./numpy";
@@ -50,8 +50,9 @@ export abstract class SigmaScheduler<C extends SigmaConfig> extends BetaSchedule
     this.logSigmas = this.trainSigmas.map(log32);
   }
 
-  /** Recomputes the training sigmas after a subclass patches `alphasCumprod` (zero-SNR). */
-  protected refreshTrainSigmas(): void {
+  /** Zero-SNR fix-up (Euler, Euler ancestral): ᾱ_T = 2⁻²⁴ so σ_T stays finite, then the training sigmas again. */
+  protected patchZeroSnr(): void {
+    this.alphasCumprod[this.alphasCumprod.length - 1] = ZERO_SNR_LAST_ALPHA_CUMPROD;
     this.trainSigmas = trainSigmas(this.alphasCumprod);
     this.logSigmas = this.trainSigmas.map(log32);
   }
@@ -79,6 +80,26 @@ export abstract class SigmaScheduler<C extends SigmaConfig> extends BetaSchedule
       timesteps = sigmas.map((s) => sigmaToT(s, this.logSigmas));
     }
     return { sigmas, timesteps, kind };
+  }
+
+  /**
+   * `setTimesteps` of the samplers that step on the plain schedule (Euler ancestral, LMS):
+   * `inferenceSchedule` with a final σ = 0, sigmas and timesteps as float32.
+   */
+  protected setInferenceSchedule(n: number): void {
+    this.stepsArgument(n);
+    const s = this.inferenceSchedule(n);
+    this.sigmas = s.sigmas.concat([0]).map(f32);
+    this.timesteps = s.timesteps.map(f32);
+    this.startSchedule(n);
+  }
+
+  /** The end of every `setTimesteps`: the step count, no state from an earlier run, a fresh step index. */
+  protected startSchedule(n: number): void {
+    this.numInferenceSteps = n;
+    this.resetState();
+    this._stepIndex = null;
+    this._beginIndex = null;
   }
 
   /** σ at the current step for input scaling (KDPM2 uses its interpolated sigmas). */

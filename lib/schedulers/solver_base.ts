@@ -6,9 +6,9 @@
  * multistep history and the forward process.
  */
 import { Tensor, keep, tidy } from "../tensor";
-import { BetaConfig, BetaScheduler, TimestepsLike, perSample, timestepList, vpAlphaSigma } from "./base";
-import { Spec } from "./config";
-import { f32, log32, sub32 } from "./f32";
+import { BetaConfig, BetaScheduler, ThresholdConfig, TimestepsLike, ZERO_SNR_LAST_ALPHA_CUMPROD, perSample, timestepList, vpAlphaSigma } from "./base";
+import { Spec, invalid } from "./config";
+import { f32, log32, sqrt32, sub32 } from "./f32";
 import { numpyInterp, numpyLinspace } from "./numpy";
 import { trainSigmas } from "./schedules";
 import { betaSigmas, exponentialSigmas, flowShift, karrasSigmas, roundTimesteps, sigmaToT, stretchShiftToTerminal, timeShift } from "./sigmas";
@@ -21,11 +21,8 @@ export interface Lambdas {
   lambdaT: number;
 }
 
-export interface SolverConfig extends BetaConfig {
+export interface SolverConfig extends BetaConfig, ThresholdConfig {
   solver_order: number;
-  thresholding: boolean;
-  dynamic_thresholding_ratio: number;
-  sample_max_value: number;
   use_karras_sigmas: boolean;
   use_exponential_sigmas: boolean;
   use_beta_sigmas: boolean;
@@ -78,7 +75,7 @@ export abstract class SolverScheduler<C extends SolverConfig> extends BetaSchedu
     checkOneSigmaKind(className, this.config as unknown as Record<string, unknown>);
     this.trainSigmas = trainSigmas(this.alphasCumprod);
     this.logSigmas = this.trainSigmas.map(log32);
-    this.lambdaT = this.alphasCumprod.map((a) => sub32(log32(Math.fround(Math.sqrt(a))), log32(Math.fround(Math.sqrt(f32(1 - a))))));
+    this.lambdaT = trainLambdas(this.alphasCumprod);
     this.flowShiftValue = (this.config as unknown as SolverConfig).flow_shift;
     const T = (this.config as unknown as SolverConfig).num_train_timesteps;
     this.timesteps = Array.from({ length: T }, (_, i) => T - 1 - i);
@@ -88,11 +85,22 @@ export abstract class SolverScheduler<C extends SolverConfig> extends BetaSchedu
 
   /** Zero-SNR fix-up: ᾱ_T = 2⁻²⁴ so σ_T stays finite (DPM-Solver, UniPC). */
   protected patchZeroSnr(): void {
-    this.alphasCumprod[this.alphasCumprod.length - 1] = f32(2 ** -24);
+    this.alphasCumprod[this.alphasCumprod.length - 1] = ZERO_SNR_LAST_ALPHA_CUMPROD;
     this.trainSigmas = trainSigmas(this.alphasCumprod);
     this.logSigmas = this.trainSigmas.map(log32);
-    this.lambdaT = this.alphasCumprod.map((a) => sub32(log32(Math.fround(Math.sqrt(a))), log32(Math.fround(Math.sqrt(f32(1 - a))))));
+    this.lambdaT = trainLambdas(this.alphasCumprod);
     this.sigmas = this.trainSigmas;
+  }
+
+  /**
+   * Resolution-dependent shifting (`use_dynamic_shifting`): `setTimesteps`' μ replaces
+   * `flow_shift` by e^μ for this and later schedules, as diffusers writes it into the config.
+   */
+  protected applyMu(mu: number | undefined): void {
+    if (mu === undefined) return;
+    if (!(this.config as unknown as SolverConfig).use_dynamic_shifting)
+      throw invalid(this.className, "setTimesteps: mu", "omitted unless config.use_dynamic_shifting", mu);
+    this.flowShiftValue = Math.exp(mu);
   }
 
   /** (α_t, σ_t) for a VE sigma: VP `1/√(σ²+1)`, or `(1-σ, σ)` with flow sigmas; float32. */
@@ -182,6 +190,11 @@ export abstract class SolverScheduler<C extends SolverConfig> extends BetaSchedu
     this.lowerOrderNums = 0;
   }
 
+  /** The k-th newest converted model output of the history (0: this step's). */
+  protected history(k: number): Tensor {
+    return this.modelOutputs[this.modelOutputs.length - 1 - k]!;
+  }
+
   /** Appends a converted model output to the history (kept), dropping the oldest. */
   protected pushModelOutput(m: Tensor): void {
     const old = this.modelOutputs.shift();
@@ -224,6 +237,15 @@ export abstract class SolverScheduler<C extends SolverConfig> extends BetaSchedu
     const pairs = this.noiseIndices(timestepList(timesteps), true).map((i) => this.alphaSigma(this.sigmas![i]));
     return tidy(() => perSample(pairs.map((p) => p[0]), original).mul(original).add(perSample(pairs.map((p) => p[1]), original).mul(noise)));
   }
+}
+
+/**
+ * λ_t = log √ᾱ_t - log √(1-ᾱ_t) of every training timestep (float32), as diffusers'
+ * `lambda_t` for `lambda_min_clipped`.
+ * @example trainLambdas([0.5]) // [0]
+ */
+export function trainLambdas(alphasCumprod: number[]): number[] {
+  return alphasCumprod.map((a) => sub32(log32(sqrt32(a)), log32(sqrt32(f32(1 - a)))));
 }
 
 /** `torch.exp(x) - 1.0` on a float32 0-d tensor (not expm1: diffusers subtracts). @example em1(0.5) */

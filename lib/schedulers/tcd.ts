@@ -5,10 +5,10 @@
  * from s to t_prev with strength γ (`eta`). Mirrors diffusers' `TCDScheduler`.
  */
 import { Tensor, tidy } from "../tensor";
-import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, timestepValue } from "./base";
+import { SetTimestepsOptions, StepOptions, StepOutput, TimestepLike, ddpmX0Eps, timestepValue } from "./base";
 import { invalid } from "./config";
 import { div32, f32, mul32, sqrt32 } from "./f32";
-import { CONSISTENCY_SPEC, ConsistencyScheduler, LCMConfig } from "./lcm";
+import { ConsistencyScheduler, LCMConfig, distillationTimesteps } from "./lcm";
 
 export type TCDConfig = LCMConfig;
 
@@ -26,12 +26,8 @@ export interface TCDStepOutput extends StepOutput {
  * for (const t of s.timesteps) x = s.step(unet(x, t), t, x, { eta: 0.3, generator }).prevSample;
  */
 export class TCDScheduler extends ConsistencyScheduler {
-  readonly finalAlphaCumprod: number;
-
   constructor(config: Partial<TCDConfig> & Record<string, unknown> = {}) {
-    super("TCDScheduler", CONSISTENCY_SPEC, config);
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0];
-    this.timesteps = Array.from({ length: this.config.num_train_timesteps }, (_, i) => this.config.num_train_timesteps - 1 - i);
+    super("TCDScheduler", config);
   }
 
   setTimesteps(numInferenceSteps: number, opts: SetTimestepsOptions = {}): void {
@@ -43,13 +39,10 @@ export class TCDScheduler extends ConsistencyScheduler {
     let origin: number[];
     if (opts.originalInferenceSteps === undefined) {
       if (original > T) throw invalid(this.className, "config.original_inference_steps", `<= num_train_timesteps (${T})`, original);
-      const k = Math.floor(T / original);
-      origin = Array.from({ length: Math.floor(original * strength) }, (_, i) => (i + 1) * k - 1);
+      origin = distillationTimesteps(T, original, strength);
     } else origin = Array.from({ length: Math.floor(T * strength) }, (_, i) => i);
     // 2. the inference schedule
     this.applyInferenceSchedule(origin, original, strength, numInferenceSteps, opts.timesteps);
-    this._stepIndex = null;
-    this._beginIndex = null;
   }
 
   step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, opts: StepOptions = {}): TCDStepOutput {
@@ -64,24 +57,12 @@ export class TCDScheduler extends ConsistencyScheduler {
     const s = Math.floor(mul32(f32(1 - eta), prevT));
     // 2. alphas, betas
     const a = this.alphasCumprod[tt];
-    const bp = f32(1 - a);
     const ap = prevT >= 0 ? this.alphasCumprod[prevT] : this.finalAlphaCumprod;
     const as = this.alphasCumprod[s];
     const bs = f32(1 - as);
     const out = tidy(() => {
       // 3. predicted x₀ and ε, then the noised sample at s
-      let x0: Tensor;
-      let eps: Tensor;
-      if (c.prediction_type === "epsilon") {
-        x0 = sample.sub(modelOutput.mul(sqrt32(bp))).div(sqrt32(a));
-        eps = modelOutput;
-      } else if (c.prediction_type === "sample") {
-        x0 = modelOutput.clone();
-        eps = sample.sub(modelOutput.mul(sqrt32(a))).div(sqrt32(bp));
-      } else {
-        x0 = sample.mul(sqrt32(a)).sub(modelOutput.mul(sqrt32(bp)));
-        eps = modelOutput.mul(sqrt32(a)).add(sample.mul(sqrt32(bp)));
-      }
+      const [x0, eps] = ddpmX0Eps(c.prediction_type, modelOutput, sample, a);
       const noised = x0.mul(sqrt32(as)).add(eps.mul(sqrt32(bs)));
       // 4. re-noise from s to t_prev with strength γ (not after the last step)
       let prev: Tensor;

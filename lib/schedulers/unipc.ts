@@ -138,11 +138,6 @@ export class UniPCMultistepScheduler extends SolverScheduler<UniPCConfig> {
     return { prevSample: out, predOriginalSample: null };
   }
 
-  private lam(j: number): { a: number; s: number; l: number } {
-    const [a, s] = this.alphaSigma(this.sigmas![j]);
-    return { a, s, l: sub32(Math.fround(Math.log(a)), Math.fround(Math.log(s))) };
-  }
-
   /** R (powers of r_k) and b (φ-functions over B(h)) of the UniPC linear system, float32. */
   private system(h: number, rks: number[], order: number): { R: number[][]; b: number[]; hPhi1: number; Bh: number } {
     const hh = this.config.predict_x0 ? -h : h;
@@ -161,56 +156,49 @@ export class UniPCMultistepScheduler extends SolverScheduler<UniPCConfig> {
     return { R, b, hPhi1, Bh };
   }
 
-  /** UniP-p (B(h) version): x_t from x_{s0} and the last `order` model outputs. */
-  private predictor(i: number, x: Tensor, order: number): Tensor {
-    const ms = this.modelOutputs;
-    const m0 = ms[ms.length - 1]!;
-    const t = this.lam(i + 1);
-    const s0 = this.lam(i);
-    const h = sub32(t.l, s0.l);
+  /**
+   * What UniP and UniC share for the step from sigma index j (s0) to j + 1 (t), with the
+   * newest model output m0 at s0: the ratios r_k = (λ_{s_k} - λ_{s0})/h and differences
+   * D1_k = (m_k - m0)/r_k of the `order - 1` older outputs, the linear system, the first-order
+   * (DDIM) part x_t' of the update from `x`, and the weight B(h)·(α_t or σ_t) of the
+   * higher-order correction.
+   */
+  private expansion(j: number, x: Tensor, order: number): { m0: Tensor; D1s: Tensor[]; R: number[][]; b: number[]; xt: Tensor; weight: number } {
+    const m0 = this.history(0);
+    const t = this.lambdasAt(j + 1);
+    const s0 = this.lambdasAt(j);
+    const h = sub32(t.lambdaT, s0.lambdaT);
     const rks: number[] = [];
     const D1s: Tensor[] = [];
     for (let k = 1; k < order; k++) {
-      const rk = div32(sub32(this.lam(i - k).l, s0.l), h);
+      const rk = div32(sub32(this.lambdasAt(j - k).lambdaT, s0.lambdaT), h);
       rks.push(rk);
-      D1s.push(ms[ms.length - 1 - k]!.sub(m0).div(rk));
+      D1s.push(this.history(k).sub(m0).div(rk));
     }
     rks.push(1);
     const { R, b, hPhi1, Bh } = this.system(h, rks, order);
-    const rhos = D1s.length === 0 ? [] : order === 2 ? [0.5] : solveSmall(R.slice(0, -1).map((r) => r.slice(0, -1)), b.slice(0, -1));
     const predX0 = this.config.predict_x0;
-    const xt_ = predX0
-      ? x.mul(div32(t.s, s0.s)).sub(m0.mul(mul32(t.a, hPhi1)))
-      : x.mul(div32(t.a, s0.a)).sub(m0.mul(mul32(t.s, hPhi1)));
-    if (D1s.length === 0) return xt_; // pred_res = 0
-    const res = weightedSum(rhos, D1s);
-    return xt_.sub(res.mul(mul32(predX0 ? t.a : t.s, Bh)));
+    const xt = predX0
+      ? x.mul(div32(t.sigmaT, s0.sigmaT)).sub(m0.mul(mul32(t.alphaT, hPhi1)))
+      : x.mul(div32(t.alphaT, s0.alphaT)).sub(m0.mul(mul32(t.sigmaT, hPhi1)));
+    return { m0, D1s, R, b, xt, weight: mul32(predX0 ? t.alphaT : t.sigmaT, Bh) };
   }
 
-  /** UniC-p (B(h) version): corrected x_t using the model output at x_t. */
+  /** UniP-p (B(h) version): x_t from x_{s0} and the last `order` model outputs. */
+  private predictor(i: number, x: Tensor, order: number): Tensor {
+    const { D1s, R, b, xt, weight } = this.expansion(i, x, order);
+    if (D1s.length === 0) return xt; // pred_res = 0
+    const rhos = order === 2 ? [0.5] : solveSmall(R.slice(0, -1).map((r) => r.slice(0, -1)), b.slice(0, -1));
+    return xt.sub(weightedSum(rhos, D1s).mul(weight));
+  }
+
+  /** UniC-p (B(h) version): x_t corrected with `modelT`, the model output at x_t; the history ends at s0. */
   private corrector(i: number, modelT: Tensor, last: Tensor, order: number): Tensor {
-    const ms = this.modelOutputs;
-    const m0 = ms[ms.length - 1]!;
-    const t = this.lam(i);
-    const s0 = this.lam(i - 1);
-    const h = sub32(t.l, s0.l);
-    const rks: number[] = [];
-    const D1s: Tensor[] = [];
-    for (let k = 1; k < order; k++) {
-      const rk = div32(sub32(this.lam(i - k - 1).l, s0.l), h);
-      rks.push(rk);
-      D1s.push(ms[ms.length - 1 - k]!.sub(m0).div(rk));
-    }
-    rks.push(1);
-    const { R, b, hPhi1, Bh } = this.system(h, rks, order);
+    const { m0, D1s, R, b, xt, weight } = this.expansion(i - 1, last, order);
     const rhos = order === 1 ? [0.5] : solveSmall(R, b);
-    const predX0 = this.config.predict_x0;
-    const xt_ = predX0
-      ? last.mul(div32(t.s, s0.s)).sub(m0.mul(mul32(t.a, hPhi1)))
-      : last.mul(div32(t.a, s0.a)).sub(m0.mul(mul32(t.s, hPhi1)));
     const D1t = modelT.sub(m0);
     const corr = D1s.length > 0 ? weightedSum(rhos.slice(0, -1), D1s).add(D1t.mul(rhos[rhos.length - 1])) : D1t.mul(rhos[rhos.length - 1]);
-    return xt_.sub(corr.mul(mul32(predX0 ? t.a : t.s, Bh)));
+    return xt.sub(corr.mul(weight));
   }
 }
 
