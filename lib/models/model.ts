@@ -291,7 +291,7 @@ export class DiffusionModel implements ModelParts {
   newScheduler(className?: string): Scheduler {
     if (className === undefined) {
       if (!this.scheduler) throw new Error(`${this.describe()}: its scheduler ${String(this.schedulerConfig?._class_name)} is not supported; name one`);
-      return schedulerFromConfig({ ...this.scheduler.config, _class_name: this.scheduler.className });
+      return this.scheduler.clone();
     }
     return schedulerFromConfig({ ...(this.schedulerConfig ?? {}), _class_name: className });
   }

@@ -12,7 +12,7 @@
 import { noGrad } from "../autograd";
 import type { Guider } from "../guidance";
 import type { DiffusionModel } from "../models";
-import { schedulerFromConfig, type Scheduler } from "../schedulers";
+import type { Scheduler } from "../schedulers";
 import { cat, keep, tidyAsync, type Generator, type Tensor } from "../tensor";
 
 export interface ProgressInfo {
@@ -111,5 +111,5 @@ export async function denoise(args: DenoiseArgs): Promise<Tensor> {
  * @example const scheduler = callScheduler(model, options.scheduler);
  */
 export function callScheduler(model: DiffusionModel, given?: Scheduler): Scheduler {
-  return given ? schedulerFromConfig({ ...given.config, _class_name: given.className }) : model.newScheduler();
+  return given ? given.clone() : model.newScheduler();
 }
