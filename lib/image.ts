@@ -5,6 +5,8 @@
  */
 import sharp from "sharp";
 import { invalid } from "./errors";
+import { imageFormat } from "./image_format";
+import { writeFileAtomic } from "./serialize";
 import { cat, tensor, tidy, type Tensor } from "./tensor";
 
 export type ImageSource = string | Buffer | Tensor;
@@ -107,9 +109,15 @@ export async function encodePng(image: Tensor): Promise<Buffer> {
 
 /** Writes one image tensor in [0, 1] to a file; the extension picks the format. */
 export async function writeImage(image: Tensor, file: string): Promise<void> {
+  if (typeof file !== "string") throw invalid("file path", "writeImage file", file);
+  const format = imageFormat(file);
   const png = await encodePng(image);
-  await sharp(png).toFile(file);
+  const bytes = format === "png" ? png : await sharp(png).toFormat(format).toBuffer();
+  // Encoded in memory first, then written atomically: a full disk or a kill leaves the old file (or none), never a truncated one.
+  writeFileAtomic(file, bytes);
 }
+
+
 
 /**
  * Tiles a batch [B, C, H, W] into one [C, rows·H, cols·W] image.

@@ -27,5 +27,6 @@ export { Img2ImagePipeline, timestepsForStrength, type EditOptions } from "./pip
 export { InpaintPipeline, loadMask, type InpaintOptions, type InpaintMode } from "./pipelines/inpaint";
 export { type ProgressInfo } from "./pipelines/common";
 export { type PromptOptions } from "./pipelines/prompts";
+export { IMAGE_FORMATS, imageFormat } from "./image_format";
 export { readImage, writeImage, encodePng, imageGrid, toImageTensor, decodeImage, pixelsToTensor, type ImageSource, type ReadImageOptions } from "./image";
 export type { MemoryInfo } from "./binding";

@@ -159,10 +159,25 @@ describe("torch-diffusion command, in-process", () => {
       [["edit", "--model", model, "--prompt", "x", "--image", file("missing.png")], `--image: no such file: ${file("missing.png")}`],
       [["edit", "--model", model, "--prompt", "x", "--image", __filename, "--strength", "1.5"], '--strength: expected a number in [0, 1] but got "1.5"'],
       [["inpaint", "--model", model, "--prompt", "x", "--image", __filename], "--mask is required"],
+      [["generate", "--model", model, "--prompt", "x", "--out", file("x.foo")], `--out: ${file("x.foo")}: cannot write images as ".foo"; use one of .png, .jpg, .jpeg, .webp, .tif, .tiff (PNG, JPEG, WebP, TIFF)`],
+      [["generate", "--model", model, "--prompt", "x", "--grid", file("grid")], `--grid: ${file("grid")}: cannot write images as "(no extension)"; use one of .png, .jpg, .jpeg, .webp, .tif, .tiff (PNG, JPEG, WebP, TIFF)`],
     ];
     for (const [args, message] of cases) {
       expect(await inProcess(args), args.join(" ")).toEqual({ code: 1, stdout: "", stderr: `torch-diffusion: ${message}\n` });
     }
+  });
+
+  it("writes the format the extension names, atomically (no temp files left)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "td-formats-"));
+    const image = td.rand([3, 8, 8], { generator: new td.Generator(0) });
+    const magic: Record<string, number[]> = { "a.png": [0x89, 0x50], "a.jpg": [0xff, 0xd8], "a.webp": [0x52, 0x49], "a.tiff": [0x49, 0x49] };
+    for (const [name, bytes] of Object.entries(magic)) {
+      await td.writeImage(image, path.join(dir, name));
+      expect(Array.from(fs.readFileSync(path.join(dir, name)).subarray(0, 2)), name).toEqual(bytes);
+    }
+    await expect(td.writeImage(image, path.join(dir, "a.bmp"))).rejects.toThrow('cannot write images as ".bmp"');
+    expect(fs.readdirSync(dir).sort()).toEqual(Object.keys(magic).sort());
+    image.dispose();
   });
 
   it("reports an unknown scheduler and a library error in one line each", async () => {
@@ -171,5 +186,13 @@ describe("torch-diffusion command, in-process", () => {
     expect(scheduler.stderr).toMatch(/^torch-diffusion: --scheduler: expected one of ddim, ddpm, euler, euler-a, dpm\+\+2m, unipc, heun, lms, pndm, lcm or a class name \(.*DDIMScheduler.*\) but got "bogus"\n$/);
     const odd = await inProcess(["generate", "--model", model, "--prompt", "x", "--steps", "1", "--width", "15", "--height", "16"]);
     expect(odd).toEqual({ code: 1, stdout: "", stderr: "torch-diffusion: Expected multiple of 2 for width but received 15 of type number\n" });
+  });
+
+  it("cuts TorchScript tracebacks from error lines unless --verbose", async () => {
+    const { errorLine } = await import("../lib/cli");
+    const error = new Error("Module.forward: expected 4 channels, but got 3 channels instead\nThe following operation failed in the TorchScript interpreter.\nTraceback of TorchScript, serialized code:\n  File \"code.py\", line 59");
+    expect(errorLine(error)).toBe("Module.forward: expected 4 channels, but got 3 channels instead (the full error with --verbose)");
+    expect(errorLine(error, true)).toBe('Module.forward: expected 4 channels, but got 3 channels instead The following operation failed in the TorchScript interpreter. Traceback of TorchScript, serialized code: File "code.py", line 59');
+    expect(errorLine(new Error("plain\nmessage"))).toBe("plain message");
   });
 });

@@ -48,7 +48,7 @@ export class ProgressBar {
 export function outputPaths(out: string, count: number): string[] {
   if (count === 1) return [out];
   const { dir, name, ext } = path.parse(out);
-  return Array.from({ length: count }, (_, i) => path.join(dir, `${name}-${i}${ext || ".png"}`));
+  return Array.from({ length: count }, (_, i) => path.join(dir, `${name}-${i}${ext}`));
 }
 
 /**

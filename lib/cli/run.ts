@@ -4,6 +4,7 @@
  * in well under a second.
  */
 import type * as TD from "../index";
+import { imageFormat } from "../image_format";
 import { CliError, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
 import { ProgressBar, ensureParent, outputPaths, requireFile, resolveModelDir, type CliIO } from "./output";
 
@@ -41,7 +42,14 @@ function commonOptions(values: Values, io: CliIO): Common {
     height: intOption(values, "height", 1),
     device: deviceOption(values),
   };
-  // The model last: its default prints a note, which a bad option should not precede.
+  for (const [option, file] of [["out", common.out], ["grid", common.grid]] as const) {
+    if (file === undefined) continue;
+    try {
+      imageFormat(file);
+    } catch (error) {
+      throw new CliError(`--${option}: ${(error as Error).message}`);
+    }
+  }
   return { ...common, dir: resolveModelDir(stringOption(values, "model")) };
 }
 
