@@ -28,5 +28,6 @@ export { InpaintPipeline, loadMask, type InpaintOptions, type InpaintMode } from
 export { type ProgressInfo } from "./pipelines/common";
 export { type PromptOptions } from "./pipelines/prompts";
 export { IMAGE_FORMATS, imageFormat } from "./image_format";
+export { CHECKSUMS_FILE, sha256File, writeDirectoryChecksums, verifyDirectoryChecksums, writeFileChecksum, verifyFileChecksum } from "./checksums";
 export { readImage, writeImage, encodePng, imageGrid, toImageTensor, decodeImage, pixelsToTensor, type ImageSource, type ReadImageOptions } from "./image";
 export type { MemoryInfo } from "./binding";

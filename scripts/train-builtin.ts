@@ -114,6 +114,7 @@ async function main(): Promise<void> {
     path.join(values.out!, "TRAINING.json"),
     JSON.stringify({ recipe: "scripts/train-builtin.ts", init: "scripts/build_builtin_init.py --seed 0", seed: 0, steps: result.step, plannedSteps: steps, batchSize: Number(values.batch), objective: "v_prediction", schedule: "squaredcos_cap_v2", emaDecay: 0.999, finalLossAvg50: finalLoss, aborted: result.aborted, libtorch: td.buildInfo.torchVersion }, null, 2) + "\n",
   );
+  td.writeDirectoryChecksums(values.out!);
   console.log(`exported ${values.out} after ${result.step} steps (loss avg of last 50: ${finalLoss.toFixed(4)})${result.aborted ? "; stopped by --minutes, rerun to continue" : ""}`);
 }
 

@@ -51,6 +51,12 @@ describe("torch-diffusion train", () => {
     expect(result).toMatchObject({ code: 0, stdout: `${out}\n` });
     const record = JSON.parse(fs.readFileSync(path.join(out, "training.json"), "utf8"));
     expect(record).toMatchObject({ steps: 4, batchSize: 2, objective: "epsilon", data: "fashion-mnist" });
+    // Every file written is recorded (and so checked by loadModel); the checkpoints are not part of the model.
+    const recorded = fs.readFileSync(path.join(out, td.CHECKSUMS_FILE), "utf8").trim().split("\n").map((line) => line.slice(66));
+    expect(recorded).toContain("unet/model.pt");
+    expect(recorded).toContain("training.json");
+    expect(recorded.some((f) => f.startsWith("checkpoints"))).toBe(false);
+    td.verifyDirectoryChecksums(out);
     // Only the U-Net changed; the text encoder and VAE are the source's files.
     expect(maxDifference(unetWeights(out), unetWeights(tinySd))).toBeGreaterThan(1e-5);
     for (const file of ["text_encoder/model.pt", "vae/model.pt", "scheduler/scheduler_config.json", "tokenizer/vocab.json"]) {

@@ -71,6 +71,7 @@ export const OPTIONS = {
   "caption-dropout": { type: "string", arg: "P", help: "fraction of captions dropped, so guidance keeps working (default 0.1)" },
   "checkpoint-every": { type: "string", arg: "N", help: "steps between checkpoints (default 100)" },
   ema: { type: "string", arg: "DECAY", help: "keep an EMA of the weights (e.g. 0.999) and write it as the model (default off)" },
+  "no-verify": { type: "boolean", help: "load the model even if its files do not match its checksums.sha256" },
   verbose: { type: "boolean", help: "on failure, print the whole error (TorchScript tracebacks included), not just its first line" },
   help: { type: "boolean", short: "h", help: "show this help" },
 } as const satisfies Record<string, OptionSpec>;
@@ -88,7 +89,7 @@ export interface CommandSpec {
 
 const GENERATION: Partial<Record<OptionName, string | null>> = {
   model: null, prompt: null, "negative-prompt": null, steps: null, guidance: null, "clip-skip": null, seed: null, scheduler: null,
-  batch: null, grid: null, out: null, device: null,
+  batch: null, grid: null, out: null, device: null, "no-verify": null,
 };
 const RESIZE = "resize the input image (and mask) to this";
 
@@ -125,6 +126,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ema: null,
       seed: "random seed (default 0)",
       device: null,
+      "no-verify": null,
       help: null,
     },
     notes: [

@@ -12,6 +12,7 @@ import { ProgressBar, ensureParent, outputPaths, requireFile, resolveModelDir, t
 interface Common {
   dir: string;
   device: string;
+  verify: boolean;
   prompt: string;
   negativePrompt?: string;
   steps?: number;
@@ -41,6 +42,7 @@ function commonOptions(values: Values, io: CliIO): Common {
     width: intOption(values, "width", 1),
     height: intOption(values, "height", 1),
     device: deviceOption(values),
+    verify: values["no-verify"] !== true,
   };
   for (const [option, file] of [["out", common.out], ["grid", common.grid]] as const) {
     if (file === undefined) continue;
@@ -74,7 +76,7 @@ export function requireDevice(td: typeof TD, device: string): void {
 function loadTextToImage(td: typeof TD, o: Common): TD.TextToImageModel {
   requireDevice(td, o.device);
   const className = o.scheduler === undefined ? undefined : schedulerClassName(o.scheduler, Object.keys(td.SCHEDULERS));
-  const model = td.loadModel(o.dir, { device: o.device });
+  const model = td.loadModel(o.dir, { device: o.device, verify: o.verify });
   try {
     if (className !== undefined) {
       try {

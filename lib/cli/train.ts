@@ -25,6 +25,7 @@ interface TrainCommand {
   /** EMA decay; the written U-Net gets the averaged weights. */
   ema?: number;
   device: string;
+  verify: boolean;
 }
 
 function trainOptions(values: Values, io: CliIO): TrainCommand {
@@ -45,6 +46,7 @@ function trainOptions(values: Values, io: CliIO): TrainCommand {
     checkpointEvery: intOption(values, "checkpoint-every", 1) ?? 100,
     ema: numberOption(values, "ema", [0, 1]),
     device: deviceOption(values),
+    verify: values["no-verify"] !== true,
   };
   const dir = resolveModelDir(stringOption(values, "model"));
   if (path.resolve(dir) === out) throw new CliError("--out must differ from --model: the trained model is written as a new directory");
@@ -72,7 +74,7 @@ export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal):
   const o = trainOptions(values, io);
   const td = await import("../index");
   requireDevice(td, o.device);
-  const model = td.loadModel(o.dir, { device: o.device });
+  const model = td.loadModel(o.dir, { device: o.device, verify: o.verify });
   try {
     try {
       model.requireTextToImage("train");

@@ -6,6 +6,7 @@
  */
 import * as path from "node:path";
 import type { DType } from "../binding";
+import { verifyDirectoryChecksums } from "../checksums";
 import { invalid } from "../errors";
 import { load, type Module } from "../module";
 import { SCHEDULERS, schedulerFromConfig } from "../schedulers";
@@ -44,6 +45,8 @@ export interface ModelLoadOptions {
 export interface ModelDirectoryOptions extends ModelLoadOptions {
   /** Load only these model_index.json entries (e.g. ["unet"]); default all. */
   components?: string[];
+  /** Check the files against the directory's `checksums.sha256`, when it has one. Default true. */
+  verify?: boolean;
 }
 
 /** What {@link loadModel} returns (the name earlier versions used). */
@@ -75,6 +78,7 @@ function checkOptions(options: unknown, who: string): ModelDirectoryOptions {
   const o = options as ModelDirectoryOptions;
   if (o.device !== undefined && typeof o.device !== "string") throw invalid("device string", `${who} options.device`, o.device);
   if (o.dtype !== undefined && !isFloatingDtype(o.dtype)) throw invalid("float32, float16, bfloat16 or float64", `${who} options.dtype`, o.dtype);
+  if (o.verify !== undefined && typeof o.verify !== "boolean") throw invalid("boolean", `${who} options.verify`, o.verify);
   if (o.components !== undefined && !(Array.isArray(o.components) && o.components.every((c) => typeof c === "string"))) {
     throw invalid("string[]", `${who} options.components`, o.components);
   }
@@ -177,6 +181,14 @@ export function loadModel(dir: string, options: ModelDirectoryOptions = {}): Dif
   const modelIndex = readJsonObject(indexFile, { who }) as ModelIndex;
   const section = modelIndex.torch_diffusion;
   const skipped = section?.skipped ?? {};
+  if (o.verify !== false) {
+    const wanted = Object.keys(modelIndex).filter((name) => !name.startsWith("_") && (!o.components || o.components.includes(name)));
+    try {
+      verifyDirectoryChecksums(root, ["model_index.json", ...wanted]);
+    } catch (error) {
+      throw fileError({ who }, (error as Error).message);
+    }
+  }
   const parts: Record<string, unknown> = {};
   try {
     for (const [name, entry] of Object.entries(modelIndex)) {

@@ -7,6 +7,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { OptimizerState } from "../optim";
+import { verifyFileChecksum, writeFileChecksum } from "../checksums";
 import { loadValue, save } from "../serialize";
 import { isTensor, type Tensor } from "../tensor";
 import type { LoaderPosition } from "./data";
@@ -65,10 +66,18 @@ export function disposeCheckpoint(value: unknown, depth = 0): void {
 }
 
 /**
- * Loads and checks a checkpoint file. The caller owns (and disposes) its tensors.
+ * Loads and checks a checkpoint file: its SHA-256 against the `.sha256` record written with
+ * it (unless `verify: false`), then its format. The caller owns (and disposes) its tensors.
  * @example const ckpt = loadCheckpoint("runs/a/checkpoint-00000500.pt"); ckpt.step; // 500
  */
-export function loadCheckpoint(file: string): TrainCheckpoint {
+export function loadCheckpoint(file: string, options: { verify?: boolean } = {}): TrainCheckpoint {
+  if (options.verify !== false) {
+    try {
+      verifyFileChecksum(file);
+    } catch (error) {
+      throw new Error(`loadCheckpoint("${file}"): ${(error as Error).message}`);
+    }
+  }
   const value = loadValue(file) as TrainCheckpoint;
   if (typeof value !== "object" || value === null || value.format !== CHECKPOINT_FORMAT) {
     disposeCheckpoint(value);
@@ -95,15 +104,19 @@ export function latestCheckpoint(dir: string): { file: string; checkpoint: Train
   return null;
 }
 
-/** Writes a checkpoint atomically. @example const c = loadCheckpoint("a.pt"); c.losses = []; saveCheckpoint(c, "b.pt"); */
+/** Writes a checkpoint atomically, with its SHA-256 record beside it. @example const c = loadCheckpoint("a.pt"); c.losses = []; saveCheckpoint(c, "b.pt"); */
 export function saveCheckpoint(checkpoint: TrainCheckpoint, file: string): void {
   save(checkpoint, file);
+  writeFileChecksum(file);
 }
 
 /** Keeps the newest `keep` checkpoints of `dir`, deleting older ones. @example pruneCheckpoints("runs/a", 3) */
 export function pruneCheckpoints(dir: string, keep: number): void {
   const all = listCheckpoints(dir);
-  for (const { file } of all.slice(0, Math.max(0, all.length - keep))) fs.rmSync(file, { force: true });
+  for (const { file } of all.slice(0, Math.max(0, all.length - keep))) {
+    fs.rmSync(file, { force: true });
+    fs.rmSync(`${file}.sha256`, { force: true });
+  }
 }
 
 /**

@@ -12,6 +12,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { writeDirectoryChecksums } from "../checksums";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { interpolate } from "../functional";
 import type { DiffusionModel, TextToImageModel } from "../models";
@@ -151,7 +152,8 @@ function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<
 /**
  * Fine-tunes `model`'s U-Net on `dataset` (captioned images in [-1, 1], any size) in place and
  * writes `options.out` as a complete model directory: the model's other components copied,
- * the trained (or EMA) U-Net, and `training.json` recording the run.
+ * the trained (or EMA) U-Net, `training.json` recording the run and `checksums.sha256` of
+ * every file (checked by `loadModel`).
  * @example
  * const model = loadModel("models/builtin");
  * const result = await fineTune(model, new ImageFolderDataset("photos", { defaultCaption: "a photo of sks bag" }), { out: "my-model", steps: 500 });
@@ -214,6 +216,7 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
     emaDecay: o.emaDecay ?? null, objective: objective.objective, finalLossAvg50: meanLoss,
   };
   replaceFileAtomic(recordFile, (temp) => fs.writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`));
+  writeDirectoryChecksums(o.out);
   return { ...summary, out: o.out };
 }
 
