@@ -93,7 +93,8 @@ describe("checkpoints and resume", () => {
     expect(latest.checkpoint.losses).toHaveLength(3);
     expect(Object.keys(latest.checkpoint.model)).toContain("conv_in.weight");
     tr.disposeCheckpoint(latest.checkpoint);
-    expect(() => tr.loadCheckpoint(newest)).toThrow(/loadValue\(".*checkpoint-00000004.pt"\)/);
+    expect(() => tr.loadCheckpoint(newest)).toThrow(/loadCheckpoint\(".*checkpoint-00000004.pt"\): .*checkpoint-00000004.pt does not match its recorded SHA-256/);
+    expect(() => tr.loadCheckpoint(newest, { verify: false })).toThrow(/loadValue\(".*checkpoint-00000004.pt"\)/);
     fs.writeFileSync(tr.checkpointFile(dir, 3), "garbage");
     expect(() => tr.latestCheckpoint(dir)).toThrow(/latestCheckpoint\(".*"\): no checkpoint loads/);
     expect(tr.latestCheckpoint(tempDir())).toBeNull();
