@@ -186,6 +186,9 @@ describe("torch-diffusion command, in-process", () => {
     expect(scheduler.stderr).toMatch(/^torch-diffusion: --scheduler: expected one of ddim, ddpm, euler, euler-a, dpm\+\+2m, unipc, heun, lms, pndm, lcm or a class name \(.*DDIMScheduler.*\) but got "bogus"\n$/);
     const odd = await inProcess(["generate", "--model", model, "--prompt", "x", "--steps", "1", "--width", "15", "--height", "16"]);
     expect(odd).toEqual({ code: 1, stdout: "", stderr: "torch-diffusion: Expected multiple of 2 for width but received 15 of type number\n" });
+    const huge = await inProcess(["generate", "a bag", "--batch", "1000000", "--out", file("huge.png")]);
+    expect(huge.code).toBe(1);
+    expect(huge.stderr).toMatch(/^torch-diffusion: generate: 2000000 denoiser inputs of 32×32 would need about \d+ GiB, more than the [\d.]+ GiB limit .*: use fewer images or a smaller size\n$/);
   });
 
   it("cuts TorchScript tracebacks from error lines unless --verbose", async () => {

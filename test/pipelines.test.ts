@@ -131,6 +131,26 @@ describe("Text2ImagePipeline", () => {
     expect(shared.timesteps).toEqual(untouched);
   });
 
+  it("refuses, before any work, a call whose memory estimate exceeds the limit", async () => {
+    // The estimate is an upper bound of the measured peak (see estimateDenoiseBytes).
+    const perImage = pipe.model.estimateDenoiseBytes(1, { height: 16, width: 16 });
+    expect(perImage).toBeGreaterThan(0);
+    expect(pipe.model.estimateDenoiseBytes(4, { height: 32, width: 32 })).toBeGreaterThan(4 * 4 * perImage); // attention grows as (hw)²
+    const saved = process.env.TORCH_DIFFUSION_MEMORY_LIMIT_MB;
+    process.env.TORCH_DIFFUSION_MEMORY_LIMIT_MB = String((10 * perImage) / 2 ** 20);
+    try {
+      const before = td.memory().numTensors;
+      await expect(pipe.generate({ ...base, numImagesPerPrompt: 8 })).rejects.toThrow(/^generate: 16 denoiser inputs of 16×16 would need about [\d.]+ GiB, more than the [\d.]+ GiB limit \(90% of this machine's memory, or TORCH_DIFFUSION_MEMORY_LIMIT_MB\): use fewer images or a smaller size$/);
+      await expect(editor.edit({ image: td.rand([1, 3, 64, 64]), prompt: "x", numInferenceSteps: 2 })).rejects.toThrow(/^edit: 2 denoiser inputs of 64×64 would need/);
+      expect(td.memory().numTensors).toBeLessThanOrEqual(before + 1);
+      const { images } = await pipe.generate({ ...base, numImagesPerPrompt: 2, numInferenceSteps: 1 }); // 4 inputs: within the limit
+      images.dispose();
+    } finally {
+      if (saved === undefined) delete process.env.TORCH_DIFFUSION_MEMORY_LIMIT_MB;
+      else process.env.TORCH_DIFFUSION_MEMORY_LIMIT_MB = saved;
+    }
+  });
+
   it("validates its options", async () => {
     await expect(pipe.generate({ ...base, prompt: 3 as unknown as string })).rejects.toThrow("Expected string or non-empty array of strings for prompt but received 3 of type number");
     await expect(pipe.generate({ ...base, height: 15 })).rejects.toThrow("Expected multiple of 2 for height but received 15 of type number");

@@ -62,6 +62,8 @@ export class Img2ImagePipeline {
         const input = await model.readImages(options.image, { who: "edit image" }); // (1 or B, C, H, W)
         if (input.shape[0] !== 1 && input.shape[0] !== count) throw new Error(`edit: ${input.shape[0]} images for ${count} prompts`);
         // One image for all prompts, or one per prompt, each repeated for its images.
+        const [, , height, width] = input.shape;
+        model.checkMemory(count * perPrompt * (guider.enabled ? guider.conditions.length : 1), { height, width }, "edit");
         const images = input.shape[0] === 1 ? input.expand([count * perPrompt, ...input.shape.slice(1)]).contiguous() : input.repeatInterleave(perPrompt, 0); // (B, C, H, W)
         if (strength === 0) return { images };
         scheduler.setTimesteps(steps);

@@ -94,6 +94,7 @@ export class InpaintPipeline {
     return tidyAsync(async () => {
       const input = await model.readImages(options.image, { who: "inpaint image" });
       const [, , height, width] = input.shape;
+      model.checkMemory(count * perPrompt * (guider.enabled ? guider.conditions.length : 1), { height, width }, "inpaint");
       const mask = await loadMask(options.mask, height, width); // (Bm, 1, H, W) bool
       const images = perSample(input, "images", count, perPrompt); // (B, C, H, W)
       const pixelMask = perSample(mask, "masks", count, perPrompt); // (B, 1, H, W)

@@ -56,6 +56,7 @@ export class Text2ImagePipeline {
     assertInteger(steps, "numInferenceSteps", 1);
     const shape = model.latentShape(prompts.count * prompts.perPrompt, { height: options.height, width: options.width }); // (B, C, h, w)
     const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    model.checkMemory(shape[0] * (guider.enabled ? guider.conditions.length : 1), { height: options.height, width: options.width }, "generate");
     throwIfAborted(options.signal);
 
     const scheduler = callScheduler(model, options.scheduler);

@@ -162,6 +162,8 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
   const o = checkOptions(model, options);
   const t2i = model.requireTextToImage("fineTune");
   if (t2i.unet.config.addition_embed_type) throw new Error(`fineTune: U-Nets with addition_embed_type "${t2i.unet.config.addition_embed_type}" (SDXL) are not supported yet`);
+  // Training keeps each level's activations for backward, and gradients: about 3× a forward pass.
+  t2i.checkMemory(o.batchSize, {}, "fineTune", 3);
   const objective = trainingObjective(model.schedulerConfig ?? {});
   const data = fineTuneDataset(t2i, dataset, o.seed);
   prepareOutput(o.out);
