@@ -26,6 +26,7 @@ export { Text2ImagePipeline, type GenerateOptions, type PipelineOutput } from ".
 export { Img2ImagePipeline, timestepsForStrength, type EditOptions } from "./pipelines/img2img";
 export { InpaintPipeline, loadMask, type InpaintOptions, type InpaintMode } from "./pipelines/inpaint";
 export { type ProgressInfo } from "./pipelines/common";
+export { imagic, ImagicResult, IMAGIC_ETAS, type ImagicOptions, type ImagicEditOptions, type ImagicProgress } from "./pipelines/imagic";
 export { type PromptOptions } from "./pipelines/prompts";
 export { IMAGE_FORMATS, imageFormat } from "./image_format";
 export { CHECKSUMS_FILE, sha256File, writeDirectoryChecksums, verifyDirectoryChecksums, writeFileChecksum, verifyFileChecksum } from "./checksums";

@@ -14,7 +14,7 @@
 export { Trainer, train, NonFiniteLossError, type TrainResult } from "./trainer";
 export type { TrainerOptions, StepInfo, TrainBatch, ForwardFn } from "./options";
 export {
-  OBJECTIVES, TRAIN_BETA_SCHEDULES, alphasCumprodFor, ddpmTargets, flowTargets, logitNormalTimes, sampleTimes,
+  OBJECTIVES, TRAIN_BETA_SCHEDULES, alphasCumprodFor, ddpmTargets, flowTargets, noisedBatch, logitNormalTimes, sampleTimes,
   type Objective, type NoisedBatch, type TimestepSampling, type TrainNoiseSchedule,
 } from "./objectives";
 export { lrSchedule, lrFactor, LR_SCHEDULES, type LRScheduleKind, type LRScheduleOptions } from "./lr";

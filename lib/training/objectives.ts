@@ -128,6 +128,23 @@ export function sampleTimes(objective: Objective, n: number, sampling: TimestepS
   });
 }
 
+/**
+ * The noisy input, regression target and model timesteps of a batch for drawn `times` (from
+ * {@link sampleTimes}): flow matching or one of the DDPM parameterisations.
+ * @example const { noisy, target, modelTimesteps } = noisedBatch("v_prediction", x0, noise, times, { alphasCumprod });
+ */
+export function noisedBatch(
+  objective: Objective,
+  x0: Tensor,
+  noise: Tensor,
+  times: { discrete?: number[]; continuous?: Tensor },
+  schedule: { alphasCumprod: number[]; flowTimestepScale?: number },
+): NoisedBatch {
+  return objective === "flow_matching"
+    ? flowTargets(x0, noise, times.continuous as Tensor, schedule.flowTimestepScale)
+    : ddpmTargets(objective, x0, noise, times.discrete as number[], schedule.alphasCumprod);
+}
+
 /** Checks a TimestepSampling option. */
 export function checkTimestepSampling(value: unknown, name: string): asserts value is TimestepSampling {
   const v = value as TimestepSampling;

@@ -22,7 +22,7 @@ import { conditionArgs, placeCondition } from "./conditioning";
 import { DataLoader, type Dataset } from "./data";
 import { EMA } from "./ema";
 import { lrSchedule } from "./lr";
-import { alphasCumprodFor, ddpmTargets, flowTargets, sampleTimes } from "./objectives";
+import { alphasCumprodFor, noisedBatch, sampleTimes } from "./objectives";
 import { resolveOptions, type ResolvedOptions, type StepInfo, type TrainBatch, type TrainerOptions } from "./options";
 
 export interface TrainResult {
@@ -66,8 +66,9 @@ function predictionOf(output: unknown): Tensor {
 /**
  * `model.copy()` whose parameters are leaves of their own: the native clone records autograd
  * history from the original's parameters, so gradients on the copy would flow back into them.
+ * @example const copy = independentCopy(unet.module, () => true);
  */
-function independentCopy(model: Module, requiresGrad: (name: string) => boolean): Module {
+export function independentCopy(model: Module, requiresGrad: (name: string) => boolean): Module {
   const copy = model.copy();
   tidy(() => {
     for (const [n, p] of Object.entries(copy.namedParameters() as Record<string, Tensor>)) copy.setParameter(n, p.detach().requiresGrad_(requiresGrad(n)));
@@ -221,10 +222,7 @@ export class Trainer {
       const drop = o.conditionDropout > 0 ? Array.from(rand([n], { generator: this.generator }).toFloat32Array(), (u) => u < threshold) : new Array<boolean>(n).fill(false);
       const computeDtype = this.compute ? "bfloat16" : "float32";
       const cond = o.condition ? placeCondition(await o.condition(batch, drop), this.device, computeDtype) : undefined;
-      const { noisy, target, modelTimesteps } =
-        o.objective === "flow_matching"
-          ? flowTargets(x0, noise, times.continuous as Tensor, o.flowTimestepScale)
-          : ddpmTargets(o.objective, x0, noise, times.discrete as number[], this.alphasCumprod);
+      const { noisy, target, modelTimesteps } = noisedBatch(o.objective, x0, noise, times, { alphasCumprod: this.alphasCumprod, flowTimestepScale: o.flowTimestepScale });
       const input = this.compute ? noisy.to("bfloat16") : noisy;
       const forward = o.forward ?? defaultForward;
       const pred = predictionOf(await forward(this.compute?.module ?? this.model, input, modelTimesteps.to({ device: this.device }), { ...batch, cond, drop }));
