@@ -1,6 +1,5 @@
-# node-gyp entry point, used by node-gyp-build's source fallback and by prebuildify.
-# It delegates to the CMake build of record (CMakeLists.txt via scripts/build-native.js):
-# one list of sources, one set of flags.
+# node-gyp entry point, for tools that expect one. It delegates to the CMake build of record
+# (CMakeLists.txt via scripts/build-native.js): one list of sources, one set of flags.
 {
   "targets": [
     {

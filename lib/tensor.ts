@@ -15,8 +15,12 @@ export type Scalar = number | boolean;
 export type TensorOrScalar = Tensor | Scalar;
 
 const NativeTensor = binding.NativeTensor as unknown as new () => NativeTensorInstance;
-/** `Symbol.dispose` (Node 20 may lack it; Node's own polyfill key then), for `using` declarations. */
-export const disposeSymbol: symbol = (Symbol as { dispose?: symbol }).dispose ?? Symbol.for("nodejs.dispose");
+/**
+ * `Symbol.dispose` (Node before 20.4 lacks it: Node's own key then), for `using` declarations.
+ * Typed as `typeof Symbol.dispose`, the well-known unique symbol, so `[disposeSymbol]()` is the
+ * `[Symbol.dispose]()` method TypeScript's `using` looks for (a plain `symbol` would not be).
+ */
+export const disposeSymbol: typeof Symbol.dispose = ((Symbol as { dispose?: symbol }).dispose ?? Symbol.for("nodejs.dispose")) as typeof Symbol.dispose;
 
 const isTensorOrScalarScalar = (v: unknown): v is Scalar => typeof v === "number" || typeof v === "boolean";
 

@@ -21,9 +21,13 @@ describe("build and loading", () => {
     expect(() => findLibtorch({ Torch_DIR: "/nonexistent" })).toThrow(/Torch_DIR=\/nonexistent has no TorchConfig.cmake/);
   });
 
-  it("tells prebuilt variants apart by libtorch version and cpu/cuda", () => {
-    expect(parsePrebuiltName("torch_diffusion.napi.glibc.torch2.11.cuda.node")).toEqual({ file: "torch_diffusion.napi.glibc.torch2.11.cuda.node", torch: "2.11", flavor: "cuda" });
-    expect(parsePrebuiltName("torch_diffusion.napi.glibc.torch1.13.cpu.node")?.flavor).toBe("cpu");
+  it("tells prebuilt variants apart by libtorch version, soname, C++ ABI and CPU/CUDA major", () => {
+    expect(parsePrebuiltName("torch_diffusion.napi.glibc.torch2.11.so.cxx11.cuda12.node")).toEqual({
+      file: "torch_diffusion.napi.glibc.torch2.11.so.cxx11.cuda12.node", libc: "glibc", torch: "2.11", soname: "libtorch.so", abi: "cxx11", device: "cuda12",
+    });
+    expect(parsePrebuiltName("torch_diffusion.napi.glibc.torch1.13.so1.13.cxx11.cpu.node")).toMatchObject({ torch: "1.13", soname: "libtorch.so.1.13", device: "cpu" });
+    expect(parsePrebuiltName("torch_diffusion.napi.glibc.torch2.5.so.precxx11.cpu.node")?.abi).toBe("precxx11");
+    expect(parsePrebuiltName("torch_diffusion.napi.glibc.torch1.13.cpu.node")).toBeNull(); // the old tag: no soname, no ABI
     expect(parsePrebuiltName("torch_diffusion.napi.glibc.node")).toBeNull();
   });
 

@@ -15,22 +15,28 @@ export interface CliIO {
 
 /**
  * A one-line progress bar rewritten with \r — only when stderr is a terminal, so logs and
- * pipes stay clean.
+ * pipes stay clean: `generate [######..................] 6/30 2.51 it/s ETA 0:10`. The rate and
+ * the time left are from the mean step time so far.
  * @example const bar = new ProgressBar(process.stderr, "generate"); bar.update(3, 30); bar.done();
  */
 export class ProgressBar {
-  private readonly started = Date.now();
+  private readonly started: number;
   private shown = false;
 
-  constructor(private readonly stream: CliIO["stderr"], private readonly label: string) {}
+  /** `now` (milliseconds) is the clock, for tests. */
+  constructor(private readonly stream: CliIO["stderr"], private readonly label: string, private readonly now: () => number = Date.now) {
+    this.started = now();
+  }
 
   update(step: number, total: number): void {
     if (!this.stream.isTTY) return;
     const width = 24;
     const filled = Math.round((width * step) / total);
-    const seconds = (Date.now() - this.started) / 1000;
-    const rate = seconds > 0 ? `${(step / seconds).toFixed(2)} it/s` : "";
-    this.stream.write(`\r${this.label} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${step}/${total} ${rate}\x1b[K`);
+    const seconds = (this.now() - this.started) / 1000;
+    const rate = seconds > 0 && step > 0 ? step / seconds : 0;
+    const speed = rate > 0 ? ` ${rate.toFixed(2)} it/s` : "";
+    const eta = rate > 0 && step < total ? ` ETA ${formatDuration((total - step) / rate)}` : "";
+    this.stream.write(`\r${this.label} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${step}/${total}${speed}${eta}\x1b[K`);
     this.shown = true;
   }
 
@@ -39,6 +45,17 @@ export class ProgressBar {
     if (this.shown) this.stream.write("\r\x1b[K");
     this.shown = false;
   }
+}
+
+/**
+ * Seconds as m:ss, or h:mm:ss from an hour on.
+ * @example formatDuration(75) // "1:15"
+ */
+export function formatDuration(seconds: number): string {
+  const total = Math.max(0, Math.round(seconds));
+  const [h, m, s] = [Math.floor(total / 3600), Math.floor((total % 3600) / 60), total % 60];
+  const pad = (n: number) => String(n).padStart(2, "0");
+  return h > 0 ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * Text tokenizers.
  * @example
- * import { CLIPTokenizer } from "torch-diffusion/dist/tokenizers";
+ * import { CLIPTokenizer } from "torch-diffusion";
  * const ids = CLIPTokenizer.fromBuiltin().encode("a photo of a cat").inputIds;
  */
 export { CLIPTokenizer } from "./clip";
