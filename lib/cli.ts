@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 /**
- * The `torch-diffusion` command: generate, edit (SDEdit), inpaint, train, info.
+ * The `torch-diffusion` command: generate, edit (SDEdit, DiffEdit), inpaint, train, imagic, info.
  *
  *   torch-diffusion generate --prompt "a photo of a sneaker" --steps 30 --scheduler dpm++2m --out sneaker.png
  *   torch-diffusion inpaint --image room.png --mask mask.png --prompt "a red sofa" --batch 4 --grid all.png
  *   torch-diffusion train --data fashion-mnist --steps 500 --out my-model
+ *   torch-diffusion imagic --image shirt.png --prompt "a photo of a dress" --out edit --sweep
  *   torch-diffusion info --model models/sd-1.5
  *
  * Written files go to stdout (one per line), notes, progress and the summary to stderr. Bad
@@ -19,6 +20,7 @@ import { resolveModelDir, type CliIO } from "./cli/output";
 import { packageRoot } from "./package_root";
 import { runEdit, runGenerate, runInpaint } from "./cli/run";
 import { runTrain } from "./cli/train";
+import { runImagic } from "./cli/imagic";
 
 type Runner = (values: Values, io: CliIO, signal?: AbortSignal) => Promise<number | void>;
 
@@ -34,6 +36,7 @@ const RUNNERS: Record<keyof typeof COMMANDS, Runner> = {
   edit: runEdit,
   inpaint: runInpaint,
   train: runTrain,
+  imagic: runImagic,
   info: runInfo,
 };
 

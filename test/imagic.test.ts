@@ -85,6 +85,30 @@ describe("Imagic", () => {
     expect(await settledTensorCount()).toBe(baseline);
   });
 
+  it("torch-diffusion imagic: trains once per --out folder, then writes one image per η", async () => {
+    const { main } = await import("../lib/cli");
+    const input = path.join(tmp, "shirt.png");
+    await td.writeImage(image.index(0), input);
+    const out = path.join(tmp, "cli");
+    const run = async (...extra: string[]) => {
+      let stdout = "";
+      let stderr = "";
+      const io = { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s), isTTY: false } };
+      const args = ["imagic", "--image", input, "--prompt", "a photo of a dress", "--out", out, "--embedding-steps", "4", "--embedding-lr", "0.1", "--train-steps", "3", "--lr", "2e-5", "--steps", "2", "--guidance", "2", ...extra];
+      return { code: await main(args, io), stdout, stderr };
+    };
+    const first = await run("--eta", "0.6");
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toBe(`${path.join(out, "eta-0.60.png")}\n`);
+    expect(fs.readdirSync(out).sort()).toEqual(["checkpoints", "embeddings.pt", "eta-0.60.png", "imagic.json", "unet.pt"]);
+    const written = fs.statSync(path.join(out, "unet.pt")).mtimeMs;
+    const sweep = await run("--sweep");
+    expect(sweep.stdout.trim().split("\n").map((f) => path.basename(f))).toEqual(["eta-0.60.png", "eta-0.65.png", "eta-0.70.png", "eta-0.75.png", "eta-0.80.png"]);
+    expect(fs.statSync(path.join(out, "unet.pt")).mtimeMs).toBe(written); // stages reused, not rerun
+    expect(fs.readFileSync(path.join(out, "eta-0.60.png")).length).toBeGreaterThan(0);
+    expect(await run("--eta", "0.5", "--sweep")).toMatchObject({ code: 1, stderr: "torch-diffusion: --eta and --sweep: give one\n" });
+  });
+
   it("validates its options", async () => {
     await expect(td.imagic({ ...small, targetPrompt: 3 as unknown as string })).rejects.toThrow("Expected string for imagic targetPrompt but received 3 of type number");
     await expect(td.imagic({ ...small, embeddingLr: -1 })).rejects.toThrow("Expected non-negative number for imagic embeddingLr but received -1 of type number");

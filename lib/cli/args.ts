@@ -72,6 +72,11 @@ export const OPTIONS = {
   "checkpoint-every": { type: "string", arg: "N", help: "steps between checkpoints (default 100)" },
   ema: { type: "string", arg: "DECAY", help: "keep an EMA of the weights (e.g. 0.999) and write it as the model (default off)" },
   "no-verify": { type: "boolean", help: "load the model even if its files do not match its checksums.sha256" },
+  eta: { type: "string", arg: "E", help: "Imagic: weight of the target text's embedding, η (default 0.7)" },
+  sweep: { type: "boolean", help: "Imagic: one image for each η of the paper's sweep 0.6, 0.65, 0.7, 0.75, 0.8" },
+  "embedding-steps": { type: "string", arg: "N", help: "Imagic stage 1: steps optimizing the text embedding (default 100)" },
+  "embedding-lr": { type: "string", arg: "LR", help: "Imagic stage 1: its learning rate (default 1e-3)" },
+  "train-steps": { type: "string", arg: "N", help: "Imagic stage 2: steps fine-tuning the U-Net (default 1500)" },
   verbose: { type: "boolean", help: "on failure, print the whole error (TorchScript tracebacks included), not just its first line" },
   help: { type: "boolean", short: "h", help: "show this help" },
 } as const satisfies Record<string, OptionSpec>;
@@ -133,6 +138,22 @@ export const COMMANDS: Record<string, CommandSpec> = {
       "",
       "The text encoder stays frozen; the objective and noise schedule come from the model's scheduler.",
       "Checkpoints go to DIR/checkpoints: rerun the same command to resume; Ctrl-C stops with a checkpoint.",
+    ],
+  },
+  imagic: {
+    summary: "Imagic: edit a real image along a text by optimizing its embedding and fine-tuning on it",
+    usage: "torch-diffusion imagic --image FILE --prompt TEXT --out DIR [--eta E | --sweep] [options]",
+    options: {
+      model: null, image: null, prompt: "what the edited image should show (required)", out: "folder for the stages' results and the images eta-E.png (required)",
+      eta: null, sweep: null, steps: null, guidance: null, seed: "random seed (default 0)",
+      "embedding-steps": null, "embedding-lr": null, "train-steps": null, lr: "Imagic stage 2: its learning rate (default 2e-6)",
+      device: null, "no-verify": null, help: null,
+    },
+    notes: [
+      "",
+      "Stages 1-2 run once per --out folder (Ctrl-C stops with a checkpoint; rerun to resume); later runs with",
+      "other --eta values reuse them. The defaults are the paper's; small models want larger learning rates",
+      "(the built-in model: --embedding-lr 0.1 --train-steps 60 --lr 2e-5, see the README's Imagic table).",
     ],
   },
   info: {
