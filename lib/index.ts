@@ -25,6 +25,11 @@ export { ClassifierFreeGuidance, DualGuidance, type Guider } from "./guidance";
 export { Text2ImagePipeline, type GenerateOptions, type PipelineOutput } from "./pipelines/text2img";
 export { Img2ImagePipeline, timestepsForStrength, type EditOptions } from "./pipelines/img2img";
 export { InpaintPipeline, loadMask, type InpaintOptions, type InpaintMode } from "./pipelines/inpaint";
+export { invert, inverseScheduler, encodeClean, type InvertOptions, type Inversion } from "./pipelines/inversion";
+export {
+  DiffEditPipeline, readEditMask, type DiffEditOptions, type DiffEditMaskOptions, type DiffEditInvertOptions, type DiffEditMask, type DiffEditOutput,
+  type DiffEditProgress, type DiffEditStage, type MaskInferenceOptions, type SourceTargetPrompts,
+} from "./pipelines/diffedit";
 export { type ProgressInfo } from "./pipelines/common";
 export { imagic, ImagicResult, IMAGIC_ETAS, type ImagicOptions, type ImagicEditOptions, type ImagicProgress } from "./pipelines/imagic";
 export { type PromptOptions } from "./pipelines/prompts";

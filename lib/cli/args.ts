@@ -65,6 +65,9 @@ export const OPTIONS = {
   image: { type: "string", arg: "FILE", help: "input image (required)" },
   mask: { type: "string", arg: "FILE", help: "mask of the image's size: white = repaint, black = keep (required)" },
   strength: { type: "string", arg: "S", help: "how far toward noise to go, in [0, 1]" },
+  method: { type: "string", arg: "NAME", help: "sdedit (default: redraw the whole image) or diffedit (change only what the prompt changes)" },
+  "source-prompt": { type: "string", arg: "TEXT", help: "DiffEdit: what the input image shows (required with --method diffedit)" },
+  "mask-out": { type: "string", arg: "FILE", help: "DiffEdit: also write the mask it used (white = edited) as an image" },
   data: { type: "string", arg: "SET", help: "fashion-mnist or an image folder" },
   lr: { type: "string", arg: "LR", help: "learning rate (default 1e-4, constant after a short warmup)" },
   caption: { type: "string", arg: "TEXT", help: "caption of images that have none (default: they must have one)" },
@@ -106,9 +109,18 @@ export const COMMANDS: Record<string, CommandSpec> = {
     options: { ...GENERATION, width: null, height: null, help: null },
   },
   edit: {
-    summary: "SDEdit: redraw an image (or a stroke painting) along a prompt",
-    usage: "torch-diffusion edit --image FILE --prompt TEXT [options]",
-    options: { ...GENERATION, image: null, strength: "how far toward noise to go, in [0, 1] (default 0.8)", width: `${RESIZE} width`, height: `${RESIZE} height`, help: null },
+    summary: "redraw an image along a prompt: SDEdit, or DiffEdit (only the part the prompt changes)",
+    usage: "torch-diffusion edit --image FILE --prompt TEXT [--method diffedit --source-prompt TEXT] [options]",
+    options: {
+      ...GENERATION, image: null, method: null, strength: "how far toward noise to go, in [0, 1] (default 0.8)",
+      "source-prompt": null, mask: "DiffEdit: edit where this mask is white instead of inferring the mask", "mask-out": null,
+      width: `${RESIZE} width`, height: `${RESIZE} height`, help: null,
+    },
+    notes: [
+      "",
+      "--method diffedit infers where --prompt and --source-prompt disagree about the image, DDIM-inverts",
+      "the image under --source-prompt up to --strength, and redraws only that region (DDIM, --batch 1).",
+    ],
   },
   inpaint: {
     summary: "repaint the white part of a mask",

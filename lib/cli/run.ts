@@ -1,11 +1,11 @@
 /**
- * The image commands — generate, edit (SDEdit), inpaint — from checked option values to
+ * The image commands — generate, edit (SDEdit or DiffEdit), inpaint — from checked option values to
  * written PNGs. Options are checked before libtorch or the model is loaded, so a typo fails
  * in well under a second.
  */
 import type * as TD from "../index";
 import { imageFormat } from "../image_format";
-import { CliError, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
+import { CliError, badValue, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
 import { ProgressBar, ensureParent, outputPaths, requireFile, resolveModelDir, type CliIO } from "./output";
 
 /** The options every image command shares, checked. */
@@ -151,8 +151,14 @@ export async function runGenerate(values: Values, io: CliIO, signal?: AbortSigna
   );
 }
 
-/** `edit`: SDEdit img2img. @example await runEdit({ image: "strokes.png", prompt: "a dress" }, io); */
+/** `edit`: SDEdit img2img, or DiffEdit with `--method diffedit`. @example await runEdit({ image: "strokes.png", prompt: "a dress" }, io); */
 export async function runEdit(values: Values, io: CliIO, signal?: AbortSignal): Promise<void> {
+  const method = stringOption(values, "method") ?? "sdedit";
+  if (method !== "sdedit" && method !== "diffedit") throw badValue("--method", "sdedit or diffedit", method);
+  if (method === "diffedit") return runDiffEdit(values, io, signal);
+  for (const option of ["source-prompt", "mask", "mask-out"] as const) {
+    if (values[option] !== undefined) throw new CliError(`--${option}: only with --method diffedit`);
+  }
   const file = requireFile("image", stringOption(values, "image", { required: true }));
   const strength = numberOption(values, "strength", [0, 1]);
   const o = commonOptions(values, io);
@@ -163,6 +169,58 @@ export async function runEdit(values: Values, io: CliIO, signal?: AbortSignal): 
   await runPipeline(td, o, io, "edit", model.scheduler, (loop) =>
     pipe.edit({ image, strength, ...textOptions(o), signal, ...loop }),
   );
+}
+
+/** `edit --method diffedit`: infer the mask, invert, redraw inside the mask. @example await runEdit({ method: "diffedit", image: "shirt.png", "source-prompt": "a shirt", prompt: "a dress" }, io); */
+async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Promise<void> {
+  const file = requireFile("image", stringOption(values, "image", { required: true }));
+  const sourcePrompt = stringOption(values, "source-prompt", { required: true });
+  const maskOption = stringOption(values, "mask");
+  const maskFile = maskOption === undefined ? undefined : requireFile("mask", maskOption);
+  const maskOut = stringOption(values, "mask-out");
+  if (maskOut !== undefined) {
+    try {
+      imageFormat(maskOut);
+    } catch (error) {
+      throw new CliError(`--mask-out: ${(error as Error).message}`);
+    }
+  }
+  const strength = numberOption(values, "strength", [0, 1]);
+  const o = commonOptions(values, io);
+  if (o.perPrompt !== 1) throw new CliError("--batch: --method diffedit makes one image per prompt (its DDIM decoding is deterministic)");
+  const td = await loadLibrary();
+  if (o.scheduler !== undefined && schedulerClassName(o.scheduler, Object.keys(td.SCHEDULERS)) !== "DDIMScheduler") {
+    throw new CliError(`--scheduler ${o.scheduler}: --method diffedit runs DDIM (its inversion is DDIM's); leave --scheduler out or give ddim`);
+  }
+  const model = loadTextToImage(td, o);
+  const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
+  const [, , height, width] = image.shape;
+  // A resized image takes its mask along; otherwise the mask must be of the image's (or the latents') size.
+  const mask = maskFile !== undefined && (o.width !== undefined || o.height !== undefined) ? await td.readImage(maskFile, { channels: 1, width, height }) : maskFile;
+  const pipe = new td.DiffEditPipeline(model);
+  const bar = new ProgressBar(io.stderr, "diffedit");
+  const started = Date.now();
+  const stages: Record<string, number> = {};
+  let output: TD.DiffEditOutput;
+  try {
+    output = await pipe.edit({
+      image, mask, sourcePrompt, targetPrompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale,
+      clipSkip: o.clipSkip, inpaintStrength: strength, generator: new td.Generator(o.seed), signal,
+      onProgress: ({ step, total, stage }) => { stages[stage] = (stages[stage] ?? 0) + 1; bar.update(step, total); },
+    });
+  } finally {
+    bar.done();
+  }
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  const maskNote = maskFile === undefined ? `mask from ${stages.mask ?? 0} noise draws, ` : "";
+  io.stderr.write(`diffedit: 1 image ${width}×${height}, ${maskNote}${stages.invert ?? 0} inversion + ${stages.denoise ?? 0} denoising steps of DDIMScheduler, seed ${o.seed}, ${seconds} s\n`);
+  await writeOutputs(td, output.images, o, io);
+  if (maskOut !== undefined) {
+    ensureParent(maskOut);
+    await td.writeImage(output.imageMask.index(0), maskOut);
+    io.stdout.write(`${maskOut}\n`);
+  }
+  for (const t of [output.images, output.mask, output.imageMask]) t.dispose();
 }
 
 /** `inpaint`: repaint the mask's white part. @example await runInpaint({ image: "room.png", mask: "m.png", prompt: "a sofa" }, io); */

@@ -241,16 +241,17 @@ export class DiffusionModel implements ModelParts {
   }
 
   /**
-   * Images in [-1, 1] (B, imageChannels, H, W) -> model space: one posterior draw of the VAE,
+   * Images in [-1, 1] (B, imageChannels, H, W) -> model space: one posterior draw of the VAE
+   * (or with `{ mean: true }` the posterior's mean, deterministic without a generator),
    * `(z - shift) · scaling`; pixel-space models return a copy.
    * @example const latents = await model.encode(images.mul(2).sub(1), new Generator(0));
    */
-  async encode(images: Tensor, generator?: Generator): Promise<Tensor> {
+  async encode(images: Tensor, generator?: Generator, options: { mean?: boolean } = {}): Promise<Tensor> {
     const vae = this.vae;
     if (!vae) return noGrad(() => images.clone());
     const posterior = await noGrad(() => vae.encode(images));
     try {
-      return noGrad(() => tidy(() => vae.scaleLatents(posterior.sample(generator))));
+      return noGrad(() => tidy(() => vae.scaleLatents(options.mean ? posterior.mean : posterior.sample(generator))));
     } finally {
       posterior.dispose();
     }
@@ -265,9 +266,9 @@ export class DiffusionModel implements ModelParts {
   }
 
   /** Images in [0, 1] -> model space (see {@link encode}). @example const latents = await model.imagesToLatents(await model.readImages("in.png")); */
-  async imagesToLatents(images: Tensor, generator?: Generator): Promise<Tensor> {
+  async imagesToLatents(images: Tensor, generator?: Generator, options: { mean?: boolean } = {}): Promise<Tensor> {
     const x = noGrad(() => tidy(() => images.mul(2).sub(1)));
-    return this.encode(x, generator).finally(() => x.dispose());
+    return this.encode(x, generator, options).finally(() => x.dispose());
   }
 
   /** Model space -> float32 images in [0, 1], clamped. @example await writeImage(imageGrid(await model.latentsToImages(latents)), "out.png"); */
