@@ -5,7 +5,14 @@
  * models exported with `--fused-attention` call.
  */
 import { call } from "./dispatch";
+import { invalid } from "./errors";
 import { assertTensor, type Tensor } from "./tensor";
+
+/** A given scale must be a positive finite number: NaN or ±Infinity would turn every score into NaN or 0. */
+function assertScale(scale: unknown): void {
+  if (scale === undefined || scale === null) return; // the default, 1/sqrt(head_dim)
+  if (typeof scale !== "number" || !Number.isFinite(scale) || scale <= 0) throw invalid("positive finite number", "attention options.scale", scale);
+}
 
 export interface AttentionOptions {
   /** Multiplies q·kᵀ; default 1/sqrt(head_dim). */
@@ -25,6 +32,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   assertTensor(k, "attention k");
   assertTensor(v, "attention v");
   if (options.mask !== undefined) assertTensor(options.mask, "attention options.mask");
+  assertScale(options.scale);
   return call("torch_diffusion::attention", [q, k, v, options.scale ?? null, options.mask ?? null]);
 }
 
@@ -33,6 +41,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
  * [B, H, Q, K] scores. Used by tests and benchmarks as the baseline.
  */
 export function naiveAttention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
+  assertScale(options.scale);
   const scale = options.scale ?? 1 / Math.sqrt(q.shape[3]);
   let scores = q.matmul(k.transpose(-2, -1)).mul(scale); // (B, H, Q, K)
   if (options.mask) {

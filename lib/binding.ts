@@ -59,6 +59,44 @@ export interface NativeModuleInstance {
   readonly isDisposed: boolean;
 }
 
+/** How collectives combine the ranks' values: "avg" is "sum" divided by the world size (floating-point tensors only). */
+export type ReduceOpName = "sum" | "avg" | "min" | "max";
+
+/** A c10d process group as the addon defines it; lib/distributed.ts wraps it. */
+export interface NativeProcessGroupInstance {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly backend: "gloo" | "nccl";
+  /** Where collectives run: "cpu" (Gloo) or "cuda:N" (NCCL); tensors elsewhere are copied there and back. */
+  readonly device: string;
+  readonly timeoutMs: number;
+  readonly isDestroyed: boolean;
+  /** [async] In place: each tensor becomes the reduction over the ranks (one flat bucket per dtype). */
+  allReduce(tensors: NativeTensorInstance[], op: ReduceOpName): Promise<void>;
+  /** [async] In place: each tensor takes rank `root`'s values. */
+  broadcast(tensors: NativeTensorInstance[], root: number): Promise<void>;
+  /** [async] Resolves once every rank has reached it. */
+  barrier(): Promise<void>;
+  /** [async] Drops the group after the calls already issued; later calls throw. Idempotent. */
+  destroy(): Promise<void>;
+}
+
+/** The rendezvous, as lib/distributed.ts resolves it from options or the environment. */
+export interface NativeProcessGroupOptions {
+  rank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  timeoutMs: number;
+  /** This process serves the TCPStore (rank 0, unless a launcher's agent does). */
+  isServer: boolean;
+  storePrefix: string;
+  backend: "gloo" | "nccl";
+  device: string;
+  glooInterface?: string;
+  glooHostname?: string;
+}
+
 export interface MemoryInfo {
   /** Live tensor handles (not disposed, not collected). */
   numTensors: number;
@@ -85,6 +123,8 @@ export interface Binding {
   resolveOp(name: string): number;
   callOp(handle: number, args: unknown[], kwargs?: Record<string, unknown>): unknown;
   opSchema(handle: number): string;
+  /** [sync] Every registered op as "namespace::name[.overload]". */
+  opNames(): string[];
   loadModule(source: string | Buffer, device?: string): NativeModuleInstance;
   saveValue(value: unknown): Buffer;
   loadValue(bytes: Buffer): unknown;
@@ -100,5 +140,10 @@ export interface Binding {
   cudaSynchronize(): void;
   setTensorClass(cls: Function): void;
   setModuleClass(cls: Function): void;
+  NativeProcessGroup: abstract new () => NativeProcessGroupInstance;
+  /** [async] Joins a process group: resolves once every rank has. */
+  initProcessGroup(options: NativeProcessGroupOptions): Promise<NativeProcessGroupInstance>;
+  /** [sync] The c10d backends this build has: "gloo", "nccl". */
+  distributedBackends(): string[];
   buildInfo: BuildInfo;
 }

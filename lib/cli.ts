@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 /**
- * The `torch-diffusion` command: generate, edit (SDEdit, DiffEdit), inpaint, train, imagic, info.
+ * The `torch-diffusion` command: generate, edit (SDEdit, DiffEdit), inpaint, train, imagic, convert, info.
  *
+ *   torch-diffusion convert --from ~/sd-1.5-diffusers --to sd-1.5 --dtype float16
  *   torch-diffusion generate --prompt "a photo of a sneaker" --steps 30 --scheduler dpm++2m --out sneaker.png
  *   torch-diffusion inpaint --image room.png --mask mask.png --prompt "a red sofa" --batch 4 --grid all.png
  *   torch-diffusion train --data fashion-mnist --steps 500 --out my-model
  *   torch-diffusion imagic --image shirt.png --prompt "a photo of a dress" --out edit --sweep
+ *   torch-diffusion dreambooth --images subject/ --class-noun sneaker --out my-sneaker --lora-rank 4
  *   torch-diffusion info --model models/sd-1.5
  *
- * Written files go to stdout (one per line), notes, progress and the summary to stderr. Bad
+ * Written files go to stdout (one per line; with --json one JSON object with the result instead),
+ * notes, progress and the summary to stderr. Bad
  * input prints one `torch-diffusion: <message>` line and exits 1; Ctrl-C stops after the
  * current step and exits 130.
  */
@@ -21,6 +24,8 @@ import { packageRoot } from "./package_root";
 import { runEdit, runGenerate, runInpaint } from "./cli/run";
 import { runTrain } from "./cli/train";
 import { runImagic } from "./cli/imagic";
+import { runDreamBooth } from "./cli/dreambooth";
+import { runConvert } from "./cli/convert";
 
 type Runner = (values: Values, io: CliIO, signal?: AbortSignal) => Promise<number | void>;
 
@@ -37,6 +42,8 @@ const RUNNERS: Record<keyof typeof COMMANDS, Runner> = {
   inpaint: runInpaint,
   train: runTrain,
   imagic: runImagic,
+  dreambooth: runDreamBooth,
+  convert: runConvert,
   info: runInfo,
 };
 

@@ -37,6 +37,11 @@ export function op(name: string, ...args: unknown[]): unknown {
   return call(name, args);
 }
 
+/** Every registered op as `namespace::name[.overload]`, e.g. for tools that list or test the op surface. */
+export function opNames(): string[] {
+  return binding.opNames();
+}
+
 /** The schema string of op `name`, e.g. `aten::add.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor`. */
 export function opSchema(name: string): string {
   return binding.opSchema(handleFor(name));

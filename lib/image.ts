@@ -62,6 +62,7 @@ export interface ReadImageOptions {
  */
 export async function readImage(source: string | Buffer, options: ReadImageOptions = {}): Promise<Tensor> {
   if (typeof source !== "string" && !Buffer.isBuffer(source)) throw invalid("file path or Buffer", "image source", source);
+  if (options.channels !== undefined && options.channels !== 1 && options.channels !== 3) throw invalid("1 or 3", "readImage options.channels", options.channels);
   const channels = options.channels ?? 3;
   const name = typeof source === "string" ? `"${source}"` : `<Buffer of ${source.length} bytes>`;
   let pixels: { data: Buffer; info: sharp.OutputInfo };

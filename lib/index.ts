@@ -16,6 +16,10 @@ export { AdamW, SGD, clipGradNorm, type AdamWOptions, type SGDOptions, type Opti
 export { Module, load, type LoadOptions } from "./module";
 export { memory, setNumThreads, getNumThreads, setGraphOptimization, isGraphOptimizationEnabled, cuda, buildInfo, cpuAllocatorStats, emptyCpuCache } from "./runtime";
 export * from "./training";
+export {
+  initProcessGroup, distributedEnv, distributedBackends, isProcessGroup, ProcessGroup, DistributedError, DEFAULT_DISTRIBUTED_TIMEOUT_MS,
+  type ProcessGroupOptions, type DistributedEnv, type ReduceOpName,
+} from "./distributed";
 export { save, loadValue, serialize, deserialize, writeFileAtomic, replaceFileAtomic } from "./serialize";
 export { attention, naiveAttention, type AttentionOptions } from "./attention";
 export * from "./tokenizers";
@@ -31,6 +35,8 @@ export {
   type DiffEditProgress, type DiffEditStage, type MaskInferenceOptions, type SourceTargetPrompts,
 } from "./pipelines/diffedit";
 export { type ProgressInfo } from "./pipelines/common";
+export { InstructPix2PixPipeline, widenInputChannels, type InstructOptions } from "./pipelines/instruct";
+export { dreambooth, sampleSeeds, type DreamBoothOptions, type DreamBoothResult } from "./pipelines/dreambooth";
 export { imagic, ImagicResult, IMAGIC_ETAS, type ImagicOptions, type ImagicEditOptions, type ImagicProgress } from "./pipelines/imagic";
 export { type PromptOptions } from "./pipelines/prompts";
 export { IMAGE_FORMATS, imageFormat } from "./image_format";

@@ -42,6 +42,16 @@ export class Module extends NativeModule {
   callMethodSync(method: string, args: unknown[] = [], kwargs?: Record<string, unknown>): unknown {
     return this.run(method, args, kwargs);
   }
+  /** The TorchScript schema of a method. @example unet.methodSchema("forward") */
+  methodSchema(method: string): string {
+    if (typeof method !== "string") throw invalid("method name", "methodSchema(method)", method);
+    return super.methodSchema(method);
+  }
+  /** A parameter, buffer or constant by dotted name (a submodule gives "<module name>"). @example m.attribute("conv.weight") */
+  attribute(name: string): unknown {
+    if (typeof name !== "string") throw invalid("attribute name", "attribute(name)", name);
+    return super.attribute(name);
+  }
   parameters(): Tensor[] {
     return Object.values(this.namedParameters()) as Tensor[];
   }

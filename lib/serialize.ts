@@ -7,9 +7,32 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { invalid } from "./errors";
 import { binding } from "./native";
+import { isTensor } from "./tensor";
+
+/** Containers nested deeper than this are refused (the native converter has the same limit). */
+export const MAX_NESTING = 1000;
+
+/**
+ * Refuses what cannot be saved before the native walk does, naming where: a container that
+ * contains itself ("cyclic value at value.o") or nesting past MAX_NESTING levels.
+ */
+function assertSaveable(value: unknown, name: string): void {
+  const ancestors: object[] = [];
+  const visit = (item: unknown, at: string): void => {
+    if (item === null || typeof item !== "object" || isTensor(item)) return;
+    if (ancestors.includes(item)) throw new TypeError(`${name}: cyclic value at ${at}`);
+    if (ancestors.length >= MAX_NESTING) throw new TypeError(`${name}: value nested deeper than ${MAX_NESTING} levels at ${at.slice(0, 60)}…`);
+    ancestors.push(item);
+    if (Array.isArray(item)) item.forEach((child, i) => visit(child, `${at}[${i}]`));
+    else for (const [key, child] of Object.entries(item)) visit(child, `${at}.${key}`);
+    ancestors.pop();
+  };
+  visit(value, "value");
+}
 
 /** Serializes tensors, numbers, strings, booleans, null, arrays and plain objects to bytes. */
 export function serialize(value: unknown): Buffer {
+  assertSaveable(value, "serialize");
   return binding.saveValue(value);
 }
 

@@ -2,6 +2,7 @@
 #include "addon_data.h"
 #include "cpu_allocator.h"
 #include "dispatch.h"
+#include "distributed.h"
 #include "generator.h"
 #include "module.h"
 #include "runtime.h"
@@ -32,6 +33,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New<TensorWrap::Memory>(env, "memory"));
   exports.Set("resolveOp", Napi::Function::New<ResolveOp>(env, "resolveOp"));
   exports.Set("callOp", Napi::Function::New<CallOp>(env, "callOp"));
+  exports.Set("opNames", Napi::Function::New<OpNames>(env, "opNames"));
   exports.Set("opSchema", Napi::Function::New<OpSchema>(env, "opSchema"));
   exports.Set("loadModule", Napi::Function::New<LoadModule>(env, "loadModule"));
   exports.Set("saveValue", Napi::Function::New<SaveValue>(env, "saveValue"));
@@ -48,6 +50,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaSynchronize", Napi::Function::New<CudaSynchronize>(env, "cudaSynchronize"));
   exports.Set("setTensorClass", Napi::Function::New<SetTensorClass>(env, "setTensorClass"));
   exports.Set("setModuleClass", Napi::Function::New<SetModuleClass>(env, "setModuleClass"));
+  InitDistributed(env, exports);
   exports.Set("buildInfo", BuildInfo(env));
   return exports;
 }

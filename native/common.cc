@@ -69,6 +69,8 @@ c10::ScalarType dtypeFromName(Napi::Env env, const std::string& name, const std:
 
 std::string describeTensor(const at::Tensor& t) {
   if (!t.defined()) return "undefined tensor";
+  // A nested tensor's ragged dimensions have no size (t.size(i) throws).
+  if (t.is_nested()) return std::string("nested ") + dtypeName(t.scalar_type()) + " " + t.device().str();
   std::ostringstream s;
   s << "[";
   for (int64_t i = 0; i < t.dim(); ++i) s << (i ? ", " : "") << t.size(i);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "checks.h"
 #include "generator.h"
 #include "tensor.h"
 
@@ -14,17 +15,8 @@ namespace {
 }
 
 int64_t toInt(Napi::Env env, const Napi::Value& value, const std::string& what) {
-  if (value.IsBigInt()) {
-    bool lossless = false;
-    int64_t v = value.As<Napi::BigInt>().Int64Value(&lossless);
-    if (!lossless) mismatch(env, what, "an int64", value);
-    return v;
-  }
   if (value.IsBoolean()) return value.As<Napi::Boolean>().Value() ? 1 : 0;
-  if (!value.IsNumber()) mismatch(env, what, "an integer", value);
-  double d = value.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || d != std::trunc(d)) mismatch(env, what, "an integer", value);
-  return static_cast<int64_t>(d);
+  return int64Arg(env, value, what);
 }
 
 double toDouble(Napi::Env env, const Napi::Value& value, const std::string& what) {
@@ -35,7 +27,7 @@ double toDouble(Napi::Env env, const Napi::Value& value, const std::string& what
 // JS has one number type; integral values become int Scalars (so int tensors stay int), others double.
 c10::Scalar toScalar(Napi::Env env, const Napi::Value& value, const std::string& what) {
   if (value.IsBoolean()) return c10::Scalar(value.As<Napi::Boolean>().Value());
-  if (value.IsBigInt()) return c10::Scalar(toInt(env, value, what));
+  if (value.IsBigInt()) return c10::Scalar(int64Arg(env, value, what));
   if (!value.IsNumber()) mismatch(env, what, "a number", value);
   double d = value.As<Napi::Number>().DoubleValue();
   if (std::isfinite(d) && d == std::trunc(d) && std::fabs(d) < 9007199254740992.0) return c10::Scalar(static_cast<int64_t>(d));
@@ -43,29 +35,32 @@ c10::Scalar toScalar(Napi::Env env, const Napi::Value& value, const std::string&
 }
 
 // Values whose TorchScript type is not declared (Any, or the elements of an untyped container).
-c10::IValue inferIValue(Napi::Env env, const Napi::Value& value, const std::string& what, InputTensors* inputs) {
+// `nesting` holds the containers being converted, so cycles and runaway depth are Errors.
+c10::IValue inferIValue(Napi::Env env, const Napi::Value& value, const std::string& what, InputTensors* inputs, Nesting& nesting) {
   if (value.IsNull() || value.IsUndefined()) return c10::IValue();
   if (value.IsBoolean()) return value.As<Napi::Boolean>().Value();
   if (value.IsNumber()) {
     double d = value.As<Napi::Number>().DoubleValue();
-    if (std::isfinite(d) && d == std::trunc(d)) return static_cast<int64_t>(d);
+    if (std::isfinite(d) && d == std::trunc(d) && std::fabs(d) < 9223372036854775808.0) return static_cast<int64_t>(d);
     return d;
   }
   if (value.IsString()) return value.As<Napi::String>().Utf8Value();
   if (TensorWrap::IsTensor(env, value)) return toIValue(env, value, c10::TensorType::get(), what, inputs);
   if (value.IsArray()) {
+    Nesting::Level level(env, nesting, value, what);
     auto array = value.As<Napi::Array>();
     std::vector<c10::IValue> items;
-    for (uint32_t i = 0; i < array.Length(); ++i) items.push_back(inferIValue(env, array.Get(i), what + "[" + std::to_string(i) + "]", inputs));
+    for (uint32_t i = 0; i < array.Length(); ++i) items.push_back(inferIValue(env, array.Get(i), what + "[" + std::to_string(i) + "]", inputs, nesting));
     return c10::ivalue::Tuple::create(std::move(items));
   }
   if (value.IsObject() && !value.IsFunction()) {
+    Nesting::Level level(env, nesting, value, what);
     auto object = value.As<Napi::Object>();
     c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
     auto keys = object.GetPropertyNames();
     for (uint32_t i = 0; i < keys.Length(); ++i) {
       const std::string key = keys.Get(i).As<Napi::String>().Utf8Value();
-      dict.insert(key, inferIValue(env, object.Get(key), what + "." + key, inputs));
+      dict.insert(key, inferIValue(env, object.Get(key), what + "." + key, inputs, nesting));
     }
     return dict;
   }
@@ -134,12 +129,15 @@ c10::IValue toIValue(Napi::Env env, const Napi::Value& value, const c10::TypePtr
       return toIValue(env, value, type->castRaw<c10::OptionalType>()->getElementType(), what, inputs, fixedListSize);
     case c10::TypeKind::IntType:
     case c10::TypeKind::SymIntType:
-    case c10::TypeKind::LayoutType:
-    case c10::TypeKind::MemoryFormatType:
-    case c10::TypeKind::ScalarTypeType:
-      // A dtype may be given by name ("float16") wherever the schema wants a ScalarType.
+      // TorchScript methods take dtypes as int: a name ("float16") is accepted there too.
       if (value.IsString()) return static_cast<int64_t>(dtypeFromName(env, value.As<Napi::String>().Utf8Value(), what));
       return toInt(env, value, what);
+    case c10::TypeKind::ScalarTypeType:
+      // A dtype by name ("float16") or by libtorch's id, which must be one libtorch computes in.
+      if (value.IsString()) return static_cast<int64_t>(dtypeFromName(env, value.As<Napi::String>().Utf8Value(), what));
+      return static_cast<int64_t>(scalarTypeFromId(env, toInt(env, value, what), what));
+    case c10::TypeKind::LayoutType: return layoutId(env, value, what);
+    case c10::TypeKind::MemoryFormatType: return memoryFormatId(env, value, what);
     case c10::TypeKind::FloatType: return toDouble(env, value, what);
     case c10::TypeKind::NumberType: return toScalar(env, value, what);
     case c10::TypeKind::BoolType:
@@ -148,9 +146,7 @@ c10::IValue toIValue(Napi::Env env, const Napi::Value& value, const c10::TypePtr
     case c10::TypeKind::StringType:
       if (!value.IsString()) mismatch(env, what, "a string", value);
       return value.As<Napi::String>().Utf8Value();
-    case c10::TypeKind::DeviceObjType:
-      if (!value.IsString()) mismatch(env, what, "a device string such as \"cpu\" or \"cuda:0\"", value);
-      return guarded(env, what, [&] { return c10::Device(value.As<Napi::String>().Utf8Value()); });
+    case c10::TypeKind::DeviceObjType: return deviceArg(env, value, what);
     case c10::TypeKind::GeneratorType: return GeneratorWrap::From(env, value, what);
     case c10::TypeKind::NoneType:
       if (!value.IsNull() && !value.IsUndefined()) mismatch(env, what, "null", value);
@@ -190,15 +186,22 @@ c10::IValue toIValue(Napi::Env env, const Napi::Value& value, const c10::TypePtr
       }
       mismatch(env, what, type->str(), value);
     }
-    default: return inferIValue(env, value, what, inputs);
+    default: {
+      Nesting nesting(what);
+      return inferIValue(env, value, what, inputs, nesting);
+    }
   }
 }
 
 c10::IValue toIValueUntyped(Napi::Env env, const Napi::Value& value, const std::string& what) {
-  return inferIValue(env, value, what, nullptr);
+  Nesting nesting(what);
+  return inferIValue(env, value, what, nullptr, nesting);
 }
 
-Napi::Value fromIValue(Napi::Env env, const c10::IValue& value, const InputTensors* inputs) {
+namespace {
+
+Napi::Value fromIValueAt(Napi::Env env, const c10::IValue& value, const InputTensors* inputs, int depth) {
+  if (depth > kMaxNesting) throwError(env, "a result nested deeper than " + std::to_string(kMaxNesting) + " levels cannot be converted to JS");
   if (value.isTensor()) {
     const auto& t = value.toTensor();
     if (inputs && t.defined()) {
@@ -223,13 +226,13 @@ Napi::Value fromIValue(Napi::Env env, const c10::IValue& value, const InputTenso
   if (value.isTuple()) {
     const auto& elems = value.toTupleRef().elements();
     auto array = Napi::Array::New(env, elems.size());
-    for (size_t i = 0; i < elems.size(); ++i) array.Set(static_cast<uint32_t>(i), fromIValue(env, elems[i], inputs));
+    for (size_t i = 0; i < elems.size(); ++i) array.Set(static_cast<uint32_t>(i), fromIValueAt(env, elems[i], inputs, depth + 1));
     return array;
   }
   if (value.isList()) {
     auto list = value.toListRef();
     auto array = Napi::Array::New(env, list.size());
-    for (size_t i = 0; i < list.size(); ++i) array.Set(static_cast<uint32_t>(i), fromIValue(env, list[i], inputs));
+    for (size_t i = 0; i < list.size(); ++i) array.Set(static_cast<uint32_t>(i), fromIValueAt(env, list[i], inputs, depth + 1));
     return array;
   }
   if (value.isGenericDict()) {
@@ -237,11 +240,42 @@ Napi::Value fromIValue(Napi::Env env, const c10::IValue& value, const InputTenso
     for (const auto& entry : value.toGenericDict()) {
       const auto& key = entry.key();
       std::string name = key.isString() ? key.toStringRef() : key.isInt() ? std::to_string(key.toInt()) : key.tagKind();
-      object.Set(name, fromIValue(env, entry.value(), inputs));
+      object.Set(name, fromIValueAt(env, entry.value(), inputs, depth + 1));
     }
     return object;
   }
   throwTypeError(env, "cannot convert a TorchScript value of kind " + value.tagKind() + " to JS");
+}
+
+}  // namespace
+
+Napi::Value fromIValue(Napi::Env env, const c10::IValue& value, const InputTensors* inputs) {
+  return fromIValueAt(env, value, inputs, 0);
+}
+
+void releaseFlat(c10::IValue value) {
+  std::vector<c10::IValue> pending;
+  pending.push_back(std::move(value));
+  while (!pending.empty()) {
+    c10::IValue item = std::move(pending.back());
+    pending.pop_back();
+    // Move each container's elements onto `pending` and empty it, so freeing it frees one level only.
+    if (item.isList()) {
+      auto list = item.toList();
+      for (size_t i = 0; i < list.size(); ++i) pending.push_back(list.get(i));
+      list.clear();
+    } else if (item.isTuple()) {
+      auto tuple = item.toTuple();
+      for (size_t i = 0; i < tuple->elements().size(); ++i) {
+        pending.push_back(tuple->elements()[i]);
+        tuple->unsafeSetElement(i, c10::IValue());
+      }
+    } else if (item.isGenericDict()) {
+      auto dict = item.toGenericDict();
+      for (const auto& entry : dict) pending.push_back(entry.value());
+      dict.clear();
+    }
+  }
 }
 
 }  // namespace td

@@ -22,6 +22,11 @@ c10::IValue toIValue(Napi::Env env, const Napi::Value& value, const c10::TypePtr
 c10::IValue toIValueUntyped(Napi::Env env, const Napi::Value& value, const std::string& what);
 
 // Converts a result back to JS: Tensor -> tensor handle, tuples/lists -> arrays, dicts -> plain objects.
+// Containers nested deeper than kMaxNesting (checks.h) are an Error.
 Napi::Value fromIValue(Napi::Env env, const c10::IValue& value, const InputTensors* inputs = nullptr);
+
+// Frees a container value nobody else holds without recursion (libtorch's destructors recurse
+// once per level, so a loaded file nested a million deep would overflow the stack).
+void releaseFlat(c10::IValue value);
 
 }  // namespace td

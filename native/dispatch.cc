@@ -2,10 +2,12 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 
+#include <cmath>
 #include <deque>
 #include <mutex>
 #include <unordered_map>
 
+#include "checks.h"
 #include "convert.h"
 #include "tensor.h"
 
@@ -23,11 +25,13 @@ std::mutex opsMutex;
 std::deque<OpEntry> ops;
 std::unordered_map<std::string, size_t> opIndex;
 
-const OpEntry& entryFor(Napi::Env env, const Napi::Value& value) {
-  if (!value.IsNumber()) throwTypeError(env, "callOp: expected an op handle from resolveOp");
-  const auto index = value.As<Napi::Number>().Int64Value();
+const OpEntry& entryFor(Napi::Env env, const Napi::Value& value, const std::string& where) {
+  if (!value.IsNumber()) throwTypeError(env, where + ": expected an op handle from resolveOp but received " + describeJsValue(value));
+  const double index = value.As<Napi::Number>().DoubleValue();
   std::lock_guard<std::mutex> lock(opsMutex);
-  if (index < 0 || static_cast<size_t>(index) >= ops.size()) throwTypeError(env, "callOp: unknown op handle");
+  if (!(index >= 0 && index < static_cast<double>(ops.size())) || index != std::trunc(index)) {
+    throwTypeError(env, where + ": unknown op handle " + describeJsValue(value));
+  }
   return ops[static_cast<size_t>(index)];
 }
 
@@ -50,6 +54,43 @@ std::string describeArguments(Napi::Env env, const c10::FunctionSchema& schema, 
     text += (text.empty() ? "" : ", ") + name + ": " + describeTensor(wrap->tensor());
   }
   return text.empty() ? "" : " (" + text + ")";
+}
+
+// The boxed stack for one call: positional then keyword arguments, converted by the schema's types.
+std::vector<c10::IValue> convertArguments(Napi::Env env, const OpEntry& entry, const Napi::Array& positional, const Napi::Object& keywords,
+                                          InputTensors& inputs) {
+  const auto& schema = entry.handle.schema();
+  const auto& params = schema.arguments();
+  size_t keywordsUsed = 0;
+  std::vector<c10::IValue> stack;
+  stack.reserve(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& param = params[i];
+    const std::string what = entry.name + ": argument '" + param.name() + "'";
+    Napi::Value value = env.Undefined();
+    if (i < positional.Length()) value = positional.Get(static_cast<uint32_t>(i));
+    if (!keywords.IsEmpty() && keywords.Has(param.name())) {
+      if (i < positional.Length()) throwError(env, entry.name + ": argument '" + param.name() + "' given both by position and by name");
+      value = keywords.Get(param.name());
+      ++keywordsUsed;
+    }
+    if (value.IsUndefined()) {
+      if (param.default_value()) {
+        stack.push_back(*param.default_value());
+        continue;
+      }
+      if (param.type()->kind() != c10::TypeKind::OptionalType) {
+        throwError(env, entry.name + ": missing argument '" + param.name() + "'; schema: " + c10::toString(schema));
+      }
+    }
+    // real_type(): ScalarType, Layout and MemoryFormat, which type() declares as int, so their values are range-checked.
+    stack.push_back(toIValue(env, value, param.real_type(), what, &inputs, param.N()));
+    inputs.argumentOf.resize(inputs.entries.size(), i);
+  }
+  if (!keywords.IsEmpty() && keywordsUsed != keywords.GetPropertyNames().Length()) {
+    throwError(env, entry.name + ": unknown keyword argument; schema: " + c10::toString(schema));
+  }
+  return stack;
 }
 
 }  // namespace
@@ -79,52 +120,44 @@ Napi::Value ResolveOp(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(ops.size() - 1));
 }
 
+Napi::Value OpNames(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto names = c10::Dispatcher::singleton().getAllOpNames();
+  auto result = Napi::Array::New(env, names.size());
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto& name = names[i];
+    result.Set(static_cast<uint32_t>(i), Napi::String::New(env, name.name + (name.overload_name.empty() ? "" : "." + name.overload_name)));
+  }
+  return result;
+}
+
 Napi::Value OpSchema(const Napi::CallbackInfo& info) {
-  const auto& entry = entryFor(info.Env(), info[0]);
+  const auto& entry = entryFor(info.Env(), info[0], "opSchema");
   return Napi::String::New(info.Env(), c10::toString(entry.handle.schema()));
 }
 
 Napi::Value CallOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const auto& entry = entryFor(env, info[0]);
+  const auto& entry = entryFor(env, info[0], "callOp");
   const auto& schema = entry.handle.schema();
   const auto& params = schema.arguments();
-  if (info.Length() < 2 || !info[1].IsArray()) throwTypeError(env, entry.name + ": expected the arguments as an array");
+  if (!info[1].IsArray()) throwTypeError(env, entry.name + ": expected the arguments as an array but received " + describeJsValue(info[1]));
   auto positional = info[1].As<Napi::Array>();
-  Napi::Object keywords = info.Length() > 2 && info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object();
+  if (!info[2].IsUndefined() && !info[2].IsNull() && !info[2].IsObject()) {
+    throwTypeError(env, entry.name + ": expected keyword arguments as an object but received " + describeJsValue(info[2]));
+  }
+  Napi::Object keywords = info[2].IsObject() ? info[2].As<Napi::Object>() : Napi::Object();
   if (positional.Length() > params.size()) {
     throwError(env, entry.name + ": expected at most " + std::to_string(params.size()) + " arguments but received " +
                         std::to_string(positional.Length()) + "; schema: " + c10::toString(schema));
   }
-  size_t keywordsUsed = 0;
   InputTensors inputs;
-  std::vector<c10::IValue> stack;
-  stack.reserve(params.size());
-  for (size_t i = 0; i < params.size(); ++i) {
-    const auto& param = params[i];
-    const std::string what = entry.name + ": argument '" + param.name() + "'";
-    Napi::Value value = env.Undefined();
-    if (i < positional.Length()) value = positional.Get(static_cast<uint32_t>(i));
-    if (!keywords.IsEmpty() && keywords.Has(param.name())) {
-      if (i < positional.Length()) throwError(env, entry.name + ": argument '" + param.name() + "' given both by position and by name");
-      value = keywords.Get(param.name());
-      ++keywordsUsed;
-    }
-    if (value.IsUndefined()) {
-      if (param.default_value()) {
-        stack.push_back(*param.default_value());
-        continue;
-      }
-      if (param.type()->kind() != c10::TypeKind::OptionalType) {
-        throwError(env, entry.name + ": missing argument '" + param.name() + "'; schema: " + c10::toString(schema));
-      }
-    }
-    stack.push_back(toIValue(env, value, param.type(), what, &inputs, param.N()));
-    inputs.argumentOf.resize(inputs.entries.size(), i);
-  }
-  if (!keywords.IsEmpty() && keywordsUsed != keywords.GetPropertyNames().Length()) {
-    throwError(env, entry.name + ": unknown keyword argument; schema: " + c10::toString(schema));
-  }
+  // Conversion and checks throw our own Errors; guarded() turns anything else (e.g. bad_alloc) into one.
+  auto stack = guarded(env, entry.name, [&] {
+    auto converted = convertArguments(env, entry, positional, keywords, inputs);
+    checkOpCall(env, entry.name, schema, converted);
+    return converted;
+  });
   try {
     entry.handle.callBoxed(&stack);
   } catch (const std::exception& e) {

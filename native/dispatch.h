@@ -10,6 +10,8 @@ namespace td {
 Napi::Value ResolveOp(const Napi::CallbackInfo& info);
 // callOp(handle, positionalArgs: unknown[], keywordArgs?: object) -> converted result(s).
 Napi::Value CallOp(const Napi::CallbackInfo& info);
+// opNames() -> every registered op as "namespace::name[.overload]" (for tools and the fuzz test).
+Napi::Value OpNames(const Napi::CallbackInfo& info);
 // opSchema(handle) -> the schema string, for error messages and docs.
 Napi::Value OpSchema(const Napi::CallbackInfo& info);
 

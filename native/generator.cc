@@ -1,10 +1,13 @@
 #include "generator.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
 #include <torch/utils.h>
 
+#include <cmath>
 #include <mutex>
 
+#include "checks.h"
 #include "tensor.h"
 
 namespace td {
@@ -20,8 +23,8 @@ uint64_t seedFromJs(Napi::Env env, const Napi::Value& value, const std::string& 
     if (!lossless) throwTypeError(env, what + ": expected a seed in [0, 2^64) but received a bigint out of range");
     return seed;
   }
-  double d = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : -1;
-  if (!value.IsNumber() || d < 0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
+  const double d = value.IsNumber() ? value.As<Napi::Number>().DoubleValue() : -1;
+  if (!value.IsNumber() || !(d >= 0) || d >= 18446744073709551616.0 || d != std::trunc(d)) {
     throwTypeError(env, what + ": expected a non-negative integer seed but received " + describeJsValue(value));
   }
   return static_cast<uint64_t>(d);
@@ -42,16 +45,18 @@ Napi::Function GeneratorWrap::Init(Napi::Env env) {
 
 GeneratorWrap::GeneratorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<GeneratorWrap>(info) {
   Napi::Env env = info.Env();
-  const std::string device = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "cpu";
+  const std::string device = info[1].IsUndefined() || info[1].IsNull() ? "cpu" : stringArg(env, info[1], "Generator: device");
+  const bool isDefault = device == "default";
+  const auto d = isDefault ? c10::Device(c10::kCPU) : parseDevice(env, device, "Generator: device");
   guarded(env, "Generator", [&] {
-    if (device == "default") {
+    if (isDefault) {
       generator_ = at::detail::getDefaultCPUGenerator();
-    } else if (c10::Device(device).is_cpu()) {
+    } else if (d.is_cpu()) {
       generator_ = at::detail::createCPUGenerator();
     } else {
       // CUDA generators are created through the registered CUDA hooks, so the CPU build needs no CUDA symbols.
-      auto d = c10::Device(device);
       TORCH_CHECK(at::hasCUDA(), "device ", device, " is not available in this build of libtorch");
+      TORCH_CHECK(!d.has_index() || d.index() < static_cast<int>(torch::cuda::device_count()), "device ", device, " does not exist");
       generator_ = at::detail::getCUDAHooks().getDefaultCUDAGenerator(d.has_index() ? d.index() : 0).clone();
     }
   });

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "addon_data.h"
+#include "checks.h"
 #include "convert.h"
 #include "tensor.h"
 
@@ -77,6 +78,12 @@ torch::jit::Module submoduleFor(Napi::Env env, torch::jit::Module root, const st
   }
   leaf = dotted.substr(start);
   return root;
+}
+
+// run()/runAsync() name the method; omitted means forward.
+std::string methodName(Napi::Env env, const Napi::Value& value, const std::string& where) {
+  if (value.IsUndefined()) return "forward";
+  return stringArg(env, value, where + ": method name");
 }
 
 template <class List>
@@ -149,7 +156,10 @@ std::vector<c10::IValue> ModuleWrap::convertArguments(Napi::Env env, const std::
     throwError(env, where + ": the module has no method \"" + method + "\" (methods: " + names + ")");
   }
   const auto& params = found->function().getSchema().arguments();  // params[0] is self
-  if (info.Length() < 2 || !info[1].IsArray()) throwTypeError(env, where + ": expected the arguments as an array");
+  if (!info[1].IsArray()) throwTypeError(env, where + ": expected the arguments as an array but received " + describeJsValue(info[1]));
+  if (!info[2].IsUndefined() && !info[2].IsNull() && !info[2].IsObject()) {
+    throwTypeError(env, where + ": expected keyword arguments as an object but received " + describeJsValue(info[2]));
+  }
   auto positional = info[1].As<Napi::Array>();
   if (positional.Length() + 1 > params.size()) {
     throwError(env, where + ": expected at most " + std::to_string(params.size() - 1) + " arguments but received " +
@@ -160,7 +170,7 @@ std::vector<c10::IValue> ModuleWrap::convertArguments(Napi::Env env, const std::
     const auto& param = params[i + 1];
     args.push_back(toIValue(env, positional.Get(i), param.type(), where + ": argument '" + param.name() + "'"));
   }
-  if (info.Length() > 2 && info[2].IsObject()) {
+  if (info[2].IsObject()) {
     auto object = info[2].As<Napi::Object>();
     auto keys = object.GetPropertyNames();
     for (uint32_t i = 0; i < keys.Length(); ++i) {
@@ -177,7 +187,7 @@ std::vector<c10::IValue> ModuleWrap::convertArguments(Napi::Env env, const std::
 
 Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string method = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "forward";
+  const std::string method = methodName(env, info[0], "Module.run");
   std::unordered_map<std::string, c10::IValue> kwargs;
   auto args = convertArguments(env, method, info, kwargs);
   auto& module = live(env);
@@ -187,7 +197,7 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
 
 Napi::Value ModuleWrap::RunAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string method = info.Length() > 0 && info[0].IsString() ? info[0].As<Napi::String>().Utf8Value() : "forward";
+  const std::string method = methodName(env, info[0], "Module.runAsync");
   std::unordered_map<std::string, c10::IValue> kwargs;
   auto args = convertArguments(env, method, info, kwargs);
   auto* worker = new MethodWorker(env, live(info.Env()), method, std::move(args), std::move(kwargs));
@@ -205,7 +215,7 @@ Napi::Value ModuleWrap::MethodNames(const Napi::CallbackInfo& info) {
 
 Napi::Value ModuleWrap::MethodSchema(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string method = info[0].As<Napi::String>().Utf8Value();
+  const std::string method = stringArg(env, info[0], "Module.methodSchema: method name");
   auto found = live(info.Env()).find_method(method);
   if (!found) throwError(env, "Module.methodSchema: the module has no method \"" + method + "\"");
   return Napi::String::New(env, c10::toString(found->function().getSchema()));
@@ -242,15 +252,19 @@ Napi::Value ModuleWrap::IsTraining(const Napi::CallbackInfo& info) {
 // to(device: string | null, dtype: string | null)
 Napi::Value ModuleWrap::To(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  const auto absent = [](const Napi::Value& v) { return v.IsUndefined() || v.IsNull(); };
+  c10::optional<c10::Device> device;
+  c10::optional<c10::ScalarType> dtype;
+  if (!absent(info[0])) device = deviceArg(env, info[0], "Module.to: device");
+  if (!absent(info[1])) dtype = dtypeArg(env, info[1], "Module.to: dtype");
+  auto& module = live(env);
   guarded(env, "Module.to", [&] {
-    const bool hasDevice = info.Length() > 0 && info[0].IsString();
-    const bool hasDtype = info.Length() > 1 && info[1].IsString();
-    if (hasDevice && hasDtype) {
-      live(info.Env()).to(c10::Device(info[0].As<Napi::String>().Utf8Value()), dtypeFromName(env, info[1].As<Napi::String>().Utf8Value(), "Module.to"));
-    } else if (hasDevice) {
-      live(info.Env()).to(c10::Device(info[0].As<Napi::String>().Utf8Value()));
-    } else if (hasDtype) {
-      live(info.Env()).to(dtypeFromName(env, info[1].As<Napi::String>().Utf8Value(), "Module.to"));
+    if (device && dtype) {
+      module.to(*device, *dtype);
+    } else if (device) {
+      module.to(*device);
+    } else if (dtype) {
+      module.to(*dtype);
     }
   });
   return info.This();
@@ -279,6 +293,7 @@ Napi::Value ModuleWrap::SetAttribute(const Napi::CallbackInfo& info) {
   if (info.Length() < 3 || !info[0].IsString() || !info[2].IsString()) throwTypeError(env, "Module.setAttribute: expected (name, tensor, kind)");
   const std::string name = info[0].As<Napi::String>().Utf8Value();
   const std::string kind = info[2].As<Napi::String>().Utf8Value();
+  if (kind != "parameter" && kind != "buffer") throwTypeError(env, "Module.setAttribute: expected kind \"parameter\" or \"buffer\" but received \"" + kind + "\"");
   const auto& value = TensorWrap::From(env, info[1], "Module.setAttribute(\"" + name + "\")");
   std::string leaf;
   auto owner = submoduleFor(env, live(info.Env()), name, leaf);
@@ -311,7 +326,7 @@ Napi::Value ModuleWrap::Clone(const Napi::CallbackInfo& info) {
 // attribute(dottedName) -> the value of a module attribute (parameter, buffer, constant or submodule name list).
 Napi::Value ModuleWrap::Attribute(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  const std::string name = stringArg(env, info[0], "Module.attribute: name");
   std::string leaf;
   auto owner = submoduleFor(env, live(info.Env()), name, leaf);
   if (!owner.hasattr(leaf)) throwError(env, "Module.attribute: the module has no attribute \"" + name + "\"");
@@ -323,7 +338,7 @@ Napi::Value ModuleWrap::Attribute(const Napi::CallbackInfo& info) {
 Napi::Value LoadModule(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   c10::optional<c10::Device> device;
-  if (info.Length() > 1 && info[1].IsString()) device = guarded(env, "load", [&] { return c10::Device(info[1].As<Napi::String>().Utf8Value()); });
+  if (!info[1].IsUndefined() && !info[1].IsNull()) device = deviceArg(env, info[1], "load: device");
   if (info.Length() > 0 && info[0].IsBuffer()) {
     auto buffer = info[0].As<Napi::Buffer<char>>();
     std::istringstream in(std::string(buffer.Data(), buffer.Length()));

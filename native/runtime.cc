@@ -5,15 +5,19 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <cmath>
+
 #include "addon_data.h"
 
 namespace td {
 
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const double n = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
-  if (n < 1 || n != static_cast<double>(static_cast<int>(n))) {
-    throwTypeError(env, "setNumThreads: expected a positive integer but received " + describeJsValue(info.Length() ? info[0] : env.Undefined()));
+  // More threads than this only thrash (and a million of them hang the process while OpenMP spawns them).
+  constexpr double kMaxThreads = 1024;
+  const double n = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : 0;
+  if (!(n >= 1 && n <= kMaxThreads) || n != std::trunc(n)) {
+    throwTypeError(env, "setNumThreads: expected an integer from 1 to 1024 but received " + describeJsValue(info[0]));
   }
   at::set_num_threads(static_cast<int>(n));
   return env.Undefined();

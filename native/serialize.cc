@@ -25,7 +25,13 @@ Napi::Value LoadValue(const Napi::CallbackInfo& info) {
       throw std::runtime_error(std::string("not a saved value or truncated: ") + e.what_without_backtrace());
     }
   });
-  return fromIValue(env, value);
+  // The value is ours alone: if it cannot be converted (nested too deep), free it level by level.
+  try {
+    return fromIValue(env, value);
+  } catch (...) {
+    releaseFlat(std::move(value));
+    throw;
+  }
 }
 
 }  // namespace td

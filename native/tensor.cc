@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "addon_data.h"
+#include "checks.h"
 
 namespace td {
 
@@ -95,21 +96,6 @@ size_t typedArrayElementSize(napi_typedarray_type type) {
     case napi_float32_array: return 4;
     default: return 8;
   }
-}
-
-std::vector<int64_t> shapeFromJs(Napi::Env env, const Napi::Value& value, const std::string& where) {
-  if (!value.IsArray()) throwTypeError(env, where + ": expected shape to be an array of integers but received " + describeJsValue(value));
-  auto array = value.As<Napi::Array>();
-  std::vector<int64_t> shape(array.Length());
-  for (uint32_t i = 0; i < array.Length(); ++i) {
-    Napi::Value dim = array.Get(i);
-    double d = dim.IsNumber() ? dim.As<Napi::Number>().DoubleValue() : -1;
-    if (!dim.IsNumber() || d < 0 || d != static_cast<double>(static_cast<int64_t>(d))) {
-      throwTypeError(env, where + ": expected shape[" + std::to_string(i) + "] to be a non-negative integer but received " + describeJsValue(dim));
-    }
-    shape[i] = static_cast<int64_t>(d);
-  }
-  return shape;
 }
 
 }  // namespace
@@ -218,8 +204,10 @@ Napi::Value TensorWrap::IsDisposed(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
   const auto& t = live(info.Env(), "shape");
-  auto shape = Napi::Array::New(info.Env(), t.dim());
-  for (int64_t i = 0; i < t.dim(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), static_cast<double>(t.size(i))));
+  // A nested tensor's ragged dimensions have no size: libtorch throws for them.
+  const auto sizes = guarded(info.Env(), "Tensor.shape", [&] { return t.sizes().vec(); });
+  auto shape = Napi::Array::New(info.Env(), sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) shape.Set(static_cast<uint32_t>(i), Napi::Number::New(info.Env(), static_cast<double>(sizes[i])));
   return shape;
 }
 
@@ -237,7 +225,8 @@ Napi::Value TensorWrap::Ndim(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value TensorWrap::Numel(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env(), "numel").numel()));
+  const auto& t = live(info.Env(), "numel");
+  return Napi::Number::New(info.Env(), static_cast<double>(guarded(info.Env(), "Tensor.numel", [&] { return t.numel(); })));
 }
 
 Napi::Value TensorWrap::GetRequiresGrad(const Napi::CallbackInfo& info) {
@@ -264,7 +253,10 @@ void TensorWrap::SetGrad(const Napi::CallbackInfo& info, const Napi::Value& valu
   }
   const auto& grad = From(env, value, "Tensor.grad");
   guarded(env, "Tensor.grad", [&] {
+    // As PyTorch's setter: backward would otherwise accumulate into a gradient of another kind.
     TORCH_CHECK(grad.sizes() == t.sizes(), "expected a gradient of shape ", t.sizes(), " but received ", grad.sizes());
+    TORCH_CHECK(grad.scalar_type() == t.scalar_type(), "expected a gradient of dtype ", dtypeName(t.scalar_type()), " but received ", dtypeName(grad.scalar_type()));
+    TORCH_CHECK(grad.device() == t.device(), "expected a gradient on ", t.device(), " but received one on ", grad.device());
     t.mutable_grad() = grad;
   });
 }
@@ -290,9 +282,14 @@ Napi::Value TensorWrap::Backward(const Napi::CallbackInfo& info) {
 Napi::Value TensorWrap::Data(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const auto& t = live(env, "data");
-  c10::ScalarType type = t.scalar_type();
-  if (info.Length() > 0 && info[0].IsString()) type = dtypeFromName(env, info[0].As<Napi::String>().Utf8Value(), "Tensor.data");
-  at::Tensor host = guarded(env, "Tensor.data", [&] { return t.detach().to(at::kCPU, type).contiguous(); });
+  const c10::ScalarType type = info[0].IsUndefined() ? t.scalar_type() : dtypeArg(env, info[0], "Tensor.data");
+  at::Tensor host = guarded(env, "Tensor.data", [&] {
+    auto h = t.detach().to(at::kCPU, type).contiguous();
+    // A ZeroTensor (aten::_efficientzerotensor) has no memory behind it; others without storage cannot be read.
+    if (h._is_zerotensor()) h = at::zeros(h.sizes(), at::TensorOptions().dtype(type));
+    TORCH_CHECK(h.numel() == 0 || (h.has_storage() && h.data_ptr() != nullptr), "the tensor has no memory to read (", describeTensor(t), ")");
+    return h;
+  });
   auto buffer = Napi::ArrayBuffer::New(env, host.nbytes());
   if (host.nbytes()) std::memcpy(buffer.Data(), host.data_ptr(), host.nbytes());
   return typedArrayFor(env, type, buffer, static_cast<size_t>(host.numel()));
@@ -311,35 +308,49 @@ Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value TensorWrap::IsContiguous(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), live(info.Env(), "isContiguous").is_contiguous());
+  const auto& t = live(info.Env(), "isContiguous");
+  return Napi::Boolean::New(info.Env(), guarded(info.Env(), "Tensor.isContiguous", [&] { return t.is_contiguous(); }));
 }
 
 Napi::Value TensorWrap::SameStorage(const Napi::CallbackInfo& info) {
   const auto& t = live(info.Env(), "sharesStorageWith");
   const auto& other = From(info.Env(), info[0], "Tensor.sharesStorageWith");
-  return Napi::Boolean::New(info.Env(), t.has_storage() && other.has_storage() && t.storage().is_alias_of(other.storage()));
+  return Napi::Boolean::New(info.Env(), guarded(info.Env(), "Tensor.sharesStorageWith", [&] {
+    return t.has_storage() && other.has_storage() && t.storage().is_alias_of(other.storage());
+  }));
 }
 
 Napi::Value TensorFromBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string where = "tensor";
-  if (info.Length() < 5 || !info[0].IsTypedArray()) throwTypeError(env, where + ": expected a TypedArray of values");
-  auto array = info[0].As<Napi::TypedArray>();
-  auto shape = shapeFromJs(env, info[1], where);
-  auto source = dtypeFromName(env, info[2].As<Napi::String>().Utf8Value(), where);
-  auto target = dtypeFromName(env, info[3].As<Napi::String>().Utf8Value(), where);
-  const std::string device = info[4].As<Napi::String>().Utf8Value();
-  int64_t numel = 1;
-  for (auto d : shape) numel *= d;
+  if (!info[0].IsTypedArray()) throwTypeError(env, where + ": expected a TypedArray of values but received " + describeJsValue(info[0]));
+  const auto shape = shapeArg(env, info[1], where);
+  const auto source = dtypeArg(env, info[2], where + ": source dtype");
+  const auto target = dtypeArg(env, info[3], where + ": dtype");
+  const auto device = deviceArg(env, info[4], where + ": device");
+  const int64_t numel = checkedNumel(env, shape, where);
+  // The values' address straight from Node-API: also right for a SharedArrayBuffer or an offset view.
+  napi_typedarray_type arrayType;
+  size_t length = 0;
+  void* values = nullptr;
+  if (napi_get_typedarray_info(env, info[0], &arrayType, &length, &values, nullptr, nullptr) != napi_ok) {
+    throwTypeError(env, where + ": cannot read the TypedArray's values");
+  }
   const size_t elementSize = c10::elementSize(source);
-  if (typedArrayElementSize(array.TypedArrayType()) != elementSize || static_cast<int64_t>(array.ElementLength()) != numel) {
-    throwError(env, where + ": " + std::to_string(array.ElementLength()) + " values do not fill shape " +
+  if (typedArrayElementSize(arrayType) != elementSize) {
+    throwTypeError(env, where + ": a TypedArray of " + std::to_string(typedArrayElementSize(arrayType)) + "-byte elements cannot hold " +
+                            dtypeName(source) + " values (" + std::to_string(elementSize) + " bytes each)");
+  }
+  if (static_cast<int64_t>(length) != numel) {
+    throwError(env, where + ": " + std::to_string(length) + " values do not fill shape " +
                         c10::str(c10::IntArrayRef(shape)) + " (" + std::to_string(numel) + " elements)");
   }
   at::Tensor t = guarded(env, where, [&] {
     auto host = at::empty(shape, at::TensorOptions().dtype(source));
-    if (numel) std::memcpy(host.data_ptr(), static_cast<const uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset(), numel * elementSize);
-    return host.to(c10::Device(device), target);
+    if (numel) std::memcpy(host.data_ptr(), values, numel * elementSize);
+    // A bool is one byte holding 0 or 1; any other byte value is undefined behaviour in the kernels.
+    if (source == c10::ScalarType::Bool) host = host.view(c10::ScalarType::Byte).ne(0);
+    return host.to(device, target);
   });
   return TensorWrap::Wrap(env, std::move(t));
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/python3
 """Import a diffusers-layout folder and export our TorchScript model directory.
 
+Shipped in the npm package and run by `torch-diffusion convert` (which also writes the
+directory's checksums.sha256); from a checkout it also runs directly:
+
 usage: /usr/bin/python3 scripts/export.py --from DIR --to DIR [--dtype float32|float16|bfloat16]
                                           [--fused-attention] [--variant fp16] [--components unet,vae]
 

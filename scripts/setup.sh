@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libtorch-dev python3-torch python3-numpy dataset-fashion-mnist cmake g++ make)
+packages=(libtorch-dev libgloo-dev python3-torch python3-numpy dataset-fashion-mnist cmake g++ make)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -9,7 +9,8 @@
  *
  * Checkpoints go to build/builtin-train every 100 steps; rerunning resumes from the newest.
  * `--minutes` stops early (with a checkpoint) so a run fits a time budget; rerun to go on.
- * `--export-only` writes the model directory from the newest checkpoint's EMA weights.
+ * `--export-only` writes the model directory from the newest checkpoint's EMA weights. The run's
+ * record goes to `<out>/recipe.json` (a model trained from it folds it into its own training.json).
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -111,7 +112,7 @@ async function main(): Promise<void> {
   const finalLoss = recent.reduce((a, b) => a + b, 0) / Math.max(1, recent.length);
   exportComponents(result.emaModel ?? joint, initModel, values.out!);
   fs.writeFileSync(
-    path.join(values.out!, "TRAINING.json"),
+    path.join(values.out!, "recipe.json"),
     JSON.stringify({ recipe: "scripts/train-builtin.ts", init: "scripts/build_builtin_init.py --seed 0", seed: 0, steps: result.step, plannedSteps: steps, batchSize: Number(values.batch), objective: "v_prediction", schedule: "squaredcos_cap_v2", emaDecay: 0.999, finalLossAvg50: finalLoss, aborted: result.aborted, libtorch: td.buildInfo.torchVersion }, null, 2) + "\n",
   );
   td.writeDirectoryChecksums(values.out!);

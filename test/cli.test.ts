@@ -145,7 +145,7 @@ describe("torch-diffusion command, in-process", () => {
 
   it("usage errors and bad values: exit 1 and one line naming the problem", async () => {
     const cases: [string[], string][] = [
-      [["frobnicate"], 'unknown command "frobnicate" (commands: generate, edit, inpaint, train, imagic, info; see torch-diffusion --help)'],
+      [["frobnicate"], `unknown command "frobnicate" (commands: ${Object.keys((await import("../lib/cli/args")).COMMANDS).join(", ")}; see torch-diffusion --help)`],
       [["generate", "--bogus"], "generate: unknown option --bogus (see torch-diffusion generate --help)"],
       [["generate", "--prompt"], "generate: --prompt needs a value (see torch-diffusion generate --help)"],
       [["generate", "--prompt", "x", "stray"], 'generate: unexpected argument "stray" (see torch-diffusion generate --help)'],

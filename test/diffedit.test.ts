@@ -273,7 +273,7 @@ describe("torch-diffusion edit --method diffedit", () => {
     await td.writeImage(td.interpolate(square, { size: [16, 16], mode: "nearest" }).index(0), maskFile);
     const args = ["edit", "--method", "diffedit", "--model", tinyDir, "--image", input, "--source-prompt", "a shirt", "--prompt", "a dress", "--steps", "4", "--seed", "1"];
     const inferred = await run([...args, "--out", path.join(dir, "out.png"), "--mask-out", path.join(dir, "mask.png")]);
-    expect(inferred.stderr).toMatch(/^diffedit: 1 image 16×16, mask from 10 noise draws, 3 inversion \+ 3 denoising steps of DDIMScheduler, seed 1, [\d.]+ s\n$/);
+    expect(inferred.stderr).toMatch(/^diffedit: 1 image 16×16, mask from 10 noise draws, 3 inversion \+ 3 denoising steps of DDIMScheduler, seed 1, guidance 7.5, [\d.]+ s\n$/);
     expect(inferred).toMatchObject({ code: 0, stdout: `${path.join(dir, "out.png")}\n${path.join(dir, "mask.png")}\n` });
     const written = await td.readImage(path.join(dir, "mask.png"), { channels: 1 });
     expect(written.shape).toEqual([1, 1, 16, 16]);

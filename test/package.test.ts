@@ -1,7 +1,8 @@
 /**
  * The package as a new user gets it: `npm pack`, then install the tarball into an empty
  * project (test/consumer) with no compiler on PATH and no network, then run the README's
- * library and CLI examples from there and type-check a TypeScript consumer. The tarball carries
+ * library and CLI examples from there (convert a diffusers folder with the shipped exporter, then
+ * generate from it) and type-check a TypeScript consumer. The tarball carries
  * the already built addon as its prebuilt binary (test/consumer/pack.ts says how it packs and
  * installs offline); when `npm pack` or the offline install is impossible the tests skip, loudly.
  */
@@ -81,7 +82,11 @@ describe("the packed package, installed into an empty project", () => {
     const installed = path.join(consumer, "node_modules", "torch-diffusion");
     expect(installLog).toMatch(/torch-diffusion: using the prebuilt torch_diffusion\.napi\.glibc\.torch\d+\.\d+\.so[\d.]*\.(cxx11|precxx11)\.(cpu|cuda\d*)\.node/);
     expect(fs.existsSync(path.join(installed, "build"))).toBe(false);
-    for (const file of ["LICENSE", "dist/index.d.ts", "dist/cli.js", "scripts/prebuilt.js", "models/builtin/model_index.json"]) expect(fs.existsSync(path.join(installed, file)), file).toBe(true);
+    const shipped = ["LICENSE", "dist/index.d.ts", "dist/cli.js", "scripts/prebuilt.js", "models/builtin/model_index.json", "models/builtin/recipe.json"];
+    const exporter = ["scripts/export.py", "scripts/safetensors_io.py", ...["__init__", "loading", "unet_2d_condition", "autoencoder_kl", "clip_text", "dit", "signatures"].map((m) => `scripts/torch_diffusion_models/${m}.py`)];
+    for (const file of [...shipped, ...exporter]) expect(fs.existsSync(path.join(installed, file)), file).toBe(true);
+    expect(fs.existsSync(path.join(installed, "models", "builtin", "TRAINING.json"))).toBe(false);
+    expect(fs.readdirSync(path.join(installed, "scripts", "torch_diffusion_models"))).not.toContain("__pycache__");
     const names = fs.readdirSync(path.join(consumer, "node_modules"));
     expect(names).not.toContain("cmake-js");
     expect(names).not.toContain("node-gyp-build");
@@ -95,6 +100,8 @@ describe("the packed package, installed into an empty project", () => {
     expect(result.status).toBe(0);
     const out = JSON.parse(result.stdout.trim().split("\n").pop()!);
     expect(out.shape).toEqual([1, 4, 8, 8]);
+    expect(out.builtin).toBe(path.join(consumer, "node_modules", "torch-diffusion", "models", "builtin"));
+    expect(out.defaults).toEqual({ guidanceScale: 2, numInferenceSteps: 30, scheduler: "DDIMScheduler" });
     expect(out.max).toBeLessThanOrEqual(1);
     expect(out.images[0]).toBe(1);
     expect(fs.statSync(path.join(consumer, "cjs.png")).size).toBeGreaterThan(0);
@@ -130,6 +137,29 @@ describe("the packed package, installed into an empty project", () => {
     expect(failed.stderr.trim().split("\n")).toHaveLength(1);
     expect(failed.stderr).toMatch(/^torch-diffusion: could not load its native addon\. .*LIBTORCH=\/nonexistent\/libtorch holds no lib\/libtorch\.so/);
     expect(failed.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("converts a diffusers folder with the shipped exporter (python3 not on PATH: /usr/bin/python3), then generates from it", (ctx) => {
+    skipIfUnavailable(ctx);
+    const torch = spawnSync("/usr/bin/python3", ["-c", "import torch"], { encoding: "utf8" });
+    if (torch.status !== 0) {
+      console.warn(`SKIPPED (convert from the installed package): /usr/bin/python3 cannot import torch, which the exporter needs (apt-get install python3-torch): ${torch.stderr.trim().split("\n").pop()}`);
+      ctx.skip();
+    }
+    const source = path.join(root, "test", "fixtures", "diffusers", "tiny-sd");
+    const convert = run("npx", ["torch-diffusion", "convert", "--from", source, "--to", "tiny-sd", "--json"]);
+    expect(convert.status, convert.stderr).toBe(0);
+    expect(JSON.parse(convert.stdout)).toMatchObject({ command: "convert", to: path.join(consumer, "tiny-sd"), python: "/usr/bin/python3", components: ["scheduler", "text_encoder", "tokenizer", "unet", "vae"] });
+    expect(convert.stderr).toContain("convert: export unet (UNet2DConditionModel)\n");
+    expect(fs.existsSync(path.join(consumer, "tiny-sd", "checksums.sha256"))).toBe(true);
+    const installed = path.join(consumer, "node_modules", "torch-diffusion");
+    expect(fs.readdirSync(path.join(installed, "scripts", "torch_diffusion_models"))).not.toContain("__pycache__"); // no bytecode written into the package
+    const generate = run("npx", ["torch-diffusion", "generate", "a cat", "--model", "tiny-sd", "--steps", "2", "--seed", "0", "--out", "cat.png", "--json"]);
+    expect(generate.status, generate.stderr).toBe(0);
+    expect(JSON.parse(generate.stdout)).toMatchObject({ images: ["cat.png"], width: 16, height: 16, steps: 2 });
+    const raw = run("npx", ["torch-diffusion", "generate", "a cat", "--model", source]);
+    expect(raw.status).toBe(1);
+    expect(raw.stderr).toContain(`convert it once with torch-diffusion convert --from ${source} --to OUT`);
   });
 
   it("generates a PNG with the built-in model from the command line", (ctx) => {

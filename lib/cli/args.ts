@@ -48,11 +48,11 @@ export const SCHEDULER_ALIASES: Record<string, string> = {
 
 /** Every option of every command; commands reword `help` where their default differs. @example OPTIONS.steps.arg // "N" */
 export const OPTIONS = {
-  model: { type: "string", arg: "DIR", help: "model directory (default: the built-in model)" },
+  model: { type: "string", arg: "DIR", help: "model directory from torch-diffusion convert or train (default: builtin, the built-in model)" },
   prompt: { type: "string", short: "p", arg: "TEXT", help: "what the image should show (required)" },
   "negative-prompt": { type: "string", arg: "TEXT", help: "what to steer away from" },
-  steps: { type: "string", arg: "N", help: "denoising steps (default 50)" },
-  guidance: { type: "string", arg: "S", help: "classifier-free guidance scale, ≤ 1 turns it off (default 7.5)" },
+  steps: { type: "string", arg: "N", help: "denoising steps (default: the model's, else 50)" },
+  guidance: { type: "string", arg: "S", help: "classifier-free guidance scale, ≤ 1 turns it off (default: the model's, else 7.5)" },
   "clip-skip": { type: "string", arg: "N", help: "condition on the text encoder's layer N before the last (default 0)" },
   seed: { type: "string", arg: "N", help: "random seed (default: a random one, printed)" },
   scheduler: { type: "string", arg: "NAME", help: `sampler: ${Object.keys(SCHEDULER_ALIASES).join(", ")} or a diffusers class name (default: the model's)` },
@@ -80,6 +80,25 @@ export const OPTIONS = {
   "embedding-steps": { type: "string", arg: "N", help: "Imagic stage 1: steps optimizing the text embedding (default 100)" },
   "embedding-lr": { type: "string", arg: "LR", help: "Imagic stage 1: its learning rate (default 1e-3)" },
   "train-steps": { type: "string", arg: "N", help: "Imagic stage 2: steps fine-tuning the U-Net (default 1500)" },
+  from: { type: "string", arg: "DIR", help: "Hugging Face diffusers folder: a pipeline (model_index.json), one component, or a models--org--name cache folder (required)" },
+  to: { type: "string", arg: "DIR", help: "model directory to write (required; new, empty, or an earlier conversion)" },
+  dtype: { type: "string", arg: "TYPE", help: "float32 (default), float16 (GPU; the VAE stays float32) or bfloat16" },
+  "fused-attention": { type: "boolean", help: "use this package's fused attention kernel in the networks (less memory; needs this package to run them)" },
+  json: { type: "boolean", help: "print one JSON object with the result on stdout instead of the file names (notes stay on stderr)" },
+  images: { type: "string", arg: "DIR", help: "DreamBooth: a folder of 3-5 images of the subject (required)" },
+  "class-noun": { type: "string", arg: "NOUN", help: "DreamBooth: what the subject is, e.g. sneaker, dog (required)" },
+  identifier: { type: "string", arg: "V", help: "DreamBooth: the subject's identifier, e.g. sks (default: a rare token of the model's tokenizer, printed)" },
+  "prior-loss-weight": { type: "string", arg: "L", help: "DreamBooth: weight λ of the class-prior loss (default 1)" },
+  "num-class-images": { type: "string", arg: "N", help: "DreamBooth: class images sampled (once, cached in OUT/class_images) for the prior loss (default 200)" },
+  "no-prior-preservation": { type: "boolean", help: "DreamBooth: train on the subject's images alone (no class images, no prior loss)" },
+  "lora-rank": { type: "string", arg: "R", help: "train rank-R low-rank adapters on the attention projections instead of the whole U-Net" },
+  "lora-alpha": { type: "string", arg: "A", help: "LoRA alpha: the adapters are scaled by A/R (default R)" },
+  "center-crop": { type: "boolean", help: "center-crop the images after resizing (default: a random crop)" },
+  "random-flip": { type: "boolean", help: "mirror training images left-right at random" },
+  "validation-prompt": { type: "string", arg: "TEXT", help: "render this prompt every --validation-every steps into OUT/validation" },
+  "validation-every": { type: "string", arg: "N", help: "steps between validation images (default 100)" },
+  "nproc-per-node": { type: "string", arg: "N", help: "train data-parallel in N processes on this machine (Gloo over 127.0.0.1; --batch is the global batch)" },
+  "dist-timeout": { type: "string", arg: "S", help: "data-parallel: give up on a rank that does not answer for S seconds (default 60)" },
   verbose: { type: "boolean", help: "on failure, print the whole error (TorchScript tracebacks included), not just its first line" },
   help: { type: "boolean", short: "h", help: "show this help" },
 } as const satisfies Record<string, OptionSpec>;
@@ -97,7 +116,7 @@ export interface CommandSpec {
 
 const GENERATION: Partial<Record<OptionName, string | null>> = {
   model: null, prompt: null, "negative-prompt": null, steps: null, guidance: null, "clip-skip": null, seed: null, scheduler: null,
-  batch: null, grid: null, out: null, device: null, "no-verify": null,
+  batch: null, grid: null, out: null, device: null, "no-verify": null, json: null,
 };
 const RESIZE = "resize the input image (and mask) to this";
 
@@ -143,13 +162,18 @@ export const COMMANDS: Record<string, CommandSpec> = {
       ema: null,
       seed: "random seed (default 0)",
       device: null,
+      "nproc-per-node": null,
+      "dist-timeout": null,
       "no-verify": null,
+      json: "print one JSON object (the output directory, timings and the training record) on stdout",
       help: null,
     },
     notes: [
       "",
       "The text encoder stays frozen; the objective and noise schedule come from the model's scheduler.",
       "Checkpoints go to DIR/checkpoints: rerun the same command to resume; Ctrl-C stops with a checkpoint.",
+      "Several machines: torchrun --no-python --nnodes M --nproc-per-node N ... npx torch-diffusion train ...",
+      "(each process reads RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK as PyTorch's env:// does).",
     ],
   },
   imagic: {
@@ -159,13 +183,44 @@ export const COMMANDS: Record<string, CommandSpec> = {
       model: null, image: null, prompt: "what the edited image should show (required)", out: "folder for the stages' results and the images eta-E.png (required)",
       eta: null, sweep: null, steps: null, guidance: null, seed: "random seed (default 0)",
       "embedding-steps": null, "embedding-lr": null, "train-steps": null, lr: "Imagic stage 2: its learning rate (default 2e-6)",
-      device: null, "no-verify": null, help: null,
+      device: null, "no-verify": null, json: null, help: null,
     },
     notes: [
       "",
       "Stages 1-2 run once per --out folder (Ctrl-C stops with a checkpoint; rerun to resume); later runs with",
       "other --eta values reuse them. The defaults are the paper's; small models want larger learning rates",
       "(the built-in model: --embedding-lr 0.1 --train-steps 60 --lr 2e-5, see the README's Imagic table).",
+    ],
+  },
+  convert: {
+    summary: "turn a Hugging Face diffusers folder into a model directory the other commands run",
+    usage: "torch-diffusion convert --from DIR --to DIR [--dtype float32|float16|bfloat16] [--fused-attention]",
+    options: { from: null, to: null, dtype: null, "fused-attention": null, json: "print one JSON object (the model directory, components, timings) on stdout", help: null },
+    notes: [
+      "",
+      "Runs the package's exporter (scripts/export.py) with the first Python that has PyTorch ≥ 1.13:",
+      "TORCH_DIFFUSION_PYTHON if set, else python3 on PATH, then /usr/bin/python3. It needs neither",
+      "diffusers nor safetensors; the weights may be .safetensors (sharded too) or .bin. The result",
+      "gets a checksums.sha256 that every command checks. Run it once per model and dtype.",
+    ],
+  },
+  dreambooth: {
+    summary: "DreamBooth: teach a model one subject from a few images, with class-prior preservation (optionally LoRA)",
+    usage: "torch-diffusion dreambooth --images DIR --class-noun NOUN --out DIR [--identifier V] [--lora-rank R] [options]",
+    options: {
+      model: "model to start from (default: the built-in model)", images: null, "class-noun": null, out: "model directory to write (required)",
+      identifier: null, "prior-loss-weight": null, "num-class-images": null, "no-prior-preservation": null, "lora-rank": null, "lora-alpha": null,
+      steps: "optimizer steps (default 400)", batch: "subject images per step; as many class images join them (default 1)",
+      lr: "learning rate, constant (default 5e-6, with --lora-rank 1e-4)", seed: "seed of the identifier, class images and training (default 0)",
+      "center-crop": null, "random-flip": null, "validation-prompt": null, "validation-every": null, "checkpoint-every": null,
+      device: null, "no-verify": null, json: "print one JSON object (the output directory, identifier, prompts, timings) on stdout", help: null,
+    },
+    notes: [
+      "",
+      "Prompts are \"a V NOUN\" for the subject and \"a NOUN\" for the class images; the identifier is printed at",
+      "the end. OUT is a model directory for generate --model OUT; with --lora-rank the adapters are fused into",
+      "it and also written as OUT/pytorch_lora_weights.safetensors (diffusers' load_lora_weights reads it).",
+      "The text encoder stays frozen. Rerun the same command to resume; Ctrl-C stops with a checkpoint.",
     ],
   },
   info: {
@@ -192,6 +247,7 @@ export const TOP_HELP = [
   "",
   "Run `torch-diffusion <command> --help` for a command's options.",
   "Example: torch-diffusion generate --prompt \"a photo of a sneaker\" --steps 30 --scheduler dpm++2m --out sneaker.png",
+  "A Hugging Face diffusers folder: torch-diffusion convert --from DIR --to OUT, then --model OUT.",
 ].join("\n");
 
 /** The help page of one command, built from its option table. @example console.log(commandHelp("inpaint")); */

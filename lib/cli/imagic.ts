@@ -6,8 +6,8 @@
 import * as path from "node:path";
 import type * as TD from "../index";
 import { CliError, badValue, deviceOption, intOption, numberOption, stringOption, type Values } from "./args";
-import { ProgressBar, requireFile, resolveModelDir, type CliIO } from "./output";
-import { requireDevice } from "./run";
+import { ProgressBar, printJson, requireFile, resolveModelDir, secondsSince, type CliIO } from "./output";
+import { effective, loadTextToImage } from "./run";
 
 interface ImagicCommand {
   dir: string;
@@ -24,6 +24,7 @@ interface ImagicCommand {
   lr?: number;
   device: string;
   verify: boolean;
+  json: boolean;
 }
 
 const SWEEP = [0.6, 0.65, 0.7, 0.75, 0.8];
@@ -48,6 +49,7 @@ function imagicOptions(values: Values): ImagicCommand {
     lr: numberOption(values, "lr", [0, 1]),
     device: deviceOption(values),
     verify: values["no-verify"] !== true,
+    json: values.json === true,
   };
   if (o.etas.some((e) => !Number.isFinite(e))) throw badValue("--eta", "a number", String(eta));
   return { ...o, dir: resolveModelDir(stringOption(values, "model")) };
@@ -55,20 +57,16 @@ function imagicOptions(values: Values): ImagicCommand {
 
 /** `imagic`. @example await runImagic({ image: "shirt.png", prompt: "a photo of a dress", out: "edit" }, io); */
 export async function runImagic(values: Values, io: CliIO, signal?: AbortSignal): Promise<number> {
+  const commandStarted = Date.now();
   const o = imagicOptions(values);
   const td: typeof TD = await import("../index");
-  requireDevice(td, o.device);
-  const model = td.loadModel(o.dir, { device: o.device, verify: o.verify });
+  const model = loadTextToImage(td, o, "imagic");
   try {
-    try {
-      model.requireTextToImage("imagic");
-    } catch (error) {
-      throw new CliError((error as Error).message);
-    }
     const image = await model.readImages(o.image, { who: "--image" });
     // One bar per stage: each has its own step rate.
     let bar = new ProgressBar(io.stderr, "imagic 1/2 embedding");
     let stage: TD.ImagicProgress["stage"] = "embedding";
+    const load = secondsSince(commandStarted);
     const started = Date.now();
     let result: TD.ImagicResult;
     try {
@@ -94,20 +92,32 @@ export async function runImagic(values: Values, io: CliIO, signal?: AbortSignal)
       image.dispose();
     }
     bar.done();
+    const optimize = secondsSince(started);
+    const generating = Date.now();
+    const e = effective(o, model);
+    const files: string[] = [];
     try {
       for (const eta of o.etas) {
-        const { images } = await result.generate({ eta, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale, generator: new td.Generator(o.seed), signal });
+        const { images } = await result.generate({ eta, numInferenceSteps: e.steps, guidanceScale: e.guidanceScale, generator: new td.Generator(o.seed), signal });
         const file = path.join(o.out, `eta-${eta.toFixed(2)}.png`);
         const first = images.index(0);
         await td.writeImage(first, file);
         first.dispose();
         images.dispose();
-        io.stdout.write(`${file}\n`);
+        files.push(file);
+        if (!o.json) io.stdout.write(`${file}\n`);
       }
     } finally {
       result.dispose();
     }
     io.stderr.write(`imagic: ${o.etas.length} image${o.etas.length > 1 ? "s" : ""} (η ${o.etas.join(", ")}), seed ${o.seed}, ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+    if (o.json) {
+      printJson(io, {
+        command: "imagic", model: o.dir, out: o.out, images: files, etas: o.etas, input: o.image, prompt: o.prompt, seed: o.seed, steps: e.steps,
+        scheduler: model.scheduler?.className ?? null, guidanceScale: e.guidanceScale,
+        timings: { load, optimize, generate: secondsSince(generating), total: secondsSince(commandStarted) },
+      });
+    }
     return 0;
   } finally {
     model.dispose();

@@ -6,6 +6,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as TD from "../index";
+import { diffusersFolderMessage } from "../models/directory";
+import { modelDefaults, type ModelDefaults } from "../models/defaults";
+import type { ModelIndex } from "../models/model";
 import { CliError } from "./args";
 
 /** The config keys worth a line per component class; other classes show their scalar keys. */
@@ -38,10 +41,25 @@ function summarize(config: Record<string, unknown> | null, fields: string[] | un
  * @example for (const line of modelInfo("models/sd-1.5")) console.log(line);
  */
 export function modelInfo(dir: string): string[] {
+  const raw = diffusersFolderMessage(dir);
+  if (raw !== null) throw new CliError(`--model: ${raw}`);
   const index = readJson(path.join(dir, "model_index.json"));
   if (!index) throw new CliError(`--model: ${dir} has no readable model_index.json`);
-  const ours = (index.torch_diffusion ?? {}) as { format_version?: number; dtype?: string; fused_attention?: boolean; skipped?: Record<string, string> };
-  const lines = [`model: ${dir}`, `  pipeline: ${index._class_name ?? "?"} (format ${ours.format_version ?? "?"}, dtype ${ours.dtype ?? "?"}, fused attention ${ours.fused_attention ? "yes" : "no"})`, "components:"];
+  const ours = (index.torch_diffusion ?? {}) as NonNullable<ModelIndex["torch_diffusion"]>;
+  const lines = [`model: ${dir}`, `  pipeline: ${index._class_name ?? "?"} (format ${ours.format_version ?? "?"}, dtype ${ours.dtype ?? "?"}, fused attention ${ours.fused_attention ? "yes" : "no"})`];
+  let defaults: ModelDefaults;
+  try {
+    defaults = modelDefaults(index as ModelIndex);
+  } catch (error) {
+    throw new CliError(`--model: ${(error as Error).message} (${path.join(dir, "model_index.json")})`);
+  }
+  const recommended = [
+    defaults.guidanceScale === undefined ? null : `guidance ${defaults.guidanceScale}`,
+    defaults.numInferenceSteps === undefined ? null : `${defaults.numInferenceSteps} steps`,
+    defaults.scheduler ?? null,
+  ].filter((d) => d !== null);
+  if (recommended.length > 0) lines.push(`  defaults: ${recommended.join(", ")} (the image commands use them unless given)`);
+  lines.push("components:");
   for (const [name, entry] of Object.entries(index)) {
     if (name.startsWith("_") || name === "torch_diffusion" || !Array.isArray(entry)) continue;
     const className = typeof entry[1] === "string" ? entry[1] : null;

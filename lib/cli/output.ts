@@ -1,13 +1,13 @@
 /**
  * What the command line shows and writes: the progress bar on stderr, the output file
- * names, and where the default model lives.
+ * names or `--json` results on stdout, and which model directory `--model` names.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { packageRoot } from "../package_root";
+import { BUILTIN_MODEL_NAME, builtinModelPath, diffusersFolderMessage, resolveModelPath } from "../models/directory";
 import { CliError } from "./args";
 
-/** Where the CLI writes: stdout gets the written file names, stderr notes and progress. @example const io: CliIO = { stdout: process.stdout, stderr: process.stderr }; */
+/** Where the CLI writes: stdout gets the written file names (or `--json` results), stderr notes and progress. @example const io: CliIO = { stdout: process.stdout, stderr: process.stderr }; */
 export interface CliIO {
   stdout: { write(text: string): unknown };
   stderr: { write(text: string): unknown; isTTY?: boolean };
@@ -69,17 +69,34 @@ export function outputPaths(out: string, count: number): string[] {
 }
 
 /**
- * `--model`, or the built-in model shipped in the package (`<package>/models/builtin`).
+ * `--model` (a directory, or `builtin`), or the built-in model shipped in the package
+ * (`<package>/models/builtin`). A Hugging Face diffusers folder fails here, before libtorch
+ * loads, with one line naming `torch-diffusion convert`.
  * @example const dir = resolveModelDir(undefined);
  */
 export function resolveModelDir(given: string | undefined): string {
-  if (given !== undefined) {
-    if (!fs.existsSync(given) || !fs.statSync(given).isDirectory()) throw new CliError(`--model: no such model directory: ${given}`);
-    return path.resolve(given);
+  const dir = resolveModelPath(given ?? BUILTIN_MODEL_NAME);
+  if (given === undefined || (given === BUILTIN_MODEL_NAME && dir === builtinModelPath())) {
+    if (!fs.existsSync(dir)) throw new CliError(`the built-in model is missing from this installation (${dir}): pass --model DIR`);
+    return dir;
   }
-  const builtin = path.join(packageRoot(), "models", "builtin");
-  if (!fs.existsSync(builtin)) throw new CliError(`the built-in model is missing from this installation (${builtin}): pass --model DIR`);
-  return builtin;
+  if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new CliError(`--model: no such model directory: ${given}`);
+  const raw = diffusersFolderMessage(given);
+  if (raw !== null) throw new CliError(`--model: ${raw}`);
+  return dir;
+}
+
+/**
+ * `--json`: one JSON object on one line of stdout.
+ * @example printJson(io, { command: "generate", images: ["out.png"] });
+ */
+export function printJson(io: CliIO, value: Record<string, unknown>): void {
+  io.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/** Seconds since `started` (a Date.now()), to 0.001 s, for `--json` timings. */
+export function secondsSince(started: number): number {
+  return Math.round(Date.now() - started) / 1000;
 }
 
 /** Fails before any model loading when an input file is missing. @example const file = requireFile("image", "in.png"); */

@@ -1,12 +1,14 @@
 /**
  * The image commands — generate, edit (SDEdit or DiffEdit), inpaint — from checked option values to
  * written PNGs. Options are checked before libtorch or the model is loaded, so a typo fails
- * in well under a second.
+ * in well under a second. Steps and guidance not given come from the model's recommended
+ * defaults (model_index.json's `torch_diffusion.defaults`), else diffusers' 50 and 7.5. With
+ * `--json` the result is one JSON object on stdout instead of the file names.
  */
 import type * as TD from "../index";
 import { imageFormat } from "../image_format";
 import { CliError, badValue, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
-import { ProgressBar, ensureParent, outputPaths, requireFile, resolveModelDir, type CliIO } from "./output";
+import { ProgressBar, ensureParent, outputPaths, printJson, requireFile, resolveModelDir, secondsSince, type CliIO } from "./output";
 
 /** The options every image command shares, checked. */
 interface Common {
@@ -25,9 +27,19 @@ interface Common {
   grid?: string;
   width?: number;
   height?: number;
+  json: boolean;
+  /** When the command started (Date.now()), for the timings. */
+  started: number;
+}
+
+/** The values a run uses once the model is loaded: the caller's, else the model's defaults, else diffusers'. */
+interface Effective {
+  steps: number;
+  guidanceScale: number;
 }
 
 function commonOptions(values: Values, io: CliIO): Common {
+  const started = Date.now();
   const common = {
     prompt: stringOption(values, "prompt", { required: true }),
     negativePrompt: stringOption(values, "negative-prompt"),
@@ -43,6 +55,8 @@ function commonOptions(values: Values, io: CliIO): Common {
     height: intOption(values, "height", 1),
     device: deviceOption(values),
     verify: values["no-verify"] !== true,
+    json: values.json === true,
+    started,
   };
   for (const [option, file] of [["out", common.out], ["grid", common.grid]] as const) {
     if (file === undefined) continue;
@@ -55,9 +69,17 @@ function commonOptions(values: Values, io: CliIO): Common {
   return { ...common, dir: resolveModelDir(stringOption(values, "model")) };
 }
 
+/**
+ * Steps and guidance for this run: the options given, else the model's defaults, else 50 and 7.5.
+ * @example effective({ steps: undefined, guidanceScale: 3 }, model) // { steps: 30, guidanceScale: 3 } on the built-in model
+ */
+export function effective(o: { steps?: number; guidanceScale?: number }, model: TD.DiffusionModel): Effective {
+  return { steps: o.steps ?? model.defaults.numInferenceSteps ?? 50, guidanceScale: o.guidanceScale ?? model.defaults.guidanceScale ?? 7.5 };
+}
+
 /** The pipeline options every image command passes the same way. */
-function textOptions(o: Common) {
-  return { prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale, numImagesPerPrompt: o.perPrompt, clipSkip: o.clipSkip };
+function textOptions(o: Common, e: Effective) {
+  return { prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: e.steps, guidanceScale: e.guidanceScale, numImagesPerPrompt: o.perPrompt, clipSkip: o.clipSkip };
 }
 
 /** Loaded lazily: `--help` and usage errors need neither libtorch nor sharp. */
@@ -72,8 +94,12 @@ export function requireDevice(td: typeof TD, device: string): void {
   }
 }
 
-/** The model, checked for text-to-image use, with `--scheduler` as its default scheduler. */
-function loadTextToImage(td: typeof TD, o: Common): TD.TextToImageModel {
+/**
+ * The model of a command, checked for text-to-image use (one-line errors), with `--scheduler`
+ * as its default scheduler when given; `who` names the command in messages.
+ * @example const model = loadTextToImage(td, o, "train");
+ */
+export function loadTextToImage(td: typeof TD, o: { dir: string; device: string; verify: boolean; scheduler?: string }, who: string): TD.TextToImageModel {
   requireDevice(td, o.device);
   const className = o.scheduler === undefined ? undefined : schedulerClassName(o.scheduler, Object.keys(td.SCHEDULERS));
   const model = td.loadModel(o.dir, { device: o.device, verify: o.verify });
@@ -86,7 +112,7 @@ function loadTextToImage(td: typeof TD, o: Common): TD.TextToImageModel {
       }
     }
     try {
-      return model.requireTextToImage(o.dir);
+      return model.requireTextToImage(who);
     } catch (error) {
       throw new CliError(`${(error as Error).message}${model.scheduler ? "" : "; pick one with --scheduler"}`);
     }
@@ -96,36 +122,48 @@ function loadTextToImage(td: typeof TD, o: Common): TD.TextToImageModel {
   }
 }
 
-/** Writes each image (and the grid) and prints the file names on stdout. */
-async function writeOutputs(td: typeof TD, images: TD.Tensor, o: Common, io: CliIO): Promise<void> {
+/** Writes each image (and the grid) and, without --json, prints the file names on stdout; returns them. */
+async function writeOutputs(td: typeof TD, images: TD.Tensor, o: Common, io: CliIO): Promise<{ images: string[]; grid: string | null }> {
   const files = outputPaths(o.out, images.shape[0]);
   for (const [i, file] of files.entries()) {
     ensureParent(file);
     const image = images.index(i);
     await td.writeImage(image, file);
     image.dispose();
-    io.stdout.write(`${file}\n`);
+    if (!o.json) io.stdout.write(`${file}\n`);
   }
   if (o.grid !== undefined) {
     ensureParent(o.grid);
     const grid = td.imageGrid(images);
     await td.writeImage(grid, o.grid);
     grid.dispose();
-    io.stdout.write(`${o.grid}\n`);
+    if (!o.json) io.stdout.write(`${o.grid}\n`);
   }
+  return { images: files, grid: o.grid ?? null };
 }
 
-/** Runs one pipeline call with a progress bar and a summary line on stderr, then writes. */
+/** What `--json` prints for an image command (before the command's own fields). */
+function jsonResult(command: string, o: Common, e: Effective, scheduler: string, written: { images: string[]; grid: string | null }, size: { width: number; height: number }, stepsRun: number, timings: Record<string, number>) {
+  return {
+    command, model: o.dir, ...written, prompt: o.prompt, negativePrompt: o.negativePrompt ?? null, seed: o.seed, steps: e.steps, stepsRun, scheduler,
+    guidanceScale: e.guidanceScale, width: size.width, height: size.height, timings,
+  };
+}
+
+/** Runs one pipeline call with a progress bar and a summary line on stderr, then writes (and with --json prints the result). */
 async function runPipeline(
   td: typeof TD,
   o: Common,
+  e: Effective,
   io: CliIO,
   label: string,
   scheduler: TD.Scheduler,
   call: (loop: { generator: TD.Generator; onProgress: (p: TD.ProgressInfo) => void }) => Promise<TD.PipelineOutput>,
+  extra: Record<string, unknown> = {},
 ): Promise<void> {
   const bar = new ProgressBar(io.stderr, label);
   const started = Date.now();
+  const load = secondsSince(o.started);
   let steps = 0;
   let images: TD.Tensor;
   try {
@@ -134,20 +172,23 @@ async function runPipeline(
     bar.done();
   }
   const [count, , height, width] = images.shape;
-  const seconds = ((Date.now() - started) / 1000).toFixed(1);
-  io.stderr.write(`${label}: ${count} image${count > 1 ? "s" : ""} ${width}×${height}, ${steps} steps of ${scheduler.className}, seed ${o.seed}, ${seconds} s\n`);
-  await writeOutputs(td, images, o, io);
+  const run = secondsSince(started);
+  io.stderr.write(`${label}: ${count} image${count > 1 ? "s" : ""} ${width}×${height}, ${steps} steps of ${scheduler.className}, seed ${o.seed}, guidance ${e.guidanceScale}, ${run.toFixed(1)} s\n`);
+  const writing = Date.now();
+  const written = await writeOutputs(td, images, o, io);
   images.dispose();
+  if (o.json) printJson(io, { ...jsonResult(label, o, e, scheduler.className, written, { width, height }, steps, { load, run, write: secondsSince(writing), total: secondsSince(o.started) }), ...extra });
 }
 
 /** `generate`: text-to-image. @example await runGenerate({ prompt: "a cat", steps: "20" }, io); */
 export async function runGenerate(values: Values, io: CliIO, signal?: AbortSignal): Promise<void> {
   const o = commonOptions(values, io);
   const td = await loadLibrary();
-  const model = loadTextToImage(td, o);
+  const model = loadTextToImage(td, o, "generate");
+  const e = effective(o, model);
   const pipe = new td.Text2ImagePipeline(model);
-  await runPipeline(td, o, io, "generate", model.scheduler, (loop) =>
-    pipe.generate({ ...textOptions(o), width: o.width, height: o.height, signal, ...loop }),
+  await runPipeline(td, o, e, io, "generate", model.scheduler, (loop) =>
+    pipe.generate({ ...textOptions(o, e), width: o.width, height: o.height, signal, ...loop }),
   );
 }
 
@@ -163,11 +204,13 @@ export async function runEdit(values: Values, io: CliIO, signal?: AbortSignal): 
   const strength = numberOption(values, "strength", [0, 1]);
   const o = commonOptions(values, io);
   const td = await loadLibrary();
-  const model = loadTextToImage(td, o);
+  const model = loadTextToImage(td, o, "edit");
+  const e = effective(o, model);
   const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
   const pipe = new td.Img2ImagePipeline(model);
-  await runPipeline(td, o, io, "edit", model.scheduler, (loop) =>
-    pipe.edit({ image, strength, ...textOptions(o), signal, ...loop }),
+  await runPipeline(td, o, e, io, "edit", model.scheduler, (loop) =>
+    pipe.edit({ image, strength, ...textOptions(o, e), signal, ...loop }),
+    { method: "sdedit", input: file, strength: strength ?? 0.8 },
   );
 }
 
@@ -192,35 +235,46 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   if (o.scheduler !== undefined && schedulerClassName(o.scheduler, Object.keys(td.SCHEDULERS)) !== "DDIMScheduler") {
     throw new CliError(`--scheduler ${o.scheduler}: --method diffedit runs DDIM (its inversion is DDIM's); leave --scheduler out or give ddim`);
   }
-  const model = loadTextToImage(td, o);
+  const model = loadTextToImage(td, o, "edit");
+  const e = effective(o, model);
   const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
   const [, , height, width] = image.shape;
   // A resized image takes its mask along; otherwise the mask must be of the image's (or the latents') size.
   const mask = maskFile !== undefined && (o.width !== undefined || o.height !== undefined) ? await td.readImage(maskFile, { channels: 1, width, height }) : maskFile;
   const pipe = new td.DiffEditPipeline(model);
   const bar = new ProgressBar(io.stderr, "diffedit");
+  const load = secondsSince(o.started);
   const started = Date.now();
   const stages: Record<string, number> = {};
   let output: TD.DiffEditOutput;
   try {
     output = await pipe.edit({
-      image, mask, sourcePrompt, targetPrompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: o.steps, guidanceScale: o.guidanceScale,
+      image, mask, sourcePrompt, targetPrompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: e.steps, guidanceScale: e.guidanceScale,
       clipSkip: o.clipSkip, inpaintStrength: strength, generator: new td.Generator(o.seed), signal,
       onProgress: ({ step, total, stage }) => { stages[stage] = (stages[stage] ?? 0) + 1; bar.update(step, total); },
     });
   } finally {
     bar.done();
   }
-  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+  const run = secondsSince(started);
   const maskNote = maskFile === undefined ? `mask from ${stages.mask ?? 0} noise draws, ` : "";
-  io.stderr.write(`diffedit: 1 image ${width}×${height}, ${maskNote}${stages.invert ?? 0} inversion + ${stages.denoise ?? 0} denoising steps of DDIMScheduler, seed ${o.seed}, ${seconds} s\n`);
-  await writeOutputs(td, output.images, o, io);
+  io.stderr.write(`diffedit: 1 image ${width}×${height}, ${maskNote}${stages.invert ?? 0} inversion + ${stages.denoise ?? 0} denoising steps of DDIMScheduler, seed ${o.seed}, guidance ${e.guidanceScale}, ${run.toFixed(1)} s\n`);
+  const writing = Date.now();
+  const written = await writeOutputs(td, output.images, o, io);
   if (maskOut !== undefined) {
     ensureParent(maskOut);
     await td.writeImage(output.imageMask.index(0), maskOut);
-    io.stdout.write(`${maskOut}\n`);
+    if (!o.json) io.stdout.write(`${maskOut}\n`);
   }
   for (const t of [output.images, output.mask, output.imageMask]) t.dispose();
+  if (o.json) {
+    const timings = { load, run, write: secondsSince(writing), total: secondsSince(o.started) };
+    printJson(io, {
+      ...jsonResult("edit", o, e, "DDIMScheduler", written, { width, height }, stages.denoise ?? 0, timings),
+      method: "diffedit", input: file, sourcePrompt, strength: strength ?? 0.8, mask: maskFile ?? null, maskOut: maskOut ?? null,
+      maskDraws: stages.mask ?? 0, inversionSteps: stages.invert ?? 0,
+    });
+  }
 }
 
 /** `inpaint`: repaint the mask's white part. @example await runInpaint({ image: "room.png", mask: "m.png", prompt: "a sofa" }, io); */
@@ -230,13 +284,15 @@ export async function runInpaint(values: Values, io: CliIO, signal?: AbortSignal
   const strength = numberOption(values, "strength", [0, 1]);
   const o = commonOptions(values, io);
   const td = await loadLibrary();
-  const model = loadTextToImage(td, o);
+  const model = loadTextToImage(td, o, "inpaint");
+  const e = effective(o, model);
   const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
   const [, , height, width] = image.shape;
   // A resized image takes its mask along; otherwise the mask must already match.
   const mask = o.width !== undefined || o.height !== undefined ? await td.readImage(maskFile, { channels: 1, width, height }) : maskFile;
   const pipe = new td.InpaintPipeline(model);
-  await runPipeline(td, o, io, "inpaint", model.scheduler, (loop) =>
-    pipe.inpaint({ image, mask, strength, ...textOptions(o), signal, ...loop }),
+  await runPipeline(td, o, e, io, "inpaint", model.scheduler, (loop) =>
+    pipe.inpaint({ image, mask, strength, ...textOptions(o, e), signal, ...loop }),
+    { input: file, mask: maskFile, strength: strength ?? 1 },
   );
 }

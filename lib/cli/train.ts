@@ -2,14 +2,22 @@
  * `torch-diffusion train`: parses the flags, names the data (Fashion-MNIST or a captioned
  * image folder) and calls the library's `fineTune`, which trains the U-Net and writes the new
  * model directory. Checkpoints go to `<out>/checkpoints`; rerunning the same command resumes
- * from the newest, and Ctrl-C stops after the current step with a checkpoint.
+ * from the newest, and Ctrl-C stops after the current step with a checkpoint. The output holds
+ * one record, `training.json` (the base model's record kept inside it as `base`); `--json`
+ * prints it with the run's timings.
+ *
+ * Data-parallel: `--nproc-per-node N` launches N ranks of this same command on this machine
+ * (./launch.ts); a process started by torchrun (or by that launcher) finds RANK, WORLD_SIZE,
+ * MASTER_ADDR and MASTER_PORT in its environment, joins the group, and trains its share of each
+ * `--batch` (the global batch). Rank 0 alone prints progress and results and writes the files.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as TD from "../index";
 import { CliError, badValue, deviceOption, intOption, numberOption, stringOption, type Values } from "./args";
-import { ProgressBar, resolveModelDir, type CliIO } from "./output";
-import { requireDevice } from "./run";
+import { cliCommand, launch } from "./launch";
+import { ProgressBar, printJson, resolveModelDir, secondsSince, type CliIO } from "./output";
+import { loadTextToImage } from "./run";
 
 interface TrainCommand {
   dir: string;
@@ -26,6 +34,10 @@ interface TrainCommand {
   ema?: number;
   device: string;
   verify: boolean;
+  json: boolean;
+  /** Ranks to launch on this machine (1: train in this process). */
+  nproc: number;
+  distTimeoutMs: number;
 }
 
 function trainOptions(values: Values, io: CliIO): TrainCommand {
@@ -47,7 +59,11 @@ function trainOptions(values: Values, io: CliIO): TrainCommand {
     ema: numberOption(values, "ema", [0, 1]),
     device: deviceOption(values),
     verify: values["no-verify"] !== true,
+    json: values.json === true,
+    nproc: intOption(values, "nproc-per-node", 1) ?? 1,
+    distTimeoutMs: Math.round(1000 * (numberOption(values, "dist-timeout", [0.001, 1e6]) ?? 60)),
   };
+  if (command.batchSize % command.nproc !== 0) throw new CliError(`--batch ${command.batchSize} is the global batch and must be a multiple of --nproc-per-node ${command.nproc}`);
   const dir = resolveModelDir(stringOption(values, "model"));
   if (path.resolve(dir) === out) throw new CliError("--out must differ from --model: the trained model is written as a new directory");
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new CliError(`--out: ${out} exists and is not a directory`);
@@ -71,19 +87,40 @@ function trainingData(td: typeof TD, o: TrainCommand, model: TD.DiffusionModel):
 
 /** `train`. @example await runTrain({ data: "fashion-mnist", steps: "500", out: "my-model" }, io); */
 export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal): Promise<number> {
+  const commandStarted = Date.now();
   const o = trainOptions(values, io);
   const td = await import("../index");
-  requireDevice(td, o.device);
-  const model = td.loadModel(o.dir, { device: o.device, verify: o.verify });
+  let env: TD.DistributedEnv | null;
   try {
-    try {
-      model.requireTextToImage("train");
-    } catch (error) {
-      throw new CliError((error as Error).message);
-    }
+    env = td.distributedEnv();
+  } catch (error) {
+    throw new CliError((error as Error).message);
+  }
+  if (o.nproc > 1) {
+    if (env) throw new CliError(`--nproc-per-node: this process is already rank ${env.rank} of ${env.worldSize} (RANK and WORLD_SIZE are set); use one launcher`);
+    const args = Object.entries(values).filter(([name, v]) => name !== "nproc-per-node" && v !== undefined && v !== false).map(([name, v]) => (v === true ? `--${name}` : `--${name}=${v}`));
+    return launch({ nproc: o.nproc, command: [...cliCommand(), "train", ...args], io, signal });
+  }
+  const group = env ? await td.initProcessGroup({ timeoutMs: o.distTimeoutMs }) : undefined;
+  try {
+    return await trainHere(td, { ...o, device: group && o.device === "cuda" ? `cuda:${group.localRank}` : o.device }, group, commandStarted, group && group.rank > 0 ? quiet() : io, signal);
+  } finally {
+    await group?.destroy();
+  }
+}
+
+/** Ranks other than 0 print nothing but their errors (which main() reports to the real stderr). */
+function quiet(): CliIO {
+  return { stdout: { write: () => true }, stderr: { write: () => true, isTTY: false } };
+}
+
+async function trainHere(td: typeof TD, o: TrainCommand, group: TD.ProcessGroup | undefined, commandStarted: number, io: CliIO, signal?: AbortSignal): Promise<number> {
+  const model = loadTextToImage(td, o, "train");
+  try {
     const bar = new ProgressBar(io.stderr, "train");
     const recent: number[] = [];
     const mean = () => recent.reduce((a, b) => a + b, 0) / Math.max(1, recent.length);
+    const load = secondsSince(commandStarted);
     const started = Date.now();
     const result = await td.fineTune(model, trainingData(td, o, model), {
       out: o.out,
@@ -96,6 +133,7 @@ export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal):
       emaDecay: o.ema,
       record: { data: o.data },
       signal,
+      distributed: group,
       log: (line) => io.stderr.write(`train: ${line}\n`),
       onStep: ({ step, loss }) => {
         recent.push(loss);
@@ -105,13 +143,21 @@ export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal):
       },
     });
     bar.done();
+    const checkpoints = path.join(o.out, "checkpoints");
+    const timings = () => ({ load, train: secondsSince(started), total: secondsSince(commandStarted) });
     if (result.aborted) {
-      io.stderr.write(`train: stopped at step ${result.step}; a checkpoint is in ${path.join(o.out, "checkpoints")}: rerun the same command to resume\n`);
+      io.stderr.write(`train: stopped at step ${result.step}; a checkpoint is in ${checkpoints}: rerun the same command to resume\n`);
+      if (o.json) printJson(io, { command: "train", out: null, aborted: true, step: result.step, checkpoints, timings: timings() });
       return 130;
     }
     const seconds = (Date.now() - started) / 1000;
     io.stderr.write(`train: ${result.step} steps in ${seconds.toFixed(1)} s, loss (mean of the last ${Math.min(50, result.losses.length)}) ${result.meanLoss.toFixed(4)}\n`);
-    io.stdout.write(`${o.out}\n`);
+    if (o.json) {
+      const record = JSON.parse(fs.readFileSync(path.join(o.out, "training.json"), "utf8")) as Record<string, unknown>;
+      printJson(io, { command: "train", out: o.out, aborted: false, step: result.step, resumedFrom: result.resumedFrom, meanLoss: result.meanLoss, checkpoints, timings: timings(), record });
+    } else {
+      io.stdout.write(`${o.out}\n`);
+    }
     return 0;
   } finally {
     model.dispose();

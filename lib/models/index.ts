@@ -10,7 +10,8 @@ export { UNet2DConditionModel, type UNet2DConditionConfig, type UNetForwardArgs 
 export { DiTTransformer2DModel, type DiTTransformer2DConfig, type DiTForwardArgs } from "./dit";
 export { AutoencoderKL, latentDistribution, type AutoencoderKLConfig, type LatentDistribution } from "./vae";
 export { CLIPTextModel, CLIPTextModelWithProjection, type CLIPTextConfig, type CLIPTextArgs, type CLIPTextOutput } from "./clip";
-export { DiffusionModel, type ModelIndex, type ModelParts, type PredictArgs, type TextToImageModel } from "./model";
+export { DiffusionModel, modelDefaults, type ModelDefaults, type ModelIndex, type ModelParts, type PredictArgs, type TextToImageModel } from "./model";
+export { BUILTIN_MODEL_NAME, builtinModelPath, diffusersFolderMessage, diffusersFolderReason, resolveModelPath } from "./directory";
 export {
   loadModel,
   loadComponent,

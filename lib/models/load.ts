@@ -15,7 +15,8 @@ import { CLIPTextModel, CLIPTextModelWithProjection } from "./clip";
 import { isFloatingDtype, type ComponentMeta } from "./component";
 import { DiTTransformer2DModel } from "./dit";
 import { directoryArgument, fileError, isDirectory, isFile, readJsonObject, requireDirectory, requireFile, type FileContext } from "./files";
-import { DiffusionModel, type ModelIndex, type ModelParts } from "./model";
+import { diffusersFolderMessage, resolveModelPath } from "./directory";
+import { DiffusionModel, modelDefaults, type ModelIndex, type ModelParts } from "./model";
 import { UNet2DConditionModel } from "./unet";
 import { AutoencoderKL } from "./vae";
 
@@ -135,7 +136,10 @@ function loadComponentAt(dir: string, options: ModelLoadOptions, context: FileCo
 export function loadComponent(dir: string, options: ModelLoadOptions = {}): AnyModelComponent {
   const who = "loadComponent";
   const resolved = directoryArgument(dir, who);
-  return loadComponentAt(resolved, checkOptions(options, who), { who });
+  const o = checkOptions(options, who);
+  const raw = isDirectory(resolved) && !isFile(path.join(resolved, "model_index.json")) ? diffusersFolderMessage(resolved) : null;
+  if (raw !== null) throw fileError({ who }, raw);
+  return loadComponentAt(resolved, o, { who });
 }
 
 /** The [library, class] pair of a model_index.json entry, or null for `[null, null]` / non-component keys. */
@@ -147,12 +151,17 @@ function entryClass(name: string, entry: unknown, context: FileContext, indexFil
   return entry[1];
 }
 
-function loadScheduler(dir: string, context: FileContext): Pick<ModelParts, "scheduler" | "schedulerConfig"> {
+/** The scheduler folder's config and the default scheduler: of the model's recommended class (`defaults.scheduler`) when it names one, else of the config's. */
+function loadScheduler(dir: string, context: FileContext, className: string | undefined): Pick<ModelParts, "scheduler" | "schedulerConfig"> {
   const file = path.join(dir, "scheduler_config.json");
   const schedulerConfig = readJsonObject(file, context);
-  if (!(typeof schedulerConfig._class_name === "string" && schedulerConfig._class_name in SCHEDULERS)) return { schedulerConfig };
+  if (className !== undefined && !(className in SCHEDULERS)) {
+    throw fileError(context, `model_index.json "torch_diffusion.defaults.scheduler" names ${JSON.stringify(className)}, which is not a scheduler this package has (${Object.keys(SCHEDULERS).join(", ")})`);
+  }
+  const name = className ?? schedulerConfig._class_name;
+  if (!(typeof name === "string" && name in SCHEDULERS)) return { schedulerConfig };
   try {
-    return { scheduler: schedulerFromConfig(schedulerConfig), schedulerConfig };
+    return { scheduler: schedulerFromConfig({ ...schedulerConfig, _class_name: name }), schedulerConfig };
   } catch (error) {
     throw fileError(context, `${file}: ${(error as Error).message}`);
   }
@@ -163,7 +172,14 @@ function loadScheduler(dir: string, context: FileContext): Pick<ModelParts, "sch
  * transformer, vae, text_encoder, text_encoder_2), CLIP tokenizers whose folders exist, and
  * the scheduler. Other entries (safety_checker, feature_extractor, image_encoder, T5
  * encoders, ...) and those the exporter skipped are left out; `modelIndex` has them all.
- * Errors name the file at fault and the model_index.json entry that asked for it.
+ * Errors name the file at fault and the model_index.json entry that asked for it; a Hugging
+ * Face diffusers folder (safetensors / .bin weights, not yet exported) is refused in one line
+ * naming `torch-diffusion convert`. `dir` may be `"builtin"`: the package's built-in model
+ * (unless the current folder has a `builtin` folder), wherever the calling project lives.
+ * The model's recommended sampling settings (`torch_diffusion.defaults`) become `model.defaults`
+ * and, for `scheduler`, its default scheduler.
+ * @example
+ * const builtin = loadModel("builtin");
  * @example
  * const sd = loadModel("models/sd-1.5", { device: "cuda", dtype: "float16" });
  * sd.scheduler!.setTimesteps(30);
@@ -171,9 +187,12 @@ function loadScheduler(dir: string, context: FileContext): Pick<ModelParts, "sch
  */
 export function loadModel(dir: string, options: ModelDirectoryOptions = {}): DiffusionModel {
   const who = "loadModel";
-  const root = directoryArgument(dir, who);
+  directoryArgument(dir, who);
+  const root = resolveModelPath(dir);
   const o = checkOptions(options, who);
   requireDirectory(root, { who });
+  const raw = diffusersFolderMessage(root);
+  if (raw !== null) throw fileError({ who }, raw);
   const indexFile = path.join(root, "model_index.json");
   if (!isFile(indexFile) && isFile(path.join(root, "config.json"))) {
     throw fileError({ who }, `${indexFile} is missing (${root} looks like a single component: use loadComponent)`);
@@ -181,6 +200,12 @@ export function loadModel(dir: string, options: ModelDirectoryOptions = {}): Dif
   const modelIndex = readJsonObject(indexFile, { who }) as ModelIndex;
   const section = modelIndex.torch_diffusion;
   const skipped = section?.skipped ?? {};
+  let defaults;
+  try {
+    defaults = modelDefaults(modelIndex);
+  } catch (error) {
+    throw fileError({ who }, `${(error as Error).message} (${indexFile})`);
+  }
   if (o.verify !== false) {
     const wanted = Object.keys(modelIndex).filter((name) => !name.startsWith("_") && (!o.components || o.components.includes(name)));
     try {
@@ -215,7 +240,7 @@ export function loadModel(dir: string, options: ModelDirectoryOptions = {}): Dif
         }
       } else if (name === "scheduler") {
         requireDirectory(folder, context);
-        Object.assign(parts, loadScheduler(folder, context));
+        Object.assign(parts, loadScheduler(folder, context, defaults.scheduler));
       }
     }
   } catch (error) {

@@ -24,6 +24,9 @@ import type { CLIPTextModel, CLIPTextModelWithProjection } from "./clip";
 import type { DiTTransformer2DModel } from "./dit";
 import type { UNet2DConditionModel } from "./unet";
 import type { AutoencoderKL } from "./vae";
+import { modelDefaults, type ModelDefaults } from "./defaults";
+
+export { modelDefaults, type ModelDefaults };
 
 /** `model_index.json`: diffusers' entries plus our "torch_diffusion" section. */
 export interface ModelIndex {
@@ -35,6 +38,8 @@ export interface ModelIndex {
     fused_attention?: boolean;
     components?: Record<string, Record<string, unknown>>;
     skipped?: Record<string, string>;
+    /** The model's recommended sampling settings (see {@link ModelDefaults}). */
+    defaults?: { guidance_scale?: number; num_inference_steps?: number; scheduler?: string };
   };
   [name: string]: unknown;
 }
@@ -74,7 +79,7 @@ export type TextToImageModel = DiffusionModel & Required<Pick<ModelParts, "unet"
  * A loaded diffusion model. `loadModel(dir)` returns one; `new DiffusionModel(parts)` builds
  * one from networks loaded some other way.
  * @example
- * const model = loadModel("models/builtin");
+ * const model = loadModel("builtin");
  * const context = await model.encodePrompt(["a photo of a sneaker"]);    // (1, 77, D)
  * const noise = randn(model.latentShape(1));                              // (1, C, h, w)
  * const eps = await noGradAsync(() => model.predict({ sample: noise, timestep: 999, encoderHiddenStates: context }));
@@ -94,12 +99,18 @@ export class DiffusionModel implements ModelParts {
   /** The scheduler pipelines use when a call names none (each call steps a fresh copy of it). */
   scheduler?: Scheduler;
   readonly schedulerConfig?: Record<string, unknown>;
+  /**
+   * The sampling settings the model recommends (model_index.json's `torch_diffusion.defaults`);
+   * pipelines use them when a call gives none. Change them to change every later call's defaults.
+   */
+  defaults: ModelDefaults;
 
   constructor(parts: ModelParts, source: { dir?: string; modelIndex?: ModelIndex } = {}) {
     if (parts === null || typeof parts !== "object") throw invalid("object of model parts", "DiffusionModel parts", parts);
     Object.assign(this, pick(parts));
     this.dir = source.dir ?? null;
     this.modelIndex = source.modelIndex ?? {};
+    this.defaults = modelDefaults(this.modelIndex);
   }
 
   /**
@@ -108,7 +119,9 @@ export class DiffusionModel implements ModelParts {
    * @example const pixel = model.with({ vae: undefined });
    */
   with(changes: ModelParts): DiffusionModel {
-    return new DiffusionModel({ ...pick(this), ...pick(changes, true) }, { dir: this.dir ?? undefined, modelIndex: this.modelIndex });
+    const model = new DiffusionModel({ ...pick(this), ...pick(changes, true) }, { dir: this.dir ?? undefined, modelIndex: this.modelIndex });
+    model.defaults = { ...this.defaults };
+    return model;
   }
 
   /** The denoising network: the U-Net, else the transformer. */
@@ -358,6 +371,13 @@ export class DiffusionModel implements ModelParts {
     if (missing.length > 0) {
       const has = this.transformer ? ` (it has a ${this.transformer.className})` : "";
       throw new Error(`${who}: ${this.describe()} has no ${missing.join(", ")}${has}; this needs a text-conditioned U-Net model`);
+    }
+    if (this.unet!.needsAddedConditions) {
+      // SDXL: the U-Net also wants the second text encoder's pooled embedding and the size/crop time ids, which no pipeline passes yet.
+      throw new Error(
+        `${who}: ${this.describe()} is an SDXL model (its U-Net has addition_embed_type "text_time"), which the pipelines and training do not support yet; ` +
+          "its networks load and run directly (unet.forward({ sample, timestep, encoderHiddenStates, textEmbeds, timeIds }))",
+      );
     }
     if (!this.scheduler) throw new Error(`${who}: ${this.describe()}: its scheduler ${String(this.schedulerConfig?._class_name)} is not supported; pick one (e.g. model.scheduler = model.newScheduler("DDIMScheduler"))`);
     return this as TextToImageModel;

@@ -188,7 +188,7 @@ export class DiffEditPipeline {
     const who = "generateMask";
     checkObject(options, who);
     const o = checkMaskOptions(options);
-    const steps = options.numInferenceSteps ?? 50;
+    const steps = options.numInferenceSteps ?? this.model.defaults.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
     const pair = checkPair(options, who, true)!;
     checkBoolean(options.samplePosterior, "samplePosterior");
@@ -221,7 +221,7 @@ export class DiffEditPipeline {
     const target = checkSide(options, "target", who, { negativePrompt: options.negativePrompt, negativePromptEmbeds: options.negativePromptEmbeds });
     const inversion = options.inversion === undefined ? undefined : checkInversion(options.inversion, options);
     const inv = checkInvertOptions(
-      { numInferenceSteps: options.numInferenceSteps ?? inversion?.numInferenceSteps, guidanceScale: options.inversionGuidanceScale, samplePosterior: options.samplePosterior },
+      { numInferenceSteps: options.numInferenceSteps ?? inversion?.numInferenceSteps ?? model.defaults.numInferenceSteps, guidanceScale: options.inversionGuidanceScale, samplePosterior: options.samplePosterior },
       options.inpaintStrength ?? 0.8,
       "inpaintStrength",
     );
@@ -229,7 +229,7 @@ export class DiffEditPipeline {
     if (options.mask !== undefined && !isTensor(options.mask) && typeof options.mask !== "string" && !Buffer.isBuffer(options.mask)) {
       throw invalid("Tensor, file path or Buffer", "mask", options.mask);
     }
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
     throwIfAborted(options.signal);
 
     const decodeSteps = inversion ? inversion.timesteps.length : inverseSteps(inv.steps, inv.strength);

@@ -14,6 +14,10 @@
  * weights and stops on `signal` like any training. The paper also fine-tunes its
  * super-resolution stages on e_tgt; single-stage models (all this package loads today) have
  * none, so that step is skipped.
+ *
+ * With `lora`, stage 2 trains low-rank adapters on the U-Net copy instead of all its weights
+ * (optimizer state and checkpoints for the adapters only); they are fused into the copy at the
+ * end and, with `dir`, also written as `pytorch_lora_weights.safetensors`.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -30,6 +34,7 @@ import { tensorDataset } from "../training/data";
 import { alphasCumprodFor, noisedBatch, sampleTimes } from "../training/objectives";
 import { trainingObjective } from "../training/fine_tune";
 import { independentCopy, Trainer } from "../training/trainer";
+import { LORA_ATTENTION_TARGETS, LORA_WEIGHTS_FILE, LoRA, type LoRAOptions } from "../training/lora";
 import { throwIfAborted } from "./common";
 import { Text2ImagePipeline, type GenerateOptions, type PipelineOutput } from "./text2img";
 
@@ -52,10 +57,12 @@ export interface ImagicOptions {
   embeddingLr?: number;
   /** Stage 2 steps. Default 1500, as the paper. */
   fineTuneSteps?: number;
-  /** Stage 2 learning rate. Default 2e-6 (diffusers' community Imagic pipeline for Stable Diffusion; the paper's 5e-7 is Imagen's). */
+  /** Stage 2 learning rate. Default 2e-6 (diffusers' community Imagic pipeline for Stable Diffusion; the paper's 5e-7 is Imagen's), 1e-4 with `lora`. */
   fineTuneLr?: number;
   /** Which U-Net parameters stage 2 trains, by name. Default all. */
   trainable?: (name: string) => boolean;
+  /** Stage 2 trains low-rank adapters (e.g. `{ rank: 4 }`) instead of the U-Net's weights. Not with `trainable`. Default off. */
+  lora?: LoRAOptions;
   /** Seed of the image's latent draw and both stages' noise and timesteps. Default 0. */
   seed?: number;
   /**
@@ -136,7 +143,7 @@ function resolve(o: ImagicOptions): Resolved {
     embeddingSteps: o.embeddingSteps ?? 100,
     embeddingLr: o.embeddingLr ?? 1e-3,
     fineTuneSteps: o.fineTuneSteps ?? 1500,
-    fineTuneLr: o.fineTuneLr ?? 2e-6,
+    fineTuneLr: o.fineTuneLr ?? (o.lora ? 1e-4 : 2e-6),
     seed: o.seed ?? 0,
     checkpointEvery: o.checkpointEvery ?? 100,
   };
@@ -149,6 +156,8 @@ function resolve(o: ImagicOptions): Resolved {
     if (!(r[name] >= 0)) throw invalid("non-negative number", `imagic ${name}`, r[name]);
   }
   if (o.trainable !== undefined && typeof o.trainable !== "function") throw invalid("function (name) => boolean", "imagic trainable", o.trainable);
+  if (o.lora !== undefined && (o.lora === null || typeof o.lora !== "object")) throw invalid("LoRA options object", "imagic lora", o.lora);
+  if (o.lora && o.trainable) throw new Error("imagic: lora and trainable: give one (with lora only the adapters train)");
   if (o.dir !== undefined && typeof o.dir !== "string") throw invalid("folder path", "imagic dir", o.dir);
   return r;
 }
@@ -170,7 +179,8 @@ export async function imagic(options: ImagicOptions): Promise<ImagicResult> {
   if (dir) fs.mkdirSync(dir, { recursive: true });
   // What determines the results (checkpoint spacing does not): a rerun reuses work only when these match.
   const { checkpointEvery: _, ...determining } = r;
-  const record = { targetPrompt: options.targetPrompt, ...determining, objective: objective.objective };
+  const lora = options.lora && { rank: options.lora.rank ?? 4, alpha: options.lora.alpha ?? options.lora.rank ?? 4, targets: String(options.lora.targets ?? LORA_ATTENTION_TARGETS), init: options.lora.init ?? "gaussian" };
+  const record = { targetPrompt: options.targetPrompt, ...determining, objective: objective.objective, lora };
 
   // The image in model space: one seeded posterior draw for latent models.
   const image = await model.readImages(options.image, { who: "imagic image" });
@@ -263,28 +273,45 @@ async function optimizeEmbedding(model: TextToImageModel, x0: Tensor, target: Te
 async function fineTuneOnImage(model: TextToImageModel, x0: Tensor, embedding: Tensor, r: Resolved, objective: ReturnType<typeof trainingObjective>, o: ImagicOptions, dir?: string): Promise<void> {
   if (r.fineTuneSteps === 0) return;
   const frozen = keep(tidy(() => embedding.detach()));
-  const trainer = new Trainer(model.unet.module, tensorDataset(x0), {
-    ...objective,
-    steps: r.fineTuneSteps,
-    batchSize: 1,
-    seed: r.seed + 1,
-    lr: r.fineTuneLr,
-    lrSchedule: { kind: "constant", warmupSteps: 0 },
-    optimizer: { weightDecay: 0 },
-    trainable: o.trainable,
-    condition: () => frozen,
-    forward: (_module, sample, timestep, batch) => model.predictSync({ sample, timestep, encoderHiddenStates: batch.cond as Tensor }),
-    checkpoint: dir ? { dir: path.join(dir, "checkpoints"), every: r.checkpointEvery, keep: 2 } : undefined,
-    resume: dir ? true : undefined,
-    signal: o.signal,
-    onStep: ({ step, loss }) => o.onProgress?.({ stage: "fineTune", step, total: r.fineTuneSteps, loss }),
-  });
+  const lora = o.lora ? LoRA.create(model.unet.module, { ...o.lora, seed: o.lora.seed ?? r.seed + 2 }) : null;
+  const release = () => {
+    frozen.dispose();
+    lora?.dispose();
+  };
+  let trainer: Trainer;
+  try {
+    trainer = new Trainer(model.unet.module, tensorDataset(x0), {
+      ...objective,
+      steps: r.fineTuneSteps,
+      batchSize: 1,
+      seed: r.seed + 1,
+      lr: r.fineTuneLr,
+      lrSchedule: { kind: "constant", warmupSteps: 0 },
+      optimizer: { weightDecay: 0 },
+      trainable: o.trainable,
+      parameters: lora?.parameters(),
+      condition: () => frozen,
+      forward: (_module, sample, timestep, batch) => {
+        lora?.apply();
+        return model.predictSync({ sample, timestep, encoderHiddenStates: batch.cond as Tensor });
+      },
+      checkpoint: dir ? { dir: path.join(dir, "checkpoints"), every: r.checkpointEvery, keep: 2 } : undefined,
+      resume: dir ? true : undefined,
+      signal: o.signal,
+      onStep: ({ step, loss }) => o.onProgress?.({ stage: "fineTune", step, total: r.fineTuneSteps, loss }),
+    });
+  } catch (error) {
+    release();
+    throw error;
+  }
   try {
     const result = await trainer.run();
     model.unet.eval();
+    lora?.fuse();
     if (result.aborted) throwIfAborted(o.signal);
+    if (lora && dir) lora.save(path.join(dir, LORA_WEIGHTS_FILE));
   } finally {
     trainer.dispose();
-    frozen.dispose();
+    release();
   }
 }

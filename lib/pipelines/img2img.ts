@@ -48,13 +48,13 @@ export class Img2ImagePipeline {
     const strength = options.strength ?? 0.8;
     assertNumber(strength, "strength");
     if (strength < 0 || strength > 1) throw invalid("number in [0, 1]", "strength", strength);
-    const steps = options.numInferenceSteps ?? 50;
+    const steps = options.numInferenceSteps ?? model.defaults.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
     const prompts = checkPrompts(options, "edit");
     const { count, perPrompt } = prompts;
     throwIfAborted(options.signal);
 
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
     const scheduler = callScheduler(model, options.scheduler);
     try {
       // Everything made here but the returned images is freed when the scope closes, also on abort.

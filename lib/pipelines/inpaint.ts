@@ -80,13 +80,13 @@ export class InpaintPipeline {
     const strength = options.strength ?? 1;
     assertNumber(strength, "strength");
     if (strength < 0 || strength > 1) throw invalid("number in [0, 1]", "strength", strength);
-    const steps = options.numInferenceSteps ?? 50;
+    const steps = options.numInferenceSteps ?? model.defaults.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
     const prompts = checkPrompts(options, "inpaint");
     const { count, perPrompt } = prompts;
     const pasteBack = options.pasteBack ?? true;
     if (typeof pasteBack !== "boolean") throw invalid("boolean", "pasteBack", pasteBack);
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
     throwIfAborted(options.signal);
 
     // Everything made here but the returned images is freed when the scope closes, also on abort.

@@ -11,9 +11,10 @@ import { checkPrompts, promptContext, type PromptOptions } from "./prompts";
 import { callScheduler, denoiseToImages, throwIfAborted, type LoopOptions } from "./common";
 
 export interface GenerateOptions extends LoopOptions, PromptOptions {
-  /** Classifier-free guidance scale; ≤ 1 disables guidance. Default 7.5. */
+  /** Classifier-free guidance scale; ≤ 1 disables guidance. Default: the model's (`model.defaults`), else 7.5. */
   guidanceScale?: number;
   guidanceRescale?: number;
+  /** Denoising steps. Default: the model's (`model.defaults`), else 50. */
   numInferenceSteps?: number;
   height?: number;
   width?: number;
@@ -52,10 +53,10 @@ export class Text2ImagePipeline {
   async generate(options: GenerateOptions): Promise<PipelineOutput> {
     const model = this.model;
     const prompts = checkPrompts(options, "generate");
-    const steps = options.numInferenceSteps ?? 50;
+    const steps = options.numInferenceSteps ?? model.defaults.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
     const shape = model.latentShape(prompts.count * prompts.perPrompt, { height: options.height, width: options.width }); // (B, C, h, w)
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
     model.checkMemory(shape[0] * (guider.enabled ? guider.conditions.length : 1), { height: options.height, width: options.width }, "generate");
     throwIfAborted(options.signal);
 

@@ -9,22 +9,36 @@
  * `<out>/checkpoints`: a rerun with the same options resumes from the newest and ends with
  * the same weights as an uninterrupted run; an abort stops after the current step with a
  * checkpoint and writes no model.
+ *
+ * With `lora`, only low-rank adapters on the U-Net's attention projections train (see
+ * ./lora.ts): checkpoints hold just the adapters, and the result is the same complete model
+ * directory with the adapters fused into the U-Net, plus `pytorch_lora_weights.safetensors`
+ * (PEFT keys, what diffusers' `load_lora_weights` reads) to apply them to the base model elsewhere.
+ *
+ * With `distributed`, every rank of the group runs fineTune with the same options (`batchSize`
+ * is the global batch): the Trainer splits the batches (./ddp.ts) and rank 0 alone writes the
+ * checkpoints and the model directory while the other ranks wait for it.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { writeDirectoryChecksums } from "../checksums";
+import { noGrad } from "../autograd";
+import type { ProcessGroup } from "../distributed";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { interpolate } from "../functional";
 import type { DiffusionModel, TextToImageModel } from "../models";
+import type { Module } from "../module";
 import { replaceFileAtomic } from "../serialize";
 import { tidy, type Tensor } from "../tensor";
 import { listCheckpoints, removeStaleTempFiles } from "./checkpoint";
 import { captionCondition } from "./conditioning";
+import { writeOnMainRank } from "./ddp";
 import { mapDataset, type Dataset } from "./data";
 import { latentDataset } from "./latents";
+import { LORA_ATTENTION_TARGETS, LORA_WEIGHTS_FILE, LoRA, type LoRAOptions } from "./lora";
 import { OBJECTIVES, TRAIN_BETA_SCHEDULES, type Objective, type TrainNoiseSchedule } from "./objectives";
 import type { StepInfo, TrainerOptions } from "./options";
-import { train } from "./trainer";
+import { independentCopy, Trainer } from "./trainer";
 
 export interface FineTuneOptions {
   /** The model directory to write (with `checkpoints/` inside while training). Must differ from the model's own. */
@@ -51,6 +65,13 @@ export interface FineTuneOptions {
   log?: (line: string) => void;
   /** Extra fields for `training.json` (e.g. where the data came from). */
   record?: Record<string, unknown>;
+  /**
+   * Train low-rank adapters instead of the whole U-Net: `{ rank: 4 }` puts rank-4 adapters on
+   * the attention projections (see LoRAOptions for alpha, targets, init). Default off.
+   */
+  lora?: LoRAOptions;
+  /** Train data-parallel over this process group (from initProcessGroup); every rank calls fineTune alike. Default: one process. */
+  distributed?: ProcessGroup;
 }
 
 export interface FineTuneResult {
@@ -120,7 +141,7 @@ export function fineTuneDataset(model: TextToImageModel, dataset: Dataset, seed 
   return model.vae ? latentDataset(fitted, model, { seed }) : fitted;
 }
 
-function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<FineTuneOptions, "emaDecay" | "signal" | "onStep" | "log" | "record">> & FineTuneOptions {
+function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<FineTuneOptions, "emaDecay" | "signal" | "onStep" | "log" | "record" | "lora" | "distributed">> & FineTuneOptions {
   if (o === null || typeof o !== "object") throw invalid("options object", "fineTune options", o);
   if (typeof o.out !== "string" || o.out === "") throw invalid("output directory path", "fineTune options.out", o.out);
   const resolved = {
@@ -143,6 +164,7 @@ function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<
   assertNumber(resolved.captionDropout, "fineTune options.captionDropout");
   if (resolved.captionDropout < 0 || resolved.captionDropout > 1) throw invalid("number in [0, 1]", "fineTune options.captionDropout", resolved.captionDropout);
   if (o.emaDecay !== undefined && !(typeof o.emaDecay === "number" && o.emaDecay >= 0 && o.emaDecay < 1)) throw invalid("number in [0, 1)", "fineTune options.emaDecay", o.emaDecay);
+  if (o.lora !== undefined && (o.lora === null || typeof o.lora !== "object")) throw invalid("LoRA options object", "fineTune options.lora", o.lora);
   if (model.dir === null) throw new Error("fineTune: the model has no directory to copy its other components from (load it with loadModel)");
   if (path.resolve(model.dir) === resolved.out) throw new Error("fineTune: options.out must differ from the model's directory: the trained model is written as a new directory");
   if (fs.existsSync(resolved.out) && !fs.statSync(resolved.out).isDirectory()) throw new Error(`fineTune: options.out ${resolved.out} exists and is not a directory`);
@@ -153,7 +175,9 @@ function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<
  * Fine-tunes `model`'s U-Net on `dataset` (captioned images in [-1, 1], any size) in place and
  * writes `options.out` as a complete model directory: the model's other components copied,
  * the trained (or EMA) U-Net, `training.json` recording the run and `checksums.sha256` of
- * every file (checked by `loadModel`).
+ * every file (checked by `loadModel`). The directory holds one record: the base model's own
+ * (its `training.json`, or the built-in model's `recipe.json`) is kept inside the new one as
+ * `base`, not copied beside it.
  * @example
  * const model = loadModel("models/builtin");
  * const result = await fineTune(model, new ImageFolderDataset("photos", { defaultCaption: "a photo of sks bag" }), { out: "my-model", steps: 500 });
@@ -163,7 +187,7 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
   const t2i = model.requireTextToImage("fineTune");
   if (t2i.unet.config.addition_embed_type) throw new Error(`fineTune: U-Nets with addition_embed_type "${t2i.unet.config.addition_embed_type}" (SDXL) are not supported yet`);
   // Training keeps each level's activations for backward, and gradients: about 3× a forward pass.
-  t2i.checkMemory(o.batchSize, {}, "fineTune", 3);
+  t2i.checkMemory(Math.max(1, Math.floor(o.batchSize / (o.distributed?.worldSize ?? 1))), {}, "fineTune", 3);
   const objective = trainingObjective(model.schedulerConfig ?? {});
   const data = fineTuneDataset(t2i, dataset, o.seed);
   prepareOutput(o.out);
@@ -182,43 +206,76 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
   }
   t2i.textEncoder.eval();
   t2i.unet.train();
-  const result = await train(t2i.unet.module, data, {
-    ...objective,
-    steps: o.steps,
-    batchSize: o.batchSize,
-    seed: o.seed,
-    lr: o.lr,
-    lrSchedule: { kind: "constant", warmupSteps: Math.min(100, Math.floor(o.steps / 10)) },
-    condition: captionCondition((captions) => t2i.encodePrompt(captions)),
-    conditionDropout: o.captionDropout,
-    forward: (_module, sample, timestep, batch) => t2i.predictSync({ sample, timestep, encoderHiddenStates: batch.cond as Tensor }),
-    ema: o.emaDecay === undefined ? false : { decay: o.emaDecay },
-    checkpoint: { dir: checkpoints, every: o.checkpointEvery, keep: 2 },
-    resume: resumeFrom ? true : undefined,
-    signal: o.signal,
-    onStep: o.onStep,
-  });
+  // LoRA: adapters on the U-Net (B = 0, so training starts from the model itself) that the Trainer owns instead of the weights.
+  const lora = o.lora ? LoRA.create(t2i.unet.module, { ...o.lora, seed: o.lora.seed ?? o.seed }) : null;
+  const trainer = (() => {
+    try {
+      return new Trainer(t2i.unet.module, data, {
+        ...objective,
+        steps: o.steps,
+        batchSize: o.batchSize,
+        seed: o.seed,
+        lr: o.lr,
+        lrSchedule: { kind: "constant", warmupSteps: Math.min(100, Math.floor(o.steps / 10)) },
+        condition: captionCondition((captions) => t2i.encodePrompt(captions)),
+        conditionDropout: o.captionDropout,
+        parameters: lora?.parameters(),
+        forward: (_module, sample, timestep, batch) => {
+          lora?.apply();
+          return t2i.predictSync({ sample, timestep, encoderHiddenStates: batch.cond as Tensor });
+        },
+        ema: o.emaDecay === undefined ? false : { decay: o.emaDecay },
+        checkpoint: { dir: checkpoints, every: o.checkpointEvery, keep: 2 },
+        resume: resumeFrom ? true : undefined,
+        signal: o.signal,
+        onStep: o.onStep,
+        distributed: o.distributed,
+      });
+    } catch (error) {
+      lora?.unfuse();
+      lora?.dispose();
+      throw error;
+    }
+  })();
+  let result: Awaited<ReturnType<Trainer["run"]>>;
+  let emaModel: Module | null = null;
+  try {
+    result = await trainer.run();
+    if (trainer.ema && lora) noGrad(() => Object.entries(trainer.ema!.namedParameters()).forEach(([name, averaged]) => lora.parameters()[name].copy_(averaged)));
+    else if (trainer.ema) {
+      emaModel = independentCopy(t2i.unet.module, () => true);
+      trainer.ema.copyTo(emaModel);
+    }
+    lora?.fuse(); // the U-Net keeps the trained adapters, without a graph, as full fine-tuning keeps its weights
+  } finally {
+    trainer.dispose();
+  }
   t2i.unet.eval();
   const recent = result.losses.slice(-50);
   const meanLoss = recent.reduce((a, b) => a + b, 0) / Math.max(1, recent.length);
   const summary = { step: result.step, losses: result.losses, aborted: result.aborted, resumedFrom: resumeFrom?.step ?? null, meanLoss };
   if (result.aborted) {
-    result.emaModel?.dispose();
+    emaModel?.dispose();
+    lora?.dispose();
     return { ...summary, out: null };
   }
-  try {
+  await writeOnMainRank(o.distributed, () => {
     copyModelDir(model.dir!, o.out);
-    const trained = result.emaModel ?? t2i.unet.module;
+    const trained = emaModel ?? t2i.unet.module;
     replaceFileAtomic(path.join(o.out, "unet", "model.pt"), (temp) => trained.save(temp));
-  } finally {
-    result.emaModel?.dispose();
-  }
-  const record = {
-    from: model.dir, ...o.record, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed, captionDropout: o.captionDropout,
-    emaDecay: o.emaDecay ?? null, objective: objective.objective, finalLossAvg50: meanLoss,
-  };
-  replaceFileAtomic(recordFile, (temp) => fs.writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`));
-  writeDirectoryChecksums(o.out);
+    lora?.save(path.join(o.out, LORA_WEIGHTS_FILE));
+    const record = {
+      from: model.dir, ...o.record, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed, captionDropout: o.captionDropout,
+      emaDecay: o.emaDecay ?? null, objective: objective.objective, finalLossAvg50: meanLoss, base: baseRecord(model.dir!),
+      ...(o.lora ? { lora: { rank: o.lora.rank ?? 4, alpha: o.lora.alpha ?? o.lora.rank ?? 4, targets: o.lora.targets instanceof RegExp ? String(o.lora.targets) : (o.lora.targets ?? LORA_ATTENTION_TARGETS), init: o.lora.init ?? "gaussian", file: LORA_WEIGHTS_FILE } } : {}),
+      ...(o.distributed ? { distributed: { worldSize: o.distributed.worldSize, backend: o.distributed.backend } } : {}),
+    };
+    replaceFileAtomic(recordFile, (temp) => fs.writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`));
+    writeDirectoryChecksums(o.out);
+  }).finally(() => {
+    emaModel?.dispose();
+    lora?.dispose();
+  });
   return { ...summary, out: o.out };
 }
 
@@ -226,23 +283,47 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
  * Checks `out` can be written before any training (a read-only mount should fail now, not
  * after the run) and removes temp files a killed earlier run left in it.
  */
-function prepareOutput(out: string): void {
+export function prepareOutput(out: string, who = "fineTune"): void {
   try {
     fs.mkdirSync(out, { recursive: true });
     const probe = path.join(out, `.write-probe.${process.pid}`);
     fs.writeFileSync(probe, "");
     fs.rmSync(probe);
   } catch (error) {
-    throw new Error(`fineTune: cannot write the output directory ${out}: ${(error as Error).message}`);
+    throw new Error(`${who}: cannot write the output directory ${out}: ${(error as Error).message}`);
   }
   for (const dir of [out, ...fs.readdirSync(out, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => path.join(out, e.name))]) removeStaleTempFiles(dir);
 }
 
-/** Copies a model directory without the U-Net's weights (the trained ones replace them) and without checkpoints. */
-function copyModelDir(from: string, to: string): void {
+/**
+ * The files in which a model directory records how its weights were made: ours (`training.json`),
+ * a built-in model's recipe (`recipe.json`) and the name earlier versions gave that one, which
+ * collides with `training.json` on case-insensitive file systems.
+ */
+const RECORD_FILES = ["training.json", "recipe.json", "TRAINING.json"];
+
+/** The base model's record (the first of RECORD_FILES it has), or null when it has none or it is not JSON. */
+export function baseRecord(dir: string): Record<string, unknown> | null {
+  for (const name of RECORD_FILES) {
+    const file = path.join(dir, name);
+    if (!fs.existsSync(file)) continue;
+    try {
+      return JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
+    } catch {
+      return null;
+    }
+  }
+  return null;
+}
+
+/** What a LoRA or DreamBooth run leaves beside its model: not copied when that directory is the next run's base (its LoRA is already fused into its U-Net). */
+const RUN_ARTIFACTS = [LORA_WEIGHTS_FILE, "class_images", "validation"];
+
+/** Copies a model directory without the U-Net's weights (the trained ones replace them), checkpoints and its record (folded into the new one). */
+export function copyModelDir(from: string, to: string): void {
   fs.mkdirSync(to, { recursive: true });
   for (const entry of fs.readdirSync(from, { withFileTypes: true })) {
-    if (entry.name === "checkpoints") continue;
+    if (entry.name === "checkpoints" || RECORD_FILES.includes(entry.name) || RUN_ARTIFACTS.includes(entry.name)) continue;
     const source = path.join(from, entry.name);
     const target = path.join(to, entry.name);
     if (entry.isDirectory() && entry.name === "unet") {

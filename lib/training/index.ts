@@ -12,7 +12,7 @@
  * await trainer.run();
  */
 export { Trainer, train, NonFiniteLossError, type TrainResult } from "./trainer";
-export type { TrainerOptions, StepInfo, TrainBatch, ForwardFn } from "./options";
+export type { TrainerOptions, StepInfo, TrainBatch, ForwardFn, LossFn } from "./options";
 export {
   OBJECTIVES, TRAIN_BETA_SCHEDULES, alphasCumprodFor, ddpmTargets, flowTargets, noisedBatch, logitNormalTimes, sampleTimes,
   type Objective, type NoisedBatch, type TimestepSampling, type TrainNoiseSchedule,
@@ -22,6 +22,7 @@ export { EMA, emaDecay, type EMAOptions, type EMAState } from "./ema";
 export { labelCondition, captionCondition, type Condition } from "./conditioning";
 export { DataLoader, collate, mapDataset, tensorDataset, type Dataset, type Sample, type Batch, type DataLoaderOptions, type LoaderPosition } from "./data";
 export { latentDataset } from "./latents";
+export { DataParallel, DistributedSampler, localPositions, writeOnMainRank } from "./ddp";
 export { fineTune, fineTuneDataset, fitImage, trainingObjective, type FineTuneOptions, type FineTuneResult } from "./fine_tune";
 export { FashionMNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_TEMPLATES, FASHION_MNIST_DIR, fashionMnistCaption, type FashionMNISTOptions } from "./fashion_mnist";
 export { ImageFolderDataset, netpbmDecoder, sharpDecoder, type ImageDecoder, type DecodedImage, type ImageFolderOptions } from "./image_folder";
@@ -29,3 +30,9 @@ export {
   CHECKPOINT_FORMAT, checkpointFile, listCheckpoints, latestCheckpoint, loadCheckpoint, saveCheckpoint, pruneCheckpoints, disposeCheckpoint,
   type TrainCheckpoint,
 } from "./checkpoint";
+export { LoRA, LORA_WEIGHTS_FILE, LORA_ATTENTION_TARGETS, type LoRAOptions, type LoRALayer } from "./lora";
+export { readSafetensors, writeSafetensors, safetensorsBytes, type SafetensorsFile } from "./safetensors";
+export {
+  rareTokenRange, rareTokenCandidates, rareTokenIdentifier, ensureClassImages, classImageFile, imageFilesDataset, dreamBoothDataset, priorPreservationLoss,
+  DREAMBOOTH_INSTANCE, DREAMBOOTH_CLASS, CLASS_IMAGES_RECORD, type ClassImagesOptions, type ClassImagesRecord, type DreamBoothDataOptions,
+} from "./dreambooth";

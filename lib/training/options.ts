@@ -3,10 +3,11 @@
  * there is one) and validation, so a bad option fails before any work with a message that
  * names it.
  */
+import { isProcessGroup, type ProcessGroup } from "../distributed";
 import { assertInteger, assertNumber, assertOneOf, invalid } from "../errors";
 import type { Module } from "../module";
 import type { AdamWOptions } from "../optim";
-import type { Tensor } from "../tensor";
+import { isTensor, type Tensor } from "../tensor";
 import type { Condition } from "./conditioning";
 import type { Batch } from "./data";
 import type { EMAOptions } from "./ema";
@@ -27,6 +28,12 @@ export interface TrainBatch extends Batch {
  * object with a `sample` Tensor (diffusers' UNet output).
  */
 export type ForwardFn = (model: Module, noisyInput: Tensor, timesteps: Tensor, batch: TrainBatch) => unknown;
+
+/**
+ * The training loss of a micro-batch from the model's prediction and the objective's target
+ * (both float32, (B, C, H, W)): a 0-d tensor. The default is their mean squared error.
+ */
+export type LossFn = (prediction: Tensor, target: Tensor, batch: TrainBatch) => Tensor;
 
 export interface StepInfo {
   /** Optimizer steps done, this one included. */
@@ -78,6 +85,15 @@ export interface TrainerOptions {
   /** Which parameters to train (by name); the rest are frozen. Default all. */
   trainable?: (name: string) => boolean;
   /**
+   * Train these tensors instead of the model's parameters: leaves (requiring grad) that the
+   * `forward` call uses, such as LoRA adapters (`lora.parameters()`). The Trainer optimizes,
+   * clips, averages (EMA) and checkpoints them under their names but does not own them (the
+   * caller disposes them). Not with `trainable` or bf16 mixed precision.
+   */
+  parameters?: Record<string, Tensor>;
+  /** The loss of a micro-batch (e.g. DreamBooth's instance + λ·prior loss). Default: MSE. */
+  loss?: LossFn;
+  /**
    * "bf16": forward and backward run on a bfloat16 copy of the model while float32 master
    * weights, optimizer state and EMA stay in the given module. Default "no".
    */
@@ -89,15 +105,20 @@ export interface TrainerOptions {
   onStep?: (info: StepInfo) => void | Promise<void>;
   /** Aborting stops the run after the current step and writes a checkpoint. */
   signal?: AbortSignal;
+  /**
+   * Data-parallel training over this process group (see ./ddp.ts): `batchSize` is then the
+   * global batch, split evenly over the ranks; rank 0 writes the checkpoints. Default: one process.
+   */
+  distributed?: ProcessGroup;
 }
 
-export type ResolvedOptions = Required<Omit<TrainerOptions, "condition" | "checkpoint" | "resume" | "onStep" | "signal" | "ema" | "forward" | "trainable">> &
-  Pick<TrainerOptions, "condition" | "checkpoint" | "resume" | "onStep" | "signal" | "forward" | "trainable"> & { ema: EMAOptions | false };
+export type ResolvedOptions = Required<Omit<TrainerOptions, "condition" | "checkpoint" | "resume" | "onStep" | "signal" | "ema" | "forward" | "trainable" | "parameters" | "loss" | "distributed">> &
+  Pick<TrainerOptions, "condition" | "checkpoint" | "resume" | "onStep" | "signal" | "forward" | "trainable" | "parameters" | "loss" | "distributed"> & { ema: EMAOptions | false };
 
 const KNOWN = new Set([
   "objective", "steps", "batchSize", "seed", "dataSeed", "shuffle", "noiseSchedule", "timestepSampling", "flowTimestepScale", "lr", "lrSchedule",
   "optimizer", "maxGradNorm", "gradientAccumulation", "ema", "condition", "conditionDropout", "forward", "trainable", "mixedPrecision",
-  "checkpoint", "resume", "onStep", "signal",
+  "checkpoint", "resume", "onStep", "signal", "parameters", "loss", "distributed",
 ]);
 
 function assertFunction(value: unknown, name: string): void {
@@ -141,6 +162,14 @@ export function resolveOptions(o: TrainerOptions): ResolvedOptions {
   assertFunction(o.forward, "options.forward");
   assertFunction(o.trainable, "options.trainable");
   assertFunction(o.onStep, "options.onStep");
+  assertFunction(o.loss, "options.loss");
+  if (o.parameters !== undefined) {
+    const p = o.parameters;
+    if (p === null || typeof p !== "object" || Array.isArray(p) || Object.keys(p).length === 0) throw invalid("non-empty record of named Tensors", "options.parameters", p);
+    for (const [name, t] of Object.entries(p)) if (!isTensor(t)) throw invalid("Tensor", `options.parameters["${name}"]`, t);
+    if (o.trainable) throw new Error("Trainer: options.parameters and options.trainable: give one (parameters trains exactly the tensors given)");
+    if (o.mixedPrecision === "bf16") throw new Error('Trainer: options.mixedPrecision "bf16" trains a bf16 copy of the model\'s own parameters, not options.parameters');
+  }
   const mixedPrecision = o.mixedPrecision ?? "no";
   assertOneOf(mixedPrecision, ["no", "bf16"] as const, "options.mixedPrecision");
   if (o.ema !== undefined && o.ema !== false && (typeof o.ema !== "object" || o.ema === null)) throw invalid("EMA options object or false", "options.ema", o.ema);
@@ -153,6 +182,7 @@ export function resolveOptions(o: TrainerOptions): ResolvedOptions {
   if (o.resume !== undefined && typeof o.resume !== "string" && typeof o.resume !== "boolean") throw invalid("checkpoint path or boolean", "options.resume", o.resume);
   if (o.resume === true && !o.checkpoint) throw new Error("Trainer: options.resume = true needs options.checkpoint.dir");
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalid("AbortSignal", "options.signal", o.signal);
+  if (o.distributed !== undefined && (!isProcessGroup(o.distributed) || o.distributed.isDestroyed)) throw invalid("live ProcessGroup from initProcessGroup()", "options.distributed", o.distributed);
   return {
     ...o,
     seed,

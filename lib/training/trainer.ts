@@ -7,6 +7,10 @@
  * (`randn(x0.shape)`), the timesteps and the condition-dropout mask (`rand([B]) < p`, only
  * when p > 0); the data order comes from the DataLoader's seeded shuffle. A checkpoint holds
  * all of it, so a resumed run's losses equal an uninterrupted run's bit for bit.
+ *
+ * With `options.distributed` the same run is split over the processes of a group: each rank
+ * trains on its shard of every global batch with the global batch's draws, and the gradients
+ * are averaged before the step (the contract, and resume across world sizes: ./ddp.ts).
  */
 import * as fs from "node:fs";
 import { noGrad } from "../autograd";
@@ -20,6 +24,7 @@ import {
 } from "./checkpoint";
 import { conditionArgs, placeCondition } from "./conditioning";
 import { DataLoader, type Dataset } from "./data";
+import { DataParallel } from "./ddp";
 import { EMA } from "./ema";
 import { lrSchedule } from "./lr";
 import { alphasCumprodFor, noisedBatch, sampleTimes } from "./objectives";
@@ -103,36 +108,47 @@ export class Trainer {
   /** The last checkpoint written or loaded. */
   lastCheckpoint: string | null = null;
   private readonly params: Record<string, Tensor>;
+  /** False when `options.parameters` gave the trained tensors: the caller owns them. */
+  private readonly ownsParams: boolean;
   private readonly alphasCumprod: number[];
   private readonly device: string;
   /** Mixed precision: the bf16 module that runs forward/backward, and its trainable parameters in `params` order. */
   private readonly compute: { module: Module; params: Tensor[] } | null;
+  /** Data-parallel training: this rank's side (null in one process). */
+  private readonly ddp: DataParallel | null;
 
   constructor(readonly model: Module, readonly dataset: Dataset, options: TrainerOptions) {
     this.options = resolveOptions(options);
     const o = this.options;
+    this.ddp = o.distributed ? new DataParallel(o.distributed, o.batchSize) : null;
     this.loader = new DataLoader(dataset, { batchSize: o.batchSize, shuffle: o.shuffle, seed: o.dataSeed, dropLast: true });
     this.alphasCumprod = o.objective === "flow_matching" ? [] : alphasCumprodFor(o.noiseSchedule);
     this.lrAt = lrSchedule({ lr: o.lr, kind: o.lrSchedule.kind, warmupSteps: o.lrSchedule.warmupSteps, numCycles: o.lrSchedule.numCycles, totalSteps: o.steps });
     this.generator = new Generator(o.seed);
 
     // Frozen parameters stop requiring grad so backward does not compute what nobody uses.
-    const all = model.namedParameters() as Record<string, Tensor>;
-    this.params = {};
-    for (const [name, p] of Object.entries(all)) {
-      if (!o.trainable || o.trainable(name)) this.params[name] = p;
-      else {
-        p.requiresGrad = false;
-        p.dispose();
+    this.ownsParams = !o.parameters;
+    if (o.parameters) {
+      this.params = { ...o.parameters };
+    } else {
+      const all = model.namedParameters() as Record<string, Tensor>;
+      this.params = {};
+      for (const [name, p] of Object.entries(all)) {
+        if (!o.trainable || o.trainable(name)) this.params[name] = p;
+        else {
+          p.requiresGrad = false;
+          p.dispose();
+        }
       }
     }
     const names = Object.keys(this.params);
     const problem =
       names.length === 0 ? "Trainer: options.trainable selects no parameter of the model"
       : o.mixedPrecision === "bf16" && Object.values(this.params).some((p) => p.dtype !== "float32") ? 'Trainer: options.mixedPrecision "bf16" needs a float32 model (the master weights)'
+      : o.parameters && Object.entries(this.params).some(([, p]) => !p.isLeaf || !p.requiresGrad) ? "Trainer: options.parameters must be leaf tensors that require grad (e.g. from lora.parameters())"
       : null;
     if (problem) {
-      for (const p of Object.values(this.params)) p.dispose();
+      if (this.ownsParams) for (const p of Object.values(this.params)) p.dispose();
       throw new Error(problem);
     }
     this.device = this.params[names[0]].device;
@@ -161,21 +177,24 @@ export class Trainer {
     const { steps, checkpoint, signal, onStep } = this.options;
     this.model.train();
     this.compute?.module.train();
-    if (checkpoint) removeStaleTempFiles(checkpoint.dir);
+    if (checkpoint && (this.ddp?.rank ?? 0) === 0) removeStaleTempFiles(checkpoint.dir);
+    if (this.ddp) await this.startReplicas(this.ddp);
+    // In a group every rank stops after the same step: an abort travels in the step's all-reduce.
+    const stopRequested = () => (this.ddp ? this.ddp.stopped : signal?.aborted === true);
     let aborted = false;
     while (this.step < steps) {
-      if (signal?.aborted) {
+      if (stopRequested()) {
         aborted = true;
         break;
       }
       const info = await this.trainStep();
       if (onStep) await onStep(info);
-      if (checkpoint && this.step % checkpoint.every === 0) this.saveCheckpoint();
+      if (checkpoint && this.step % checkpoint.every === 0) await this.checkpointNow();
       // Yield to the event loop so timers and abort events can land between steps.
       await new Promise((resolve) => setImmediate(resolve));
     }
-    if (signal?.aborted && this.step < steps) aborted = true;
-    if (checkpoint && this.step > 0 && this.lastCheckpoint !== checkpointFile(checkpoint.dir, this.step)) this.saveCheckpoint();
+    if (stopRequested() && this.step < steps) aborted = true;
+    if (checkpoint && this.step > 0 && this.lastCheckpoint !== checkpointFile(checkpoint.dir, this.step)) await this.checkpointNow();
     return { step: this.step, losses: [...this.losses], aborted, checkpoint: this.lastCheckpoint };
   }
 
@@ -191,6 +210,7 @@ export class Trainer {
     for (let micro = 0; micro < o.gradientAccumulation; micro++) total += await this.microStep();
     const master = Object.values(this.params);
     if (this.compute) this.moveGradsToMaster(master);
+    if (this.ddp) total = await this.ddp.reduceStep(master, total, o.signal?.aborted === true);
     const gradNorm = o.maxGradNorm === null ? null : clipGradNorm(master, o.maxGradNorm);
     const bad = !Number.isFinite(total) ? `loss ${total / o.gradientAccumulation}` : gradNorm !== null && !Number.isFinite(gradNorm) ? `gradient norm ${gradNorm}` : null;
     if (bad !== null) {
@@ -213,20 +233,25 @@ export class Trainer {
   private microStep(): Promise<number> {
     const o = this.options;
     return tidyAsync(async () => {
-      const batch = await this.loader.next();
-      const x0 = batch.images.to({ device: this.device, dtype: "float32" }); // (B, C, H, W)
-      const n = x0.shape[0];
-      const noise = randn(x0.shape, { generator: this.generator }).to({ device: this.device }); // (B, C, H, W)
-      const times = sampleTimes(o.objective, n, o.timestepSampling, this.alphasCumprod.length, this.generator);
+      const ddp = this.ddp;
+      const batch = ddp ? await ddp.nextBatch(this.loader) : await this.loader.next();
+      const x0 = batch.images.to({ device: this.device, dtype: "float32" }); // (B, C, H, W); B / W rows per rank
+      // The draws cover the global batch (ranks keep their rows), so every rank's Generator stays in step.
+      const n = ddp ? o.batchSize : x0.shape[0];
+      const noise = (ddp ? ddp.localRows(randn([n, ...x0.shape.slice(1)], { generator: this.generator })) : randn(x0.shape, { generator: this.generator })).to({ device: this.device }); // (B, C, H, W)
+      const drawn = sampleTimes(o.objective, n, o.timestepSampling, this.alphasCumprod.length, this.generator);
+      const times = ddp ? { discrete: drawn.discrete && ddp.localItems(drawn.discrete), continuous: drawn.continuous && ddp.localRows(drawn.continuous) } : drawn;
       const threshold = Math.fround(o.conditionDropout); // torch compares float32 draws with a float32 p
-      const drop = o.conditionDropout > 0 ? Array.from(rand([n], { generator: this.generator }).toFloat32Array(), (u) => u < threshold) : new Array<boolean>(n).fill(false);
+      const dropAll = o.conditionDropout > 0 ? Array.from(rand([n], { generator: this.generator }).toFloat32Array(), (u) => u < threshold) : new Array<boolean>(n).fill(false);
+      const drop = ddp ? ddp.localItems(dropAll) : dropAll;
       const computeDtype = this.compute ? "bfloat16" : "float32";
       const cond = o.condition ? placeCondition(await o.condition(batch, drop), this.device, computeDtype) : undefined;
       const { noisy, target, modelTimesteps } = noisedBatch(o.objective, x0, noise, times, { alphasCumprod: this.alphasCumprod, flowTimestepScale: o.flowTimestepScale });
       const input = this.compute ? noisy.to("bfloat16") : noisy;
       const forward = o.forward ?? defaultForward;
       const pred = predictionOf(await forward(this.compute?.module ?? this.model, input, modelTimesteps.to({ device: this.device }), { ...batch, cond, drop }));
-      const loss = mseLoss(pred.float(), target.float());
+      const loss = o.loss ? o.loss(pred.float(), target.float(), { ...batch, cond, drop }) : mseLoss(pred.float(), target.float());
+      if (loss.ndim !== 0) throw new Error(`Trainer: options.loss must return a 0-d tensor but returned shape [${loss.shape}]`);
       (o.gradientAccumulation > 1 ? loss.div(o.gradientAccumulation) : loss).backward();
       return loss.item();
     });
@@ -247,6 +272,27 @@ export class Trainer {
   private syncCompute(): void {
     const master = Object.values(this.params);
     noGrad(() => this.compute!.params.forEach((low, i) => low.copy_(master[i])));
+  }
+
+  /** A checkpoint of this step: written by rank 0 while the other ranks wait for it. */
+  private async checkpointNow(): Promise<void> {
+    if (!this.ddp) {
+      this.saveCheckpoint();
+      return;
+    }
+    await this.ddp.onMain(() => this.saveCheckpoint());
+    this.lastCheckpoint = checkpointFile(this.options.checkpoint!.dir, this.step);
+  }
+
+  /** Before the first step in a group: every rank takes rank 0's weights, buffers and EMA weights (and the bf16 copy follows). */
+  private async startReplicas(ddp: DataParallel): Promise<void> {
+    const buffers = Object.values(this.model.namedBuffers() as Record<string, Tensor>);
+    try {
+      await ddp.start(this.step, [...Object.values(this.params), ...buffers, ...Object.values(this.ema?.namedParameters() ?? {})]);
+    } finally {
+      for (const b of buffers) b.dispose();
+    }
+    if (this.compute) this.syncCompute();
   }
 
   /** The run's state; `generator`, `globalGenerator` and `buffers` are fresh handles the caller disposes. */
@@ -340,25 +386,26 @@ export class Trainer {
     this.optimizer.loadStateDict(ckpt.optimizer);
     if (this.ema && ckpt.ema) this.ema.loadStateDict(ckpt.ema);
     this.generator.setState(ckpt.generator);
-    defaultGenerator.setState(ckpt.globalGenerator);
+    if ((this.ddp?.rank ?? 0) === 0) defaultGenerator.setState(ckpt.globalGenerator); // other ranks keep their own dropout stream
     this.loader.setState(ckpt.data);
     this.step = ckpt.step;
     this.losses = [...ckpt.losses];
     if (this.compute) this.syncCompute();
   }
 
-  /** Frees the optimizer state, EMA weights and parameter handles (the model keeps its weights). */
+  /** Frees the optimizer state, EMA weights and parameter handles (the model keeps its weights; `options.parameters` stay the caller's). */
   dispose(): void {
     this.optimizer.dispose();
     this.ema?.dispose();
-    for (const p of Object.values(this.params)) p.dispose();
+    if (this.ownsParams) for (const p of Object.values(this.params)) p.dispose();
     for (const p of this.compute?.params ?? []) p.dispose();
   }
 }
 
 /**
  * Trains `model` in place and returns the losses; a shorthand for `new Trainer(...).run()`.
- * The EMA weights (if any) are copied into `model.copy()` as `emaModel`.
+ * The EMA weights (if any) are copied into `model.copy()` as `emaModel` (null with
+ * `options.parameters`: use a Trainer and its `ema.namedParameters()` there).
  * @example const { losses, emaModel } = await train(model, dataset, { objective: "v_prediction", steps: 500, batchSize: 8, ema: {} });
  */
 export async function train(model: Module, dataset: Dataset, options: TrainerOptions): Promise<TrainResult & { emaModel: Module | null }> {
@@ -366,7 +413,7 @@ export async function train(model: Module, dataset: Dataset, options: TrainerOpt
   try {
     const result = await trainer.run();
     let emaModel: Module | null = null;
-    if (trainer.ema) {
+    if (trainer.ema && !options.parameters) {
       emaModel = independentCopy(model, () => true);
       trainer.ema.copyTo(emaModel);
     }

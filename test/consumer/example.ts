@@ -16,3 +16,8 @@ export async function generate(dir: string): Promise<void> {
   using images = (await new td.Text2ImagePipeline(model).generate({ prompt: "a photo of a sneaker", numInferenceSteps: 2 })).images;
   await td.writeImage(td.imageGrid(images), "ts.png");
 }
+
+export function builtin(): { dir: string; defaults: td.ModelDefaults } {
+  const pipe = td.Text2ImagePipeline.fromPretrained("builtin");
+  return { dir: td.builtinModelPath(), defaults: pipe.model.defaults };
+}

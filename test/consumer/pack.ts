@@ -4,8 +4,8 @@
  * prebuilt binary) and test/consumer/source-install.ts (without one: a source build).
  *
  * Packing: a checkout's own `npm pack` ships no addon (`build/` is not in package.json's
- * `files`; binaries ship under `prebuilds/`), so this stages exactly package.json's `files` in
- * a temporary folder, compiles `lib/` into its `dist/`, optionally files the already built
+ * `files`; binaries ship under `prebuilds/`), so this stages exactly the files npm would pack
+ * (its own `npm pack --dry-run` list, without dist/ and prebuilds/) in a temporary folder, compiles `lib/` into its `dist/`, optionally files the already built
  * build/Release/torch_diffusion.node as the prebuilt binary for this machine's libtorch (named
  * by scripts/prebuilt.js, as `npm run build:prebuilt` would) and packs that. The checkout is
  * left untouched.
@@ -55,15 +55,27 @@ function lockEntriesFor(deps: Record<string, string>): Record<string, LockEntry>
 }
 
 /**
+ * The files `npm pack` takes from the checkout, as npm itself reads package.json's `files`
+ * (globs and all) and the ignore rules.
+ */
+export function packedFiles(): string[] {
+  const listed = spawnSync("npm", ["pack", "--dry-run", "--json", "--ignore-scripts"], { cwd: root, encoding: "utf8" });
+  if (listed.status !== 0) throw new Error(`npm pack --dry-run failed: ${listed.stderr.trim().split("\n").slice(-3).join(" ")}`);
+  const [{ files }] = JSON.parse(listed.stdout) as { files: { path: string }[] }[];
+  return files.map((f) => f.path);
+}
+
+/**
  * Stages and packs the package into `work`; with `prebuilt`, the built addon goes in as the
  * prebuilt binary named `prebuilt` (scripts/prebuilt.js's prebuiltName). Returns the tarball path.
  */
 export function packPackage(work: string, prebuilt: string | null): string {
-  const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8"));
   const stage = path.join(work, "stage");
   fs.mkdirSync(stage, { recursive: true });
-  for (const entry of ["package.json", "README.md", "LICENSE", ...pkg.files.filter((f: string) => f !== "dist" && f !== "prebuilds")]) {
-    if (fs.existsSync(path.join(root, entry))) fs.cpSync(path.join(root, entry), path.join(stage, entry), { recursive: true });
+  for (const file of packedFiles()) {
+    if (file.startsWith("dist/") || file.startsWith("prebuilds/")) continue; // built fresh below
+    fs.mkdirSync(path.dirname(path.join(stage, file)), { recursive: true });
+    fs.copyFileSync(path.join(root, file), path.join(stage, file));
   }
   execFileSync(process.execPath, [tscPath, "-p", path.join(root, "tsconfig.json"), "--outDir", path.join(stage, "dist")], { cwd: root, stdio: "pipe" });
   if (prebuilt) {
