@@ -118,8 +118,6 @@ export async function writeImage(image: Tensor, file: string): Promise<void> {
   writeFileAtomic(file, bytes);
 }
 
-
-
 /**
  * Tiles a batch [B, C, H, W] into one [C, rows·H, cols·W] image.
  * @example await writeImage(imageGrid(images, 4), "grid.png");
