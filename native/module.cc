@@ -8,7 +8,6 @@
 #include <sstream>
 
 #include "addon_data.h"
-#include "compute_thread.h"
 #include "checks.h"
 #include "convert.h"
 #include "tensor.h"
@@ -19,7 +18,7 @@ namespace {
 
 thread_local torch::jit::Module* pendingModule = nullptr;
 
-// Runs one TorchScript method off the JS thread (on the one compute thread). Holds only libtorch values, never JS ones.
+// Runs one TorchScript method on libuv's pool. Holds only libtorch values, never JS ones.
 class MethodWorker : public Napi::AsyncWorker {
  public:
   MethodWorker(Napi::Env env, torch::jit::Module module, std::string method, std::vector<c10::IValue> args,
@@ -37,13 +36,11 @@ class MethodWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      runOnComputeThread([this] {
-        // Grad mode is thread-local: carry the caller's noGrad() scope onto the compute thread.
-        at::AutoGradMode mode(gradEnabled_);
-        // So is the graph executor's optimization switch (see runtime.cc).
-        torch::jit::GraphOptimizerEnabledGuard optimize(graphOptimize_);
-        result_ = module_.get_method(method_)(std::move(args_), kwargs_);
-      });
+      // Grad mode is thread-local: carry the caller's noGrad() scope onto the worker thread.
+      at::AutoGradMode mode(gradEnabled_);
+      // So is the graph executor's optimization switch (see runtime.cc).
+      torch::jit::GraphOptimizerEnabledGuard optimize(graphOptimize_);
+      result_ = module_.get_method(method_)(std::move(args_), kwargs_);
     } catch (const std::exception& e) {
       SetError("Module." + method_ + ": " + errorMessage(e));
     }
