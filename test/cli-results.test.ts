@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as td from "../lib";
-import { main } from "../lib/cli";
+import { runCli, type CliResult as Result } from "./helpers/cli";
 import { fixtures } from "./helpers";
 
 const tinySd = path.join(fixtures, "models", "tiny-sd"); // latent, 16×16 RGB, PNDM, no defaults
@@ -17,18 +17,7 @@ const file = (name: string) => path.join(tmp, name);
 const tiny = ["--model", tinySd, "--steps", "2", "--seed", "1", "--scheduler", "ddim"];
 const timing = expect.any(Number);
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(args: string[]): Promise<Result> {
-  let stdout = "";
-  let stderr = "";
-  const code = await main(args, { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s), isTTY: false } });
-  return { code, stdout, stderr };
-}
+const cli = (args: string[]) => runCli(args);
 
 /** The one JSON object a --json run printed (and nothing else on stdout). */
 function json(result: Result): Record<string, unknown> {

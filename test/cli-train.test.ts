@@ -3,30 +3,15 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
-import { main } from "../lib/cli";
+import { runCli } from "./helpers/cli";
 import { fixtures } from "./helpers";
 
 const tinySd = path.join(fixtures, "models", "tiny-sd"); // latent: VAE, 3-channel 16×16 images
 const builtin = path.join(__dirname, "..", "models", "builtin"); // pixel space, 1-channel 32×32
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "td-cli-train-"));
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** The command in-process; `onStderr` sees each stderr write (to abort on a progress line). */
-async function train(args: string[], options: { signal?: AbortSignal; onStderr?: (text: string) => void } = {}): Promise<Result> {
-  let stdout = "";
-  let stderr = "";
-  const io = {
-    stdout: { write: (s: string) => (stdout += s) },
-    stderr: { write: (s: string) => { stderr += s; options.onStderr?.(s); }, isTTY: false },
-  };
-  const code = await main(["train", ...args], io, options.signal);
-  return { code, stdout, stderr };
-}
+const train = (args: string[], options: { signal?: AbortSignal; onStderr?: (text: string) => void } = {}) => runCli(["train", ...args], options);
 
 /** The U-Net weights of a model directory, by name, as plain arrays. */
 function unetWeights(dir: string): Record<string, number[]> {

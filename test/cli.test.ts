@@ -4,7 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import * as td from "../lib";
-import { main } from "../lib/cli";
+import { runCli, type CliResult as Result } from "./helpers/cli";
 import { fixtures } from "./helpers";
 
 const root = path.resolve(__dirname, "..");
@@ -12,12 +12,6 @@ const model = path.join(fixtures, "models", "tiny-sd");
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "td-cli-"));
 const file = (name: string) => path.join(tmp, name);
 const tiny = ["--model", model, "--steps", "2", "--seed", "1", "--scheduler", "ddim"];
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 /** The real command, end to end: a tsx process (about a second of startup each, so few of them). */
 function cli(args: string[]): Promise<Result> {
@@ -29,12 +23,7 @@ function cli(args: string[]): Promise<Result> {
 }
 
 /** The command in-process, for the many cheap checks of help and bad input. */
-async function inProcess(args: string[]): Promise<Result> {
-  let stdout = "";
-  let stderr = "";
-  const code = await main(args, { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s), isTTY: false } });
-  return { code, stdout, stderr };
-}
+const inProcess = (args: string[]) => runCli(args);
 
 const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 async function expectPng(name: string, width: number, height: number): Promise<td.Tensor> {

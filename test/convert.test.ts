@@ -11,7 +11,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from "vitest";
 import * as td from "../lib";
-import { main } from "../lib/cli";
+import { runCli, type CliResult as Result } from "./helpers/cli";
 import { fixtures } from "./helpers";
 
 const raw = path.join(fixtures, "diffusers", "tiny-sd"); // model_index.json + safetensors, as save_pretrained writes it
@@ -20,18 +20,7 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "td-convert-"));
 const converted = path.join(tmp, "tiny-sd");
 const hasTorch = spawnSync("/usr/bin/python3", ["-c", "import torch"]).status === 0;
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(args: string[]): Promise<Result> {
-  let stdout = "";
-  let stderr = "";
-  const code = await main(args, { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s), isTTY: false } });
-  return { code, stdout, stderr };
-}
+const cli = (args: string[]) => runCli(args);
 
 /** Runs `fn` with environment variables set (undefined removes one), restoring them after. */
 async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Promise<T>): Promise<T> {

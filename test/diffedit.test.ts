@@ -3,7 +3,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
-import { main } from "../lib/cli";
+import { runCli } from "./helpers/cli";
 import { fixtures } from "./helpers";
 import { settledTensorCount } from "./helpers/training";
 
@@ -258,12 +258,7 @@ describe("DiffEdit resources", () => {
 });
 
 describe("torch-diffusion edit --method diffedit", () => {
-  async function run(args: string[]) {
-    let stdout = "";
-    let stderr = "";
-    const code = await main(args, { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s), isTTY: false } });
-    return { code, stdout, stderr };
-  }
+  const run = (args: string[]) => runCli(args);
 
   it("writes the edited image and the mask; keeps the image where the mask is black", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "td-diffedit-cli-"));

@@ -3,6 +3,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
+import { runCli } from "./helpers/cli";
 import { settledTensorCount } from "./helpers/training";
 
 const builtin = path.join(__dirname, "..", "models", "builtin");
@@ -86,17 +87,11 @@ describe("Imagic", () => {
   });
 
   it("torch-diffusion imagic: trains once per --out folder, then writes one image per η", async () => {
-    const { main } = await import("../lib/cli");
     const input = path.join(tmp, "shirt.png");
     await td.writeImage(image.index(0), input);
     const out = path.join(tmp, "cli");
-    const run = async (...extra: string[]) => {
-      let stdout = "";
-      let stderr = "";
-      const io = { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s), isTTY: false } };
-      const args = ["imagic", "--image", input, "--prompt", "a photo of a dress", "--out", out, "--embedding-steps", "4", "--embedding-lr", "0.1", "--train-steps", "3", "--lr", "2e-5", "--steps", "2", "--guidance", "2", ...extra];
-      return { code: await main(args, io), stdout, stderr };
-    };
+    const run = (...extra: string[]) =>
+      runCli(["imagic", "--image", input, "--prompt", "a photo of a dress", "--out", out, "--embedding-steps", "4", "--embedding-lr", "0.1", "--train-steps", "3", "--lr", "2e-5", "--steps", "2", "--guidance", "2", ...extra]);
     const first = await run("--eta", "0.6");
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toBe(`${path.join(out, "eta-0.60.png")}\n`);
