@@ -117,6 +117,17 @@ void scatterBack(const Bucket& b, std::vector<at::Tensor>& tensors) {
   }
 }
 
+// Issues one collective per bucket (`issue` makes it from a one-tensor list), then waits for all.
+template <typename Issue>
+void runPerBucket(std::vector<Bucket>& buckets, std::chrono::milliseconds timeout, Issue issue) {
+  std::vector<c10::intrusive_ptr<c10d::Work>> works;
+  for (auto& b : buckets) {
+    std::vector<at::Tensor> one{b.flat};
+    works.push_back(issue(one));
+  }
+  for (auto& work : works) work->wait(timeout);
+}
+
 // The async shape of every call on a group: takes its ticket on the JS thread (issue order),
 // runs in turn on libuv's pool without touching JS values, resolves in OnOK.
 class GroupWorker : public Napi::AsyncWorker {
@@ -166,15 +177,12 @@ class AllReduceWorker : public GroupWorker {
   void run(GroupState& state) override {
     auto& group = groupOf(state);
     auto buckets = bucketsOf(tensors_, state.device);
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto& b : buckets) {
-      std::vector<at::Tensor> one{b.flat};
+    runPerBucket(buckets, state.timeout, [&](std::vector<at::Tensor>& one) {
       c10d::AllreduceOptions options;
       options.reduceOp = op_;
       options.timeout = state.timeout;
-      works.push_back(group.allreduce(one, options));
-    }
-    for (auto& work : works) work->wait(state.timeout);
+      return group.allreduce(one, options);
+    });
     for (auto& b : buckets) {
       if (average_) b.flat.div_(state.size);  // Gloo has no AVG: sum, then divide
       scatterBack(b, tensors_);
@@ -197,15 +205,12 @@ class BroadcastWorker : public GroupWorker {
   void run(GroupState& state) override {
     auto& group = groupOf(state);
     auto buckets = bucketsOf(tensors_, state.device);
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto& b : buckets) {
-      std::vector<at::Tensor> one{b.flat};
+    runPerBucket(buckets, state.timeout, [&](std::vector<at::Tensor>& one) {
       c10d::BroadcastOptions options;
       options.rootRank = root_;
       options.timeout = state.timeout;
-      works.push_back(group.broadcast(one, options));
-    }
-    for (auto& work : works) work->wait(state.timeout);
+      return group.broadcast(one, options);
+    });
     if (state.rank != root_) {
       for (auto& b : buckets) scatterBack(b, tensors_);
     }
