@@ -12,6 +12,8 @@ export interface Sample {
   image: Tensor;
   caption?: string;
   label?: number;
+  /** [C, H, W] in [-1, 1]: an image the model is conditioned on (InstructPix2Pix's input image). */
+  conditionImage?: Tensor;
 }
 
 /**
@@ -31,6 +33,8 @@ export interface Batch {
   captions?: string[];
   /** Present when every sample had a label. */
   labels?: number[];
+  /** [B, C, H, W]; present when every sample had a condition image. */
+  conditionImages?: Tensor;
   /** Dataset indices of the samples. */
   indices: number[];
 }
@@ -64,6 +68,13 @@ export function collate(samples: Sample[], indices: number[]): Batch {
   const batch: Batch = { images: stack(samples.map((s) => s.image)), indices };
   if (samples.every((s) => typeof s.caption === "string")) batch.captions = samples.map((s) => s.caption as string);
   if (samples.every((s) => typeof s.label === "number")) batch.labels = samples.map((s) => s.label as number);
+  if (samples.every((s) => s.conditionImage !== undefined)) {
+    const conditionShape = samples[0].conditionImage!.shape;
+    samples.forEach((s, i) => {
+      if (s.conditionImage!.shape.join() !== conditionShape.join()) throw new Error(`collate: sample ${indices[i]} has condition image shape [${s.conditionImage!.shape}] but sample ${indices[0]} has [${conditionShape}]`);
+    });
+    batch.conditionImages = stack(samples.map((s) => s.conditionImage!));
+  }
   return batch;
 }
 

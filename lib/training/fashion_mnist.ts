@@ -16,7 +16,7 @@ export const FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist";
 export const FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"] as const;
 
 /** Each class as a noun phrase for captions, by label. */
-const CAPTION_NOUNS = ["t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
+export const FASHION_MNIST_NOUNS = ["t-shirt", "pair of trousers", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"];
 
 /** Caption templates: `{a}` becomes "a"/"an" for the noun, `{name}` the noun. */
 export const FASHION_MNIST_TEMPLATES = [
@@ -34,7 +34,7 @@ export const FASHION_MNIST_TEMPLATES = [
  * @example fashionMnistCaption(9, "{a} {name}"); // "an ankle boot"
  */
 export function fashionMnistCaption(label: number, template: string): string {
-  const name = CAPTION_NOUNS[label];
+  const name = FASHION_MNIST_NOUNS[label];
   if (name === undefined) throw invalid("label in [0, 9]", "label", label);
   const article = /^[aeiou]/.test(name) ? "an" : "a";
   return template.replace("{a}", article).replace("{name}", name);

@@ -24,7 +24,7 @@ export { DataLoader, collate, mapDataset, tensorDataset, type Dataset, type Samp
 export { latentDataset } from "./latents";
 export { DataParallel, DistributedSampler, localPositions, writeOnMainRank } from "./ddp";
 export { fineTune, fineTuneDataset, fitImage, trainingObjective, type FineTuneOptions, type FineTuneResult } from "./fine_tune";
-export { FashionMNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_TEMPLATES, FASHION_MNIST_DIR, fashionMnistCaption, type FashionMNISTOptions } from "./fashion_mnist";
+export { FashionMNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_NOUNS, FASHION_MNIST_TEMPLATES, FASHION_MNIST_DIR, fashionMnistCaption, type FashionMNISTOptions } from "./fashion_mnist";
 export { ImageFolderDataset, netpbmDecoder, sharpDecoder, type ImageDecoder, type DecodedImage, type ImageFolderOptions } from "./image_folder";
 export {
   CHECKPOINT_FORMAT, checkpointFile, listCheckpoints, latestCheckpoint, loadCheckpoint, saveCheckpoint, pruneCheckpoints, disposeCheckpoint,
@@ -36,3 +36,8 @@ export {
   rareTokenRange, rareTokenCandidates, rareTokenIdentifier, ensureClassImages, classImageFile, imageFilesDataset, dreamBoothDataset, priorPreservationLoss,
   DREAMBOOTH_INSTANCE, DREAMBOOTH_CLASS, CLASS_IMAGES_RECORD, type ClassImagesOptions, type ClassImagesRecord, type DreamBoothDataOptions,
 } from "./dreambooth";
+export {
+  EditTripletDataset, EditTripletWriter, EDIT_TRIPLETS_INDEX, INSTRUCTION_TEMPLATES, fillEditTemplate, templateEditCaptions, readEditCaptions, instructDropout,
+  imageCondition, imageConditionChannels, isImageConditioned,
+  type EditCaptions, type EditTripletRow, type EditTripletDatasetOptions, type TemplateEditOptions,
+} from "./instruct";
