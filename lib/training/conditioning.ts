@@ -10,10 +10,12 @@ import type { Batch } from "./data";
 
 /**
  * Builds the model's conditioning from a batch. `drop[i]` marks the samples whose condition
- * must be replaced by the unconditional one. The result is passed to the forward call: a
+ * must be replaced by the unconditional one; `dropDraws[i]` is the uniform draw behind it
+ * (drop = draw < conditionDropout), for conditions with several parts dropped in turn
+ * (InstructPix2Pix drops text, image or both by ranges of one draw). The result is passed to the forward call: a
  * Tensor or other value as one extra argument, an array as several, undefined as none.
  */
-export type Condition = (batch: Batch, drop: boolean[]) => unknown;
+export type Condition = (batch: Batch, drop: boolean[], dropDraws: number[]) => unknown;
 
 /**
  * Class labels as an int64 tensor [B]; dropped samples get `nullLabel` (DiT's extra class).

@@ -21,6 +21,8 @@ export interface TrainBatch extends Batch {
   cond: unknown;
   /** Samples whose condition was replaced by the unconditional one. */
   drop: boolean[];
+  /** The uniform draw behind each `drop` (drop = draw < conditionDropout; 1 without dropout), for conditions dropped in parts. */
+  dropDraws: number[];
 }
 
 /**

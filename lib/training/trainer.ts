@@ -242,15 +242,17 @@ export class Trainer {
       const drawn = sampleTimes(o.objective, n, o.timestepSampling, this.alphasCumprod.length, this.generator);
       const times = ddp ? { discrete: drawn.discrete && ddp.localItems(drawn.discrete), continuous: drawn.continuous && ddp.localRows(drawn.continuous) } : drawn;
       const threshold = Math.fround(o.conditionDropout); // torch compares float32 draws with a float32 p
-      const dropAll = o.conditionDropout > 0 ? Array.from(rand([n], { generator: this.generator }).toFloat32Array(), (u) => u < threshold) : new Array<boolean>(n).fill(false);
-      const drop = ddp ? ddp.localItems(dropAll) : dropAll;
+      // Without dropout nothing is drawn (the stream stays as it was) and every draw reads 1: above any threshold.
+      const drawsAll = o.conditionDropout > 0 ? Array.from(rand([n], { generator: this.generator }).toFloat32Array()) : new Array<number>(n).fill(1);
+      const dropDraws = ddp ? ddp.localItems(drawsAll) : drawsAll;
+      const drop = dropDraws.map((u) => u < threshold);
       const computeDtype = this.compute ? "bfloat16" : "float32";
-      const cond = o.condition ? placeCondition(await o.condition(batch, drop), this.device, computeDtype) : undefined;
+      const cond = o.condition ? placeCondition(await o.condition(batch, drop, dropDraws), this.device, computeDtype) : undefined;
       const { noisy, target, modelTimesteps } = noisedBatch(o.objective, x0, noise, times, { alphasCumprod: this.alphasCumprod, flowTimestepScale: o.flowTimestepScale });
       const input = this.compute ? noisy.to("bfloat16") : noisy;
       const forward = o.forward ?? defaultForward;
-      const pred = predictionOf(await forward(this.compute?.module ?? this.model, input, modelTimesteps.to({ device: this.device }), { ...batch, cond, drop }));
-      const loss = o.loss ? o.loss(pred.float(), target.float(), { ...batch, cond, drop }) : mseLoss(pred.float(), target.float());
+      const pred = predictionOf(await forward(this.compute?.module ?? this.model, input, modelTimesteps.to({ device: this.device }), { ...batch, cond, drop, dropDraws }));
+      const loss = o.loss ? o.loss(pred.float(), target.float(), { ...batch, cond, drop, dropDraws }) : mseLoss(pred.float(), target.float());
       if (loss.ndim !== 0) throw new Error(`Trainer: options.loss must return a 0-d tensor but returned shape [${loss.shape}]`);
       (o.gradientAccumulation > 1 ? loss.div(o.gradientAccumulation) : loss).backward();
       return loss.item();
