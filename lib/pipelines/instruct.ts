@@ -18,6 +18,7 @@ import { assertInteger, assertNumber, invalid } from "../errors";
 import { DualGuidance } from "../guidance";
 import type { ImageSource } from "../image";
 import { UNet2DConditionModel, loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImageModel } from "../models";
+import { imageCondition, imageConditionChannels, isImageConditioned } from "../training/instruct";
 import { independentCopy } from "../training/trainer";
 import { cat, randn, tidy, tidyAsync, zeros, zerosLike, type Tensor } from "../tensor";
 import { callScheduler, denoiseToImages, throwIfAborted, type LoopOptions } from "./common";
@@ -35,6 +36,8 @@ export interface InstructOptions extends LoopOptions {
   /** s_I: how strongly to stay with the input image. Default 1.5 (the paper's and diffusers'). */
   imageGuidanceScale?: number;
   numInferenceSteps?: number;
+  /** Edits drawn for each (image, instruction). Default 1. */
+  numImagesPerPrompt?: number;
   /** Replaces the model's scheduler for this call (the call steps a copy). */
   scheduler?: import("../schedulers").Scheduler;
 }
@@ -90,8 +93,8 @@ export class InstructPix2PixPipeline {
     const t2i = model.requireTextToImage("InstructPix2PixPipeline");
     const latent = t2i.latentChannels;
     const inChannels = t2i.unet.config.in_channels;
-    const conditioning = t2i.vae ? t2i.vae.config.latent_channels : t2i.imageChannels;
-    if (inChannels !== latent + conditioning) {
+    const conditioning = imageConditionChannels(t2i);
+    if (!isImageConditioned(t2i)) {
       throw new Error(`InstructPix2PixPipeline: the U-Net takes ${inChannels} input channels; an image-conditioned model takes ${latent + conditioning} (${latent} noisy + ${conditioning} image)`);
     }
     this.model = t2i;
@@ -101,17 +104,10 @@ export class InstructPix2PixPipeline {
     return new InstructPix2PixPipeline(loadModel(dir, options));
   }
 
-  /** The image conditioning: the VAE posterior's unscaled mode, or the image in [-1, 1]. */
+  /** The image conditioning of images in [0, 1] (see imageCondition). */
   async imageConditioning(images: Tensor): Promise<Tensor> {
-    const model = this.model;
-    const vae = model.vae;
-    if (!vae) return noGrad(() => tidy(() => images.mul(2).sub(1)));
-    const scaled = await model.imagesToLatents(images, undefined, { mean: true });
-    try {
-      return noGrad(() => tidy(() => vae.unscaleLatents(scaled)));
-    } finally {
-      scaled.dispose();
-    }
+    const signed = noGrad(() => tidy(() => images.mul(2).sub(1)));
+    return imageCondition(this.model, signed).finally(() => signed.dispose());
   }
 
   /**
@@ -142,16 +138,19 @@ export class InstructPix2PixPipeline {
           throw new Error(`instruct: ${input.shape[0]} images for ${instructions.length} instructions (give 1 or as many of each)`);
         }
         const [, , height, width] = input.shape;
-        model.checkMemory(3 * batch, { height, width }, "instruct");
-        const images = input.shape[0] === batch ? input : input.expand([batch, ...input.shape.slice(1)]).contiguous(); // (B, C, H, W)
+        const perPrompt = options.numImagesPerPrompt ?? 1;
+        assertInteger(perPrompt, "numImagesPerPrompt", 1);
+        model.checkMemory(3 * batch * perPrompt, { height, width }, "instruct");
+        const pairs = input.shape[0] === batch ? input : input.expand([batch, ...input.shape.slice(1)]); // (B0, C, H, W)
+        const images = pairs.repeatInterleave(perPrompt, 0).contiguous(); // (B, C, H, W), B = B0 · perPrompt
         const condition = await this.imageConditioning(images); // (B, c, h, w)
         const extraInput = cat([condition, condition, zerosLike(condition)], 0); // (3B, c, h, w): [I, I, 0]
-        const repeat = (texts: string[]) => (texts.length === batch ? texts : new Array<string>(batch).fill(texts[0]));
+        const repeat = (texts: string[]) => Array.from({ length: batch * perPrompt }, (_, i) => texts[texts.length === 1 ? 0 : Math.floor(i / perPrompt)]);
         const text = await model.encodePrompt(repeat(instructions)); // (B, T, D)
         const negative = await model.encodePrompt(repeat(negatives));
         const context = cat([text, negative, negative], 0); // (3B, T, D): [T, ∅, ∅]
         scheduler.setTimesteps(steps);
-        const shape = model.latentShape(batch, { height, width });
+        const shape = model.latentShape(batch * perPrompt, { height, width });
         const latents = randn(shape, { generator: options.generator, device: options.generator?.device }).mul(scheduler.initNoiseSigma).to({ device: model.device }); // (B, c, h, w)
         const output = await denoiseToImages({
           model, scheduler, guider, latents, context, extraInput, timesteps: scheduler.timesteps,
