@@ -80,6 +80,36 @@ describe("torch-diffusion train", () => {
     expect(moved(averaged)).toBeLessThan(moved(trained));
   });
 
+  it("--lora-rank and --train-text-encoder reach fineTune: adapters on both networks, fused into OUT and in one PEFT file", async () => {
+    const out = path.join(tmp, "lora-text-encoder");
+    const result = await train([...fashionOnTinySd, "--out", out, "--lora-rank", "2", "--lora-alpha", "4", "--train-text-encoder", "--json"]);
+    expect(result.code, result.stderr).toBe(0);
+    const { record } = JSON.parse(result.stdout);
+    expect(record).toMatchObject({ trainTextEncoder: true, lora: { rank: 2, alpha: 4, targets: ["to_q", "to_k", "to_v", "to_out.0"], textEncoderTargets: ["q_proj", "k_proj", "v_proj", "out_proj"], file: td.LORA_WEIGHTS_FILE } });
+    const { tensors } = td.readSafetensors(path.join(out, td.LORA_WEIGHTS_FILE));
+    expect(Object.keys(tensors).filter((k) => k.startsWith("text_encoder.")).length).toBe(16);
+    expect(Object.keys(tensors).filter((k) => k.startsWith("unet.")).length).toBe(64);
+    Object.values(tensors).forEach((t) => t.dispose());
+    // Both written networks differ from the base; the VAE is the source's file.
+    const weightsOf = (dir: string, component: string) => {
+      const module = td.loadComponent(path.join(dir, component));
+      try {
+        return td.tidy(() => Object.fromEntries(Object.entries(module.namedParameters()).map(([name, p]) => [name, Array.from(p.toFloat32Array())])));
+      } finally {
+        module.dispose();
+      }
+    };
+    expect(maxDifference(weightsOf(out, "text_encoder"), weightsOf(tinySd, "text_encoder"))).toBeGreaterThan(1e-5);
+    expect(maxDifference(unetWeights(out), unetWeights(tinySd))).toBeGreaterThan(1e-5);
+    expect(fs.readFileSync(path.join(out, "vae", "model.pt")).equals(fs.readFileSync(path.join(tinySd, "vae", "model.pt")))).toBe(true);
+    td.verifyDirectoryChecksums(out);
+    // Without --lora-rank: the whole text encoder trains, and no LoRA file is written.
+    const full = path.join(tmp, "full-text-encoder");
+    expect((await train([...fashionOnTinySd, "--steps", "2", "--out", full, "--train-text-encoder"])).code).toBe(0);
+    expect(fs.existsSync(path.join(full, td.LORA_WEIGHTS_FILE))).toBe(false);
+    expect(JSON.parse(fs.readFileSync(path.join(full, "training.json"), "utf8")).trainTextEncoder).toBe(true);
+  });
+
   it("trains the pixel-space built-in model on an image folder with captions", async () => {
     const data = path.join(tmp, "folder");
     fs.mkdirSync(data);
@@ -137,6 +167,10 @@ describe("torch-diffusion train", () => {
       [["--data", "fashion-mnist", "--out", tmp, "--lr", "fast"], '--lr: expected a number in [0, 1] but got "fast"'],
       [["--data", "fashion-mnist", "--out", tmp, "--caption-dropout", "2"], '--caption-dropout: expected a number in [0, 1] but got "2"'],
       [["--data", "fashion-mnist", "--out", tmp, "--steps", "0"], '--steps: expected a positive integer but got "0"'],
+      [["--data", "fashion-mnist", "--out", tmp, "--lora-rank", "0"], '--lora-rank: expected a positive integer but got "0"'],
+      [["--data", "fashion-mnist", "--out", tmp, "--lora-rank", "2", "--lora-alpha", "big"], '--lora-alpha: expected a number but got "big"'],
+      [["--data", "fashion-mnist", "--out", tmp, "--lora-alpha", "4"], "--lora-alpha needs --lora-rank"],
+      [["--data", "fashion-mnist", "--out", tmp, "--train-text-encoder=yes"], "train: --train-text-encoder takes no value (see torch-diffusion train --help)"],
       [["--model", tinySd, "--data", "fashion-mnist", "--out", tinySd], "--out must differ from --model: the trained model is written as a new directory"],
       [["--model", tinySd, "--data", "fashion-mnist", "--out", __filename], `--out: ${__filename} exists and is not a directory`],
     ];

@@ -129,6 +129,26 @@ describe("DreamBooth data and loss", () => {
     });
   });
 
+  it("normalized by the global batch, the ranks' losses of a data-parallel step average to the one-process loss", () => {
+    td.tidy(() => {
+      // B = 3 subject + 3 class examples over W = 2 ranks: rank 0 takes positions 0, 2, 4 (2 subject, 1 class), rank 1 the rest.
+      const g = new td.Generator(1);
+      const pred = td.randn([6, 4, 8, 8], { generator: g });
+      const target = td.randn([6, 4, 8, 8], { generator: g });
+      const labels = [0, 0, 0, 1, 1, 1];
+      const batchOf = (rows: number[]) => ({ images: pred, indices: rows, labels: rows.map((r) => labels[r]), cond: undefined, drop: rows.map(() => false), dropDraws: rows.map(() => 1) });
+      const rowsOf = (t: td.Tensor, rows: number[]) => td.cat(rows.map((r) => t.narrow(0, r, 1)));
+      const whole = td.priorPreservationLoss(0.5)(pred, target, batchOf([0, 1, 2, 3, 4, 5])).item();
+      const shares = [[0, 2, 4], [1, 3, 5]].map((rows) => td.priorPreservationLoss(0.5, { perHalf: 3, worldSize: 2 })(rowsOf(pred, rows), rowsOf(target, rows), batchOf(rows)).item());
+      expect((shares[0] + shares[1]) / 2).toBeCloseTo(whole, 6);
+      // Each rank's own halves' means would not: rank 0's one class example would weigh as much as rank 1's two.
+      const local = [[0, 2, 4], [1, 3, 5]].map((rows) => td.priorPreservationLoss(0.5)(rowsOf(pred, rows), rowsOf(target, rows), batchOf(rows)).item());
+      expect(Math.abs((local[0] + local[1]) / 2 - whole)).toBeGreaterThan(1e-3);
+      // One process: the same as without the options.
+      expect(td.priorPreservationLoss(0.5, { perHalf: 3, worldSize: 1 })(pred, target, batchOf([0, 1, 2, 3, 4, 5])).item()).toBe(whole);
+    });
+  });
+
   it("the Trainer's step loss with it equals L_instance + λ·L_prior of the same draws", async () => {
     const model = td.loadModel(tinySd);
     const latents = (values: number[]) => constantImages(values, [4, 8, 8]);
@@ -193,6 +213,18 @@ describe("DreamBooth class images", () => {
     image.dispose();
     expect(JSON.parse(fs.readFileSync(path.join(dir, td.CLASS_IMAGES_RECORD), "utf8"))).toEqual({ prompt: "a thing", seed: 10, settings: {} });
     await expect(td.ensureClassImages(dir, { prompt: "a dog", count: 5, seed: 10, sample: third.sample })).rejects.toThrow("holds class images made with other settings");
+  });
+
+  it("data-parallel ranks each make their share (i mod W = rank), reporting progress over it", async () => {
+    const dir = path.join(tmp, "sharded");
+    const ranks = [fakeSampler(), fakeSampler()];
+    const progress: [number, number][][] = [[], []];
+    const files = await Promise.all(ranks.map((r, rank) => td.ensureClassImages(dir, { prompt: "a thing", count: 5, seed: 0, batchSize: 2, sample: r.sample, shard: { rank, worldSize: 2 }, onProgress: (d, t) => progress[rank].push([d, t]) })));
+    expect(ranks.map((r) => r.asked)).toEqual([[0, 2, 4], [1, 3]]);
+    expect(progress).toEqual([[[0, 3], [2, 3], [3, 3]], [[0, 2], [2, 2]]]);
+    expect(files[0]).toEqual(files[1]);
+    expect(files[0].every((f) => fs.existsSync(f))).toBe(true);
+    await expect(td.ensureClassImages(dir, { prompt: "a thing", count: 5, sample: ranks[0].sample, shard: { rank: 2, worldSize: 2 } })).rejects.toThrow("Expected integer in [0, 2) for ensureClassImages shard.rank but received 2");
   });
 });
 
@@ -260,6 +292,26 @@ describe("dreambooth()", () => {
     third.dispose();
   });
 
+  it("trainTextEncoder trains the text encoder with the U-Net (here with prior preservation) and writes it", async () => {
+    const out = path.join(tmp, "text-encoder");
+    const model = td.loadModel(tinySd);
+    const result = await td.dreambooth({ model, ...options(out), lora: undefined, trainTextEncoder: true, validationPrompts: undefined, lr: 1e-3, classDir: path.join(tmp, "whole", "class_images") });
+    expect(result).toMatchObject({ step: 4, aborted: false, out });
+    expect(JSON.parse(fs.readFileSync(path.join(out, "training.json"), "utf8"))).toMatchObject({ trainTextEncoder: true, priorPreservation: true, lora: null });
+    const weights = (dir: string) => {
+      const m = td.loadModel(dir);
+      const w = td.tidy(() => Object.fromEntries(Object.entries(m.textEncoder!.module.namedParameters() as Record<string, td.Tensor>).map(([k, v]) => [k, bytes(v)])));
+      m.dispose();
+      return w;
+    };
+    const [before, after] = [weights(tinySd), weights(out)];
+    // Every tensor moves (the token embedding in the rows of the prompts' tokens).
+    expect(Object.keys(before).filter((k) => !before[k].equals(after[k])).length).toBe(Object.keys(before).length);
+    // The run's settings include it: resuming the same out without it is refused.
+    await expect(td.dreambooth({ model, ...options(out), lora: undefined, validationPrompts: undefined, lr: 1e-3, steps: 6, classDir: path.join(tmp, "whole", "class_images") })).rejects.toThrow("are of a run with other settings");
+    model.dispose();
+  });
+
   it("full fine-tuning without prior preservation changes the whole U-Net and writes no LoRA file", async () => {
     const out = path.join(tmp, "full");
     const model = td.loadModel(tinySd);
@@ -307,13 +359,27 @@ describe("torch-diffusion dreambooth", () => {
     const json = await run(["--model", tinySd, "--images", images, "--class-noun", "thing", "--out", out, "--steps", "2", "--num-class-images", "2", "--lora-rank", "2", "--identifier", "sks", "--json"]);
     expect(json.code).toBe(0);
     expect(JSON.parse(json.stdout)).toMatchObject({ command: "dreambooth", out, identifier: "sks", instancePrompt: "a sks thing", steps: 2, lora: path.join(out, td.LORA_WEIGHTS_FILE), classImages: 2 });
+
+    // --train-text-encoder reaches dreambooth(): adapters on the text encoder too, in the same file.
+    const withText = path.join(tmp, "cli-text-encoder");
+    const trained = await run(["--model", tinySd, "--images", images, "--class-noun", "thing", "--out", withText, "--steps", "2", "--num-class-images", "2", "--lora-rank", "2", "--identifier", "sks", "--train-text-encoder", "--json"]);
+    expect(trained.code, trained.stderr).toBe(0);
+    expect(JSON.parse(trained.stdout)).toMatchObject({ trainTextEncoder: true, steps: 2 });
+    expect(JSON.parse(fs.readFileSync(path.join(withText, "training.json"), "utf8"))).toMatchObject({ trainTextEncoder: true, lora: { rank: 2, textEncoderTargets: ["q_proj", "k_proj", "v_proj", "out_proj"] } });
+    const { tensors } = td.readSafetensors(path.join(withText, td.LORA_WEIGHTS_FILE));
+    expect(Object.keys(tensors).filter((k) => k.startsWith("text_encoder."))).toHaveLength(16);
+    Object.values(tensors).forEach((t) => t.dispose());
   });
 
   it("fails in one line on bad input, and documents its options", async () => {
     expect(await run(["--images", path.join(tmp, "nope"), "--class-noun", "x", "--out", path.join(tmp, "o")])).toMatchObject({ code: 1, stderr: `torch-diffusion: --images: expected a folder of images of the subject but got ${JSON.stringify(path.join(tmp, "nope"))}\n` });
     expect((await run(["--images", tmp, "--out", path.join(tmp, "o")])).stderr).toBe("torch-diffusion: --class-noun is required\n");
     expect((await run(["--images", tmp, "--class-noun", "x", "--out", path.join(tmp, "o"), "--lora-alpha", "4"])).stderr).toBe("torch-diffusion: --lora-alpha needs --lora-rank\n");
+    expect((await run(["--images", tmp, "--class-noun", "x", "--out", path.join(tmp, "o"), "--train-text-encoder=yes"])).stderr).toBe("torch-diffusion: dreambooth: --train-text-encoder takes no value (see torch-diffusion dreambooth --help)\n");
+    expect((await run(["--images", tmp, "--class-noun", "x", "--out", path.join(tmp, "o"), "--nproc-per-node", "2", "--no-prior-preservation"])).stderr).toBe(
+      "torch-diffusion: --nproc-per-node 2: a step's 1 examples (--batch 1) must split evenly over the ranks\n",
+    );
     const help = await run(["--help"]);
-    for (const option of ["--images DIR", "--class-noun NOUN", "--identifier V", "--prior-loss-weight L", "--num-class-images N", "--lora-rank R", "--no-prior-preservation"]) expect(help.stdout).toContain(option);
+    for (const option of ["--images DIR", "--class-noun NOUN", "--identifier V", "--prior-loss-weight L", "--num-class-images N", "--lora-rank R", "--no-prior-preservation", "--train-text-encoder", "--nproc-per-node N"]) expect(help.stdout).toContain(option);
   });
 });

@@ -306,3 +306,161 @@ describe("training adapters", () => {
     model.dispose();
   });
 });
+
+describe("training the text encoder (trainTextEncoder)", () => {
+  /** 8 captioned random images in [-1, 1] at tiny-sd's 16×16 RGB, each with its own caption. */
+  const images = td.keep(td.tidy(() => td.rand([8, 3, 16, 16], { generator: new td.Generator(3) }).mul(2).sub(1)));
+  const dataset = td.tensorDataset(images, { captions: Array.from({ length: 8 }, (_, i) => `a photo of thing ${i}`) });
+  const small = { steps: 6, batchSize: 2, lr: 1e-2, checkpointEvery: 2, captionDropout: 0.25, trainTextEncoder: true };
+  const base = td.loadModel(tinySd);
+  const baseText = weightBytes(base.textEncoder!.module);
+  const baseUnet = weightBytes(base.unet!.module);
+  /** The text encoder's or U-Net's weights of a written model directory. */
+  const written = (dir: string, component: "unet" | "text_encoder") => {
+    const module = td.load(path.join(dir, component, "model.pt"));
+    const out = weightBytes(module);
+    module.dispose();
+    return out;
+  };
+  const changed = (a: Record<string, Buffer>, b: Record<string, Buffer>) => Object.keys(a).filter((k) => !a[k].equals(b[k]));
+
+  /** The epsilon-prediction MSE of `model` on all 8 examples under fixed noise and timesteps (Generator 7): the training loss without its randomness. */
+  async function fixedLoss(model: td.DiffusionModel): Promise<number> {
+    const data = td.fineTuneDataset(model.requireTextToImage("test"), dataset, 0);
+    const samples = await Promise.all(Array.from({ length: 8 }, (_, i) => data.get(i)));
+    return td.tidyAsync(async () => {
+      const x0 = td.stack(samples.map((s) => s.image)); // (8, 4, 8, 8) latents
+      const g = new td.Generator(7);
+      const noise = td.randn(x0.shape, { generator: g });
+      const times = td.sampleTimes("epsilon", 8, { kind: "uniform" }, 1000, g);
+      const { noisy, target, modelTimesteps } = td.noisedBatch("epsilon", x0, noise, times, { alphasCumprod: td.alphasCumprodFor({}) });
+      const context = await model.encodePrompt(samples.map((s) => s.caption!));
+      const pred = td.noGrad(() => model.predictSync({ sample: noisy, timestep: modelTimesteps, encoderHiddenStates: context }));
+      samples.forEach((s) => s.image.dispose());
+      return td.mseLoss(pred, target).item();
+    });
+  }
+
+  it("trains every text encoder weight with the U-Net and lowers the loss; checkpoints and the written directory hold both", async () => {
+    const model = td.loadModel(tinySd);
+    const before = await fixedLoss(model);
+    const out = path.join(tmp, "text-encoder");
+    const result = await td.fineTune(model, dataset, { ...small, out });
+    expect(result.losses).toHaveLength(6);
+    // The in-place model learned the data, text encoder included (measured: 1.06 -> 0.77).
+    expect(await fixedLoss(model)).toBeLessThan(before * 0.9);
+    const text = written(out, "text_encoder");
+    expect(changed(text, baseText)).toEqual(Object.keys(baseText)); // every weight moved (token embeddings of the captions' words)
+    expect(changed(written(out, "unet"), baseUnet).length).toBeGreaterThan(100);
+    for (const [k, v] of Object.entries(weightBytes(model.textEncoder!.module))) expect(v.equals(text[k]), k).toBe(true);
+    // The checkpoint: the U-Net's weights under their names, the text encoder's behind "text_encoder.", with AdamW moments for all.
+    const ckpt = td.loadCheckpoint(td.listCheckpoints(path.join(out, "checkpoints")).at(-1)!.file);
+    const names = Object.keys(ckpt.model);
+    expect(names.filter((n) => n.startsWith(td.TEXT_ENCODER_PREFIX)).map((n) => n.slice(td.TEXT_ENCODER_PREFIX.length))).toEqual(Object.keys(baseText));
+    expect(names.filter((n) => !n.startsWith(td.TEXT_ENCODER_PREFIX))).toEqual(Object.keys(baseUnet));
+    for (const moment of ["exp_avg", "exp_avg_sq"]) expect(ckpt.optimizer.buffers[moment].filter((t) => t !== null), moment).toHaveLength(names.length);
+    td.disposeCheckpoint(ckpt);
+    // The trained component's metadata no longer points at the source's weight files; the record says what trained.
+    expect(JSON.parse(fs.readFileSync(path.join(out, "text_encoder", "torch_diffusion.json"), "utf8")).source_weights).toBeUndefined();
+    expect(JSON.parse(fs.readFileSync(path.join(out, "training.json"), "utf8"))).toMatchObject({ trainTextEncoder: true, steps: 6 });
+    td.verifyDirectoryChecksums(out);
+    model.dispose();
+  });
+
+  it("a run with the text encoder and EMA, stopped and resumed, writes the uninterrupted run's networks bit for bit", async () => {
+    const options = { ...small, emaDecay: 0.9 };
+    const whole = td.loadModel(tinySd);
+    await td.fineTune(whole, dataset, { ...options, out: path.join(tmp, "te-whole") });
+    whole.dispose();
+    const baseline = await settledTensorCount();
+    const out = path.join(tmp, "te-resumed");
+    const controller = new AbortController();
+    const first = td.loadModel(tinySd);
+    const stopped = await td.fineTune(first, dataset, { ...options, out, signal: controller.signal, onStep: ({ step }) => step === 3 && controller.abort() });
+    expect([stopped.aborted, stopped.step]).toEqual([true, 3]);
+    first.dispose();
+    expect(await settledTensorCount()).toBe(baseline);
+    const second = td.loadModel(tinySd);
+    const resumed = await td.fineTune(second, dataset, { ...options, out });
+    second.dispose();
+    expect([resumed.resumedFrom, resumed.step]).toEqual([3, 6]);
+    for (const component of ["unet", "text_encoder"] as const) {
+      const a = written(path.join(tmp, "te-whole"), component);
+      const b = written(out, component);
+      expect(changed(a, b), component).toEqual([]);
+    }
+    // The EMA covers the text encoder too: the written one lies between the start and the trained weights.
+    const trained = td.loadModel(tinySd);
+    await td.fineTune(trained, dataset, { ...small, out: path.join(tmp, "te-no-ema") });
+    const distance = (w: Record<string, Buffer>) => Math.sqrt(Object.keys(w).reduce((sum, k) => {
+      const [x, y] = [new Float32Array(w[k].buffer, w[k].byteOffset, w[k].length / 4), new Float32Array(baseText[k].buffer, baseText[k].byteOffset, baseText[k].length / 4)];
+      return sum + x.reduce((s, v, i) => s + (v - y[i]) ** 2, 0);
+    }, 0));
+    const averaged = distance(written(out, "text_encoder"));
+    expect(averaged).toBeGreaterThan(0);
+    expect(averaged).toBeLessThan(distance(weightBytes(trained.textEncoder!.module)));
+    trained.dispose();
+    expect(await settledTensorCount()).toBe(baseline);
+  });
+
+  it("with lora: adapters on the text encoder's attention too, in one PEFT file (text_encoder. keys) that loads back bit for bit", async () => {
+    const model = td.loadModel(tinySd);
+    const out = path.join(tmp, "te-lora");
+    await td.fineTune(model, dataset, { ...small, out, lora: { rank: 2, alpha: 4 } });
+    const { tensors, metadata } = td.readSafetensors(path.join(out, td.LORA_WEIGHTS_FILE));
+    const textKeys = Object.keys(tensors).filter((k) => k.startsWith("text_encoder."));
+    // tiny-sd's text encoder: 2 layers × (q, k, v, out) projections × (A, B).
+    expect(textKeys).toHaveLength(16);
+    expect(textKeys.every((k) => /^text_encoder\.text_model\.encoder\.layers\.\d\.self_attn\.(q|k|v|out)_proj\.lora_[AB]\.weight$/.test(k))).toBe(true);
+    expect(Object.keys(tensors).filter((k) => k.startsWith("unet."))).toHaveLength(64);
+    expect(JSON.parse(metadata.lora_adapter_metadata)).toEqual({
+      "unet.r": 2, "unet.lora_alpha": 4, "unet.target_modules": ["to_q", "to_k", "to_v", "to_out.0"],
+      "text_encoder.r": 2, "text_encoder.lora_alpha": 4, "text_encoder.target_modules": ["q_proj", "k_proj", "v_proj", "out_proj"],
+    });
+    Object.values(tensors).forEach((t) => t.dispose());
+    // Checkpoints hold the adapters only, the text encoder's behind "text_encoder.".
+    const ckpt = td.loadCheckpoint(td.listCheckpoints(path.join(out, "checkpoints")).at(-1)!.file);
+    expect(Object.keys(ckpt.model).filter((k) => k.startsWith("text_encoder.")).map((k) => `${k.replace(/\.lora_[AB]\.weight$/, "")}`).length).toBe(16);
+    expect(Object.keys(ckpt.model).every((k) => /\.lora_[AB]\.weight$/.test(k))).toBe(true);
+    td.disposeCheckpoint(ckpt);
+    // Only the adapted projections of the written text encoder changed; the file on the base model gives it bit for bit.
+    const text = written(out, "text_encoder");
+    const adapted = changed(text, baseText);
+    expect(adapted.length).toBe(8);
+    expect(adapted.every((k) => /\.self_attn\.(q|k|v|out)_proj\.weight$/.test(k))).toBe(true);
+    const fresh = td.loadModel(tinySd);
+    const unetLoRA = td.LoRA.load(fresh.unet!.module, path.join(out, td.LORA_WEIGHTS_FILE));
+    const textLoRA = td.LoRA.load(fresh.textEncoder!.module, path.join(out, td.LORA_WEIGHTS_FILE), { component: "text_encoder" });
+    expect([textLoRA.rank, textLoRA.alpha, textLoRA.layers.length]).toEqual([2, 4, 8]);
+    expect(textLoRA.ignored.every((k) => k.startsWith("unet."))).toBe(true);
+    expect(unetLoRA.ignored.every((k) => k.startsWith("text_encoder."))).toBe(true);
+    expect(changed(weightBytes(fresh.textEncoder!.module), text)).toEqual([]);
+    expect(changed(weightBytes(fresh.unet!.module), written(out, "unet"))).toEqual([]);
+    textLoRA.unfuse();
+    expect(changed(weightBytes(fresh.textEncoder!.module), baseText)).toEqual([]);
+    expect(JSON.parse(fs.readFileSync(path.join(out, "training.json"), "utf8")).lora).toMatchObject({ rank: 2, alpha: 4, textEncoderTargets: ["q_proj", "k_proj", "v_proj", "out_proj"] });
+    for (const l of [unetLoRA, textLoRA]) l.dispose();
+    fresh.dispose();
+    model.dispose();
+  });
+
+  it("refuses what does not fit with errors that name it", async () => {
+    const model = td.loadModel(tinySd);
+    await expect(td.fineTune(model, dataset, { ...small, out: path.join(tmp, "never"), trainTextEncoder: "yes" as never })).rejects.toThrow('Expected boolean for fineTune options.trainTextEncoder but received "yes" of type string');
+    const unetOnly = path.join(tmp, "unet-only.safetensors");
+    const lora = td.LoRA.create(model.unet!.module, { rank: 2 });
+    lora.save(unetOnly);
+    lora.unfuse();
+    lora.dispose();
+    expect(() => td.LoRA.load(model.textEncoder!.module, unetOnly, { component: "text_encoder" })).toThrow(/no text encoder LoRA weights in the file \(keys look like: unet\./);
+    expect(() => td.LoRA.load(model.textEncoder!.module, unetOnly, { component: "vae" as never })).toThrow('Expected "unet" or "text_encoder" for LoRA.load component but received "vae" of type string');
+    // A run started without the text encoder does not resume with it.
+    const out = path.join(tmp, "switched");
+    const controller = new AbortController();
+    await td.fineTune(model, dataset, { ...small, trainTextEncoder: false, lora: { rank: 2 }, out, signal: controller.signal, onStep: () => controller.abort() });
+    model.dispose();
+    const again = td.loadModel(tinySd);
+    await expect(td.fineTune(again, dataset, { ...small, lora: { rank: 2 }, out })).rejects.toThrow("its parameters differ from the trainable ones");
+    again.dispose();
+  });
+});

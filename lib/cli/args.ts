@@ -91,8 +91,9 @@ export const OPTIONS = {
   "prior-loss-weight": { type: "string", arg: "L", help: "DreamBooth: weight λ of the class-prior loss (default 1)" },
   "num-class-images": { type: "string", arg: "N", help: "DreamBooth: class images sampled (once, cached in OUT/class_images) for the prior loss (default 200)" },
   "no-prior-preservation": { type: "boolean", help: "DreamBooth: train on the subject's images alone (no class images, no prior loss)" },
-  "lora-rank": { type: "string", arg: "R", help: "train rank-R low-rank adapters on the attention projections instead of the whole U-Net" },
+  "lora-rank": { type: "string", arg: "R", help: "train rank-R low-rank adapters on the attention projections instead of whole weights (the text encoder's too with --train-text-encoder)" },
   "lora-alpha": { type: "string", arg: "A", help: "LoRA alpha: the adapters are scaled by A/R (default R)" },
+  "train-text-encoder": { type: "boolean", help: "train the text encoder too, at the same learning rate (diffusers' --train_text_encoder; with --lora-rank, adapters on it)" },
   "center-crop": { type: "boolean", help: "center-crop the images after resizing (default: a random crop)" },
   "random-flip": { type: "boolean", help: "mirror training images left-right at random" },
   "validation-prompt": { type: "string", arg: "TEXT", help: "render this prompt every --validation-every steps into OUT/validation" },
@@ -147,7 +148,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     options: { ...GENERATION, image: null, mask: null, strength: "noise level the masked region starts from, in [0, 1] (default 1)", width: `${RESIZE} width`, height: `${RESIZE} height`, help: null },
   },
   train: {
-    summary: "fine-tune a model's U-Net on Fashion-MNIST or an image folder",
+    summary: "fine-tune a model's U-Net (and text encoder) on Fashion-MNIST or an image folder",
     usage: "torch-diffusion train --data fashion-mnist|DIR --out DIR [options]",
     options: {
       model: "model to start from (default: the built-in model)",
@@ -160,6 +161,9 @@ export const COMMANDS: Record<string, CommandSpec> = {
       caption: null,
       "checkpoint-every": null,
       ema: null,
+      "lora-rank": null,
+      "lora-alpha": null,
+      "train-text-encoder": null,
       seed: "random seed (default 0)",
       device: null,
       "nproc-per-node": null,
@@ -170,7 +174,9 @@ export const COMMANDS: Record<string, CommandSpec> = {
     },
     notes: [
       "",
-      "The text encoder stays frozen; the objective and noise schedule come from the model's scheduler.",
+      "The text encoder stays frozen unless --train-text-encoder; the objective and noise schedule come from",
+      "the model's scheduler. With --lora-rank the adapters are fused into OUT and also written as",
+      "OUT/pytorch_lora_weights.safetensors (diffusers' load_lora_weights reads it).",
       "Checkpoints go to DIR/checkpoints: rerun the same command to resume; Ctrl-C stops with a checkpoint.",
       "Several machines: torchrun --no-python --nnodes M --nproc-per-node N ... npx torch-diffusion train ...",
       "(each process reads RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK as PyTorch's env:// does).",
@@ -209,18 +215,21 @@ export const COMMANDS: Record<string, CommandSpec> = {
     usage: "torch-diffusion dreambooth --images DIR --class-noun NOUN --out DIR [--identifier V] [--lora-rank R] [options]",
     options: {
       model: "model to start from (default: the built-in model)", images: null, "class-noun": null, out: "model directory to write (required)",
-      identifier: null, "prior-loss-weight": null, "num-class-images": null, "no-prior-preservation": null, "lora-rank": null, "lora-alpha": null,
+      identifier: null, "prior-loss-weight": null, "num-class-images": null, "no-prior-preservation": null, "lora-rank": null, "lora-alpha": null, "train-text-encoder": null,
       steps: "optimizer steps (default 400)", batch: "subject images per step; as many class images join them (default 1)",
       lr: "learning rate, constant (default 5e-6, with --lora-rank 1e-4)", seed: "seed of the identifier, class images and training (default 0)",
       "center-crop": null, "random-flip": null, "validation-prompt": null, "validation-every": null, "checkpoint-every": null,
-      device: null, "no-verify": null, json: "print one JSON object (the output directory, identifier, prompts, timings) on stdout", help: null,
+      device: null, "nproc-per-node": "train data-parallel in N processes on this machine (Gloo over 127.0.0.1; they share out the class images)",
+      "dist-timeout": null, "no-verify": null, json: "print one JSON object (the output directory, identifier, prompts, timings) on stdout", help: null,
     },
     notes: [
       "",
       "Prompts are \"a V NOUN\" for the subject and \"a NOUN\" for the class images; the identifier is printed at",
       "the end. OUT is a model directory for generate --model OUT; with --lora-rank the adapters are fused into",
       "it and also written as OUT/pytorch_lora_weights.safetensors (diffusers' load_lora_weights reads it).",
-      "The text encoder stays frozen. Rerun the same command to resume; Ctrl-C stops with a checkpoint.",
+      "The text encoder stays frozen unless --train-text-encoder. Rerun the same command to resume; Ctrl-C stops",
+      "with a checkpoint. With --nproc-per-node N the subject and class images of a step (2 x --batch) must",
+      "split evenly over the N ranks; rank 0 renders validation images while the others wait (--dist-timeout).",
     ],
   },
   info: {
@@ -337,6 +346,18 @@ export function numberOption(values: Values, name: OptionName, range?: [number, 
     throw badValue(`--${name}`, range ? `a number in [${range[0]}, ${range[1]}]` : "a number", raw);
   }
   return n;
+}
+
+/**
+ * `--lora-rank R [--lora-alpha A]` as LoRA options (undefined without --lora-rank), for every
+ * command that trains adapters.
+ * @example loraOption({ "lora-rank": "4" }) // { rank: 4, alpha: undefined }
+ */
+export function loraOption(values: Values): { rank: number; alpha?: number } | undefined {
+  const alpha = numberOption(values, "lora-alpha");
+  const rank = intOption(values, "lora-rank", 1);
+  if (alpha !== undefined && rank === undefined) throw new CliError("--lora-alpha needs --lora-rank");
+  return rank === undefined ? undefined : { rank, alpha };
 }
 
 /** `--device`: cpu, cuda or cuda:N. @example deviceOption({ device: "cuda:1" }) // "cuda:1" */

@@ -2,9 +2,11 @@
  * `torch-diffusion dreambooth`: DreamBooth on a folder of subject images (library
  * `dreambooth`). Writes `--out` as a model directory that `generate --model OUT` runs; with
  * `--lora-rank` the adapters are fused into it and also written as
- * `OUT/pytorch_lora_weights.safetensors` (diffusers' `load_lora_weights` reads it). Class
- * images and checkpoints stay in OUT: rerunning the same command resumes, Ctrl-C stops with
- * a checkpoint.
+ * `OUT/pytorch_lora_weights.safetensors` (diffusers' `load_lora_weights` reads it);
+ * `--train-text-encoder` trains the text encoder too. Class images and checkpoints stay in OUT:
+ * rerunning the same command resumes, Ctrl-C stops with a checkpoint. `--nproc-per-node N`
+ * trains data-parallel as `train` does (./launch.ts): the ranks share out the class images and
+ * each step's examples, and rank 0 alone prints and writes.
  *
  *   torch-diffusion dreambooth --images subject/ --class-noun sneaker --out my-sneaker --lora-rank 4
  *   torch-diffusion generate --model my-sneaker "a photo of a <identifier> sneaker"
@@ -12,7 +14,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as TD from "../index";
-import { CliError, badValue, deviceOption, intOption, numberOption, stringOption, type Values } from "./args";
+import { CliError, badValue, deviceOption, intOption, loraOption, numberOption, stringOption, type Values } from "./args";
+import { dataParallelOption, runDataParallel } from "./launch";
 import { ProgressBar, printJson, resolveModelDir, secondsSince, type CliIO } from "./output";
 import { loadTextToImage } from "./run";
 
@@ -25,8 +28,8 @@ interface DreamBoothCommand {
   priorLossWeight: number;
   priorPreservation: boolean;
   numClassImages: number;
-  loraRank?: number;
-  loraAlpha?: number;
+  lora?: { rank: number; alpha?: number };
+  trainTextEncoder: boolean;
   steps: number;
   batchSize: number;
   lr?: number;
@@ -39,6 +42,9 @@ interface DreamBoothCommand {
   device: string;
   verify: boolean;
   json: boolean;
+  /** Ranks to launch on this machine (1: train in this process). */
+  nproc: number;
+  distTimeoutMs: number;
 }
 
 function dreamboothOptions(values: Values): DreamBoothCommand {
@@ -48,9 +54,6 @@ function dreamboothOptions(values: Values): DreamBoothCommand {
   const out = path.resolve(stringOption(values, "out", { required: true }));
   const identifier = stringOption(values, "identifier");
   if (identifier !== undefined && !/^\S+( \S+)*$/.test(identifier)) throw badValue("--identifier", "a word (or words) without leading or trailing spaces", identifier);
-  const loraAlpha = numberOption(values, "lora-alpha");
-  const loraRank = intOption(values, "lora-rank", 1);
-  if (loraAlpha !== undefined && loraRank === undefined) throw new CliError("--lora-alpha needs --lora-rank");
   const command = {
     images,
     classNoun,
@@ -59,8 +62,8 @@ function dreamboothOptions(values: Values): DreamBoothCommand {
     priorLossWeight: numberOption(values, "prior-loss-weight", [0, 1e6]) ?? 1,
     priorPreservation: values["no-prior-preservation"] !== true,
     numClassImages: intOption(values, "num-class-images", 1) ?? 200,
-    loraRank,
-    loraAlpha,
+    lora: loraOption(values),
+    trainTextEncoder: values["train-text-encoder"] === true,
     steps: intOption(values, "steps", 1) ?? 400,
     batchSize: intOption(values, "batch", 1) ?? 1,
     lr: numberOption(values, "lr", [0, 1]),
@@ -73,7 +76,12 @@ function dreamboothOptions(values: Values): DreamBoothCommand {
     device: deviceOption(values),
     verify: values["no-verify"] !== true,
     json: values.json === true,
+    ...dataParallelOption(values),
   };
+  const perStep = command.batchSize * (command.priorPreservation ? 2 : 1);
+  if (perStep % command.nproc !== 0) {
+    throw new CliError(`--nproc-per-node ${command.nproc}: a step's ${perStep} examples (--batch ${command.batchSize}${command.priorPreservation ? " subject + as many class images" : ""}) must split evenly over the ranks`);
+  }
   const dir = resolveModelDir(stringOption(values, "model"));
   if (path.resolve(dir) === out) throw new CliError("--out must differ from --model: the trained model is written as a new directory");
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new CliError(`--out: ${out} exists and is not a directory`);
@@ -85,6 +93,10 @@ export async function runDreamBooth(values: Values, io: CliIO, signal?: AbortSig
   const commandStarted = Date.now();
   const o = dreamboothOptions(values);
   const td: typeof TD = await import("../index");
+  return runDataParallel(td, { ...o, command: "dreambooth", values, io, signal }, (group, device, rankIO) => dreamboothHere(td, { ...o, device }, group, commandStarted, rankIO, signal));
+}
+
+async function dreamboothHere(td: typeof TD, o: DreamBoothCommand, group: TD.ProcessGroup | undefined, commandStarted: number, io: CliIO, signal?: AbortSignal): Promise<number> {
   const model = loadTextToImage(td, o, "dreambooth");
   try {
     const load = secondsSince(commandStarted);
@@ -105,7 +117,9 @@ export async function runDreamBooth(values: Values, io: CliIO, signal?: AbortSig
       priorPreservation: o.priorPreservation,
       priorLossWeight: o.priorLossWeight,
       numClassImages: o.numClassImages,
-      lora: o.loraRank === undefined ? undefined : { rank: o.loraRank, alpha: o.loraAlpha },
+      lora: o.lora,
+      trainTextEncoder: o.trainTextEncoder,
+      distributed: group,
       steps: o.steps,
       batchSize: o.batchSize,
       lr: o.lr,
@@ -156,7 +170,7 @@ export async function runDreamBooth(values: Values, io: CliIO, signal?: AbortSig
     if (o.json) {
       printJson(io, {
         command: "dreambooth", model: o.dir, out: o.out, identifier: result.identifier, instancePrompt: result.instancePrompt, classPrompt: result.classPrompt,
-        steps: result.step, meanLoss: result.meanLoss, lora: o.loraRank === undefined ? null : path.join(o.out, td.LORA_WEIGHTS_FILE),
+        steps: result.step, meanLoss: result.meanLoss, lora: o.lora === undefined ? null : path.join(o.out, td.LORA_WEIGHTS_FILE), trainTextEncoder: o.trainTextEncoder,
         classImages: result.classImages.length, validation: result.validation, resumedFrom: result.resumedFrom,
         timings: { load, classImages: classSeconds, train: seconds, total: secondsSince(commandStarted) },
       });

@@ -11,7 +11,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import * as net from "node:net";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
-import { CliError } from "./args";
+import type * as TD from "../index";
+import { CliError, intOption, numberOption, type Values } from "./args";
 import type { CliIO } from "./output";
 
 export interface LaunchOptions {
@@ -126,4 +127,49 @@ export async function launch(o: LaunchOptions): Promise<number> {
   if (failed === null) return 0;
   if (o.signal?.aborted && failed.code === 130) return 130;
   throw new CliError(`rank ${failed.rank} of ${o.nproc} ${describeExit(failed.code, failed.signal)}; the other ranks were stopped (each rank's own lines above say why)`, failed.code && failed.code !== 130 ? failed.code : 1);
+}
+
+/** `--nproc-per-node N` (default 1) and `--dist-timeout S` (default 60), of every command that trains data-parallel. */
+export function dataParallelOption(values: Values): { nproc: number; distTimeoutMs: number } {
+  return {
+    nproc: intOption(values, "nproc-per-node", 1) ?? 1,
+    distTimeoutMs: Math.round(1000 * (numberOption(values, "dist-timeout", [0.001, 1e6]) ?? 60)),
+  };
+}
+
+/** Ranks other than 0 print nothing but their errors (which main() reports to the real stderr). */
+function quiet(): CliIO {
+  return { stdout: { write: () => true }, stderr: { write: () => true, isTTY: false } };
+}
+
+/**
+ * Runs a training command where `--nproc-per-node` puts it: N > 1 launches N ranks of the same
+ * command line and waits for them; a process launched as a rank (RANK, WORLD_SIZE, MASTER_ADDR,
+ * MASTER_PORT set, by that launcher or torchrun) joins the group and runs `here` with it — with
+ * `cuda` meaning its LOCAL_RANK's GPU, and ranks above 0 printing nothing but their errors;
+ * otherwise `here` runs alone.
+ * @example return runDataParallel(td, { command: "train", values, ...dataParallelOption(values), device, io, signal }, (group, device, io) => trainHere(...));
+ */
+export async function runDataParallel(
+  td: typeof TD,
+  o: { command: string; values: Values; nproc: number; distTimeoutMs: number; device: string; io: CliIO; signal?: AbortSignal },
+  here: (group: TD.ProcessGroup | undefined, device: string, io: CliIO) => Promise<number>,
+): Promise<number> {
+  let env: TD.DistributedEnv | null;
+  try {
+    env = td.distributedEnv();
+  } catch (error) {
+    throw new CliError((error as Error).message);
+  }
+  if (o.nproc > 1) {
+    if (env) throw new CliError(`--nproc-per-node: this process is already rank ${env.rank} of ${env.worldSize} (RANK and WORLD_SIZE are set); use one launcher`);
+    const args = Object.entries(o.values).filter(([name, v]) => name !== "nproc-per-node" && v !== undefined && v !== false).map(([name, v]) => (v === true ? `--${name}` : `--${name}=${v}`));
+    return launch({ nproc: o.nproc, command: [...cliCommand(), o.command, ...args], io: o.io, signal: o.signal });
+  }
+  const group = env ? await td.initProcessGroup({ timeoutMs: o.distTimeoutMs }) : undefined;
+  try {
+    return await here(group, group && o.device === "cuda" ? `cuda:${group.localRank}` : o.device, group && group.rank > 0 ? quiet() : o.io);
+  } finally {
+    await group?.destroy();
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * `torch-diffusion train`: parses the flags, names the data (Fashion-MNIST or a captioned
- * image folder) and calls the library's `fineTune`, which trains the U-Net and writes the new
- * model directory. Checkpoints go to `<out>/checkpoints`; rerunning the same command resumes
+ * image folder) and calls the library's `fineTune`, which trains the U-Net (its weights or,
+ * with `--lora-rank`, adapters; with `--train-text-encoder` the text encoder's too) and writes
+ * the new model directory. Checkpoints go to `<out>/checkpoints`; rerunning the same command resumes
  * from the newest, and Ctrl-C stops after the current step with a checkpoint. The output holds
  * one record, `training.json` (the base model's record kept inside it as `base`); `--json`
  * prints it with the run's timings.
@@ -14,8 +15,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as TD from "../index";
-import { CliError, badValue, deviceOption, intOption, numberOption, stringOption, type Values } from "./args";
-import { cliCommand, launch } from "./launch";
+import { CliError, badValue, deviceOption, intOption, loraOption, numberOption, stringOption, type Values } from "./args";
+import { dataParallelOption, runDataParallel } from "./launch";
 import { ProgressBar, printJson, resolveModelDir, secondsSince, type CliIO } from "./output";
 import { loadTextToImage } from "./run";
 
@@ -32,6 +33,8 @@ interface TrainCommand {
   checkpointEvery: number;
   /** EMA decay; the written U-Net gets the averaged weights. */
   ema?: number;
+  lora?: { rank: number; alpha?: number };
+  trainTextEncoder: boolean;
   device: string;
   verify: boolean;
   json: boolean;
@@ -57,11 +60,12 @@ function trainOptions(values: Values, io: CliIO): TrainCommand {
     caption: stringOption(values, "caption"),
     checkpointEvery: intOption(values, "checkpoint-every", 1) ?? 100,
     ema: numberOption(values, "ema", [0, 1]),
+    lora: loraOption(values),
+    trainTextEncoder: values["train-text-encoder"] === true,
     device: deviceOption(values),
     verify: values["no-verify"] !== true,
     json: values.json === true,
-    nproc: intOption(values, "nproc-per-node", 1) ?? 1,
-    distTimeoutMs: Math.round(1000 * (numberOption(values, "dist-timeout", [0.001, 1e6]) ?? 60)),
+    ...dataParallelOption(values),
   };
   if (command.batchSize % command.nproc !== 0) throw new CliError(`--batch ${command.batchSize} is the global batch and must be a multiple of --nproc-per-node ${command.nproc}`);
   const dir = resolveModelDir(stringOption(values, "model"));
@@ -90,28 +94,7 @@ export async function runTrain(values: Values, io: CliIO, signal?: AbortSignal):
   const commandStarted = Date.now();
   const o = trainOptions(values, io);
   const td = await import("../index");
-  let env: TD.DistributedEnv | null;
-  try {
-    env = td.distributedEnv();
-  } catch (error) {
-    throw new CliError((error as Error).message);
-  }
-  if (o.nproc > 1) {
-    if (env) throw new CliError(`--nproc-per-node: this process is already rank ${env.rank} of ${env.worldSize} (RANK and WORLD_SIZE are set); use one launcher`);
-    const args = Object.entries(values).filter(([name, v]) => name !== "nproc-per-node" && v !== undefined && v !== false).map(([name, v]) => (v === true ? `--${name}` : `--${name}=${v}`));
-    return launch({ nproc: o.nproc, command: [...cliCommand(), "train", ...args], io, signal });
-  }
-  const group = env ? await td.initProcessGroup({ timeoutMs: o.distTimeoutMs }) : undefined;
-  try {
-    return await trainHere(td, { ...o, device: group && o.device === "cuda" ? `cuda:${group.localRank}` : o.device }, group, commandStarted, group && group.rank > 0 ? quiet() : io, signal);
-  } finally {
-    await group?.destroy();
-  }
-}
-
-/** Ranks other than 0 print nothing but their errors (which main() reports to the real stderr). */
-function quiet(): CliIO {
-  return { stdout: { write: () => true }, stderr: { write: () => true, isTTY: false } };
+  return runDataParallel(td, { ...o, command: "train", values, io, signal }, (group, device, rankIO) => trainHere(td, { ...o, device }, group, commandStarted, rankIO, signal));
 }
 
 async function trainHere(td: typeof TD, o: TrainCommand, group: TD.ProcessGroup | undefined, commandStarted: number, io: CliIO, signal?: AbortSignal): Promise<number> {
@@ -131,6 +114,8 @@ async function trainHere(td: typeof TD, o: TrainCommand, group: TD.ProcessGroup 
       captionDropout: o.captionDropout,
       checkpointEvery: o.checkpointEvery,
       emaDecay: o.ema,
+      lora: o.lora,
+      trainTextEncoder: o.trainTextEncoder,
       record: { data: o.data },
       signal,
       distributed: group,

@@ -9,15 +9,21 @@
  * 3. Fine-tune the U-Net (or low-rank adapters on it) on batches of instance examples
  *    "a [V] [class noun]" followed by as many class examples, with
  *    L = L_instance + λ·L_prior (λ = 1), on the generic Trainer: checkpoints in
- *    `<out>/checkpoints`, exact resume, abort after the current step.
+ *    `<out>/checkpoints`, exact resume, abort after the current step. With `trainTextEncoder`
+ *    the text encoder trains too (the paper fine-tunes all of Imagen; diffusers'
+ *    `--train_text_encoder`): its weights, or with `lora` adapters on it (../training/text_to_image.ts).
  * 4. Render validation prompts every K steps into `<out>/validation`, and write `<out>` as a
- *    complete model directory (with LoRA: the adapters fused into the U-Net, and
+ *    complete model directory (with LoRA: the adapters fused in, and
  *    `pytorch_lora_weights.safetensors` beside it for diffusers' `load_lora_weights`).
  *
- * The text encoder stays frozen (the paper fine-tunes all of Imagen; diffusers makes it
- * optional): training it would need encodePrompt with gradients inside the Trainer's
- * condition, which this version does not do. The training pieces live in
- * lib/training/dreambooth.ts; this file adds the sampling they need.
+ * Data-parallel (`distributed`): every rank runs dreambooth with the same options. The ranks
+ * share out the missing class images (each image depends on its seed alone) and wait for one
+ * another before training; each step's instance and class examples are split over them with
+ * the prior loss normalized by the global batch (priorPreservationLoss), so the run equals
+ * one process's up to float rounding. Rank 0 alone renders validation images and writes files
+ * while the others wait (the group's timeout must exceed a validation's time).
+ *
+ * The training pieces live in lib/training/dreambooth.ts; this file adds the sampling they need.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -27,16 +33,19 @@ import { imageGrid, writeImage } from "../image";
 import type { DiffusionModel, TextToImageModel } from "../models";
 import { replaceFileAtomic, writeFileAtomic } from "../serialize";
 import { cat, Generator, keep, randn, tidy, type Tensor } from "../tensor";
+import { isProcessGroup, type ProcessGroup } from "../distributed";
 import { listCheckpoints } from "../training/checkpoint";
 import { tensorDataset, type Dataset } from "../training/data";
+import { onEveryRank, writeOnMainRank } from "../training/ddp";
 import {
   classImageFile, dreamBoothDataset, ensureClassImages, imageFilesDataset, priorPreservationLoss, rareTokenIdentifier,
 } from "../training/dreambooth";
 import { baseRecord, copyModelDir, prepareOutput, trainingObjective } from "../training/fine_tune";
 import { ImageFolderDataset } from "../training/image_folder";
 import { latentDataset } from "../training/latents";
-import { LORA_WEIGHTS_FILE, LoRA, type LoRAOptions } from "../training/lora";
+import { LORA_WEIGHTS_FILE, type LoRAOptions } from "../training/lora";
 import type { StepInfo } from "../training/options";
+import { TrainedParts } from "../training/text_to_image";
 import { Trainer } from "../training/trainer";
 import { Text2ImagePipeline } from "./text2img";
 
@@ -70,8 +79,15 @@ export interface DreamBoothOptions {
   batchSize?: number;
   /** Constant learning rate. Default 5e-6 (diffusers' example), 1e-4 with `lora`. */
   lr?: number;
-  /** Train low-rank adapters instead of the whole U-Net (see LoRAOptions). Default off. */
+  /** Train low-rank adapters instead of the whole U-Net (and text encoder, with `trainTextEncoder`; see LoRAOptions). Default off. */
   lora?: LoRAOptions;
+  /**
+   * Train the text encoder too (diffusers' `--train_text_encoder`), at the same learning rate:
+   * its weights, or with `lora` adapters on its attention projections. Default false.
+   */
+  trainTextEncoder?: boolean;
+  /** Train data-parallel over this process group (from initProcessGroup); every rank calls dreambooth alike. Default: one process. */
+  distributed?: ProcessGroup;
   /** Seed of the identifier, class images, example order, augmentation, noise and timesteps. Default 0. */
   seed?: number;
   /** Center crop instead of a random crop after resizing (diffusers' `--center_crop`). Default false. */
@@ -174,6 +190,13 @@ function resolve(o: DreamBoothOptions, model: TextToImageModel): Resolved {
   for (const name of ["instancePrompt", "classPrompt"] as const) if (typeof r[name] !== "string") throw invalid("string", `dreambooth ${name}`, r[name]);
   if (o.validationPrompts !== undefined && !(Array.isArray(o.validationPrompts) && o.validationPrompts.every((p) => typeof p === "string"))) throw invalid("string[]", "dreambooth validationPrompts", o.validationPrompts);
   if (o.lora !== undefined && (o.lora === null || typeof o.lora !== "object")) throw invalid("LoRA options object", "dreambooth lora", o.lora);
+  if (o.trainTextEncoder !== undefined && typeof o.trainTextEncoder !== "boolean") throw invalid("boolean", "dreambooth trainTextEncoder", o.trainTextEncoder);
+  if (o.distributed !== undefined && (!isProcessGroup(o.distributed) || o.distributed.isDestroyed)) throw invalid("live ProcessGroup from initProcessGroup()", "dreambooth distributed", o.distributed);
+  const worldSize = o.distributed?.worldSize ?? 1;
+  const perStep = r.batchSize * (r.priorPreservation ? 2 : 1);
+  if (perStep % worldSize !== 0) {
+    throw new Error(`dreambooth: a step's ${perStep} examples (batchSize ${r.batchSize}${r.priorPreservation ? " subject + as many class images" : ""}) must split evenly over the group's ${worldSize} ranks`);
+  }
   if (model.dir === null) throw new Error("dreambooth: the model has no directory to copy its other components from (load it with loadModel)");
   if (path.resolve(model.dir) === out) throw new Error("dreambooth: out must differ from the model's directory: the trained model is written as a new directory");
   if (fs.existsSync(out) && !fs.statSync(out).isDirectory()) throw new Error(`dreambooth: out ${out} exists and is not a directory`);
@@ -215,9 +238,10 @@ export async function sampleSeeds(model: TextToImageModel, prompt: string, seeds
 }
 
 /**
- * Runs DreamBooth on `options.model` (its U-Net is trained in place; with `lora` the adapters
- * end fused into it) and writes `options.out`. A rerun with the same options resumes: class
- * images and checkpoints are reused; an abort stops after the current step with a checkpoint.
+ * Runs DreamBooth on `options.model` (its U-Net, and with `trainTextEncoder` its text encoder,
+ * are trained in place; with `lora` the adapters end fused into them) and writes `options.out`.
+ * A rerun with the same options resumes: class images and checkpoints are reused; an abort
+ * stops after the current step with a checkpoint.
  * @example
  * const model = loadModel("models/builtin");
  * const result = await dreambooth({ model, instanceImages: "subject/", classNoun: "sneaker", out: "my-sneaker", lora: { rank: 4 } });
@@ -228,24 +252,27 @@ export async function dreambooth(options: DreamBoothOptions): Promise<DreamBooth
   if (!model) throw invalid("DiffusionModel (from loadModel)", "dreambooth model", options?.model);
   if (model.unet.config.addition_embed_type) throw new Error(`dreambooth: U-Nets with addition_embed_type "${model.unet.config.addition_embed_type}" (SDXL) are not supported yet`);
   const r = resolve(options, model);
+  const group = options.distributed;
   const halves = r.priorPreservation ? 2 : 1;
-  model.checkMemory(r.batchSize * halves, {}, "dreambooth", 3);
+  model.checkMemory((r.batchSize * halves) / (group?.worldSize ?? 1), {}, "dreambooth", 3);
   const objective = trainingObjective(model.schedulerConfig ?? {});
   const log = options.log ?? (() => {});
   prepareOutput(r.out, "dreambooth");
   const sampling = { steps: options.sampling?.steps, guidanceScale: options.sampling?.guidanceScale };
   const channels = model.imageChannels;
+  const trainTextEncoder = options.trainTextEncoder === true;
 
-  // 2. Class images from the frozen model (before any training step changes it).
+  // 2. Class images from the frozen model (before any training step changes it); in a group each rank makes its share.
   let classImages: string[] = [];
   if (r.priorPreservation) {
     const missing = Array.from({ length: r.numClassImages }, (_, i) => i).filter((i) => !fs.existsSync(classImageFile(r.classDir, i, r.seed + i))).length;
-    if (missing > 0) log(`sampling ${missing} class images of "${r.classPrompt}" into ${r.classDir}`);
-    classImages = await ensureClassImages(r.classDir, {
+    if (missing > 0) log(`sampling ${missing} class images of "${r.classPrompt}" into ${r.classDir}${group ? ` (${group.worldSize} ranks share them)` : ""}`);
+    classImages = await onEveryRank(group, () => ensureClassImages(r.classDir, {
       prompt: r.classPrompt, count: r.numClassImages, seed: r.seed, batchSize: r.sampleBatch, signal: options.signal, onProgress: options.onClassImages,
       settings: { model: model.dir, scheduler: model.scheduler.className, steps: sampling.steps ?? model.defaults.numInferenceSteps ?? 50, guidanceScale: sampling.guidanceScale ?? model.defaults.guidanceScale ?? 7.5 },
       sample: (prompt, seeds) => sampleSeeds(model, prompt, seeds, sampling),
-    });
+      shard: group && { rank: group.rank, worldSize: group.worldSize },
+    }));
   }
 
   // 3. The run's examples, in the order the Trainer walks them.
@@ -262,14 +289,17 @@ export async function dreambooth(options: DreamBoothOptions): Promise<DreamBooth
     identifier: r.identifier, instancePrompt: r.instancePrompt, classPrompt: r.classPrompt, priorPreservation: r.priorPreservation, priorLossWeight: r.priorLossWeight,
     numClassImages: r.priorPreservation ? r.numClassImages : 0, batchSize: r.batchSize, lr: r.lr, seed: r.seed, centerCrop: options.centerCrop ?? false,
     randomFlip: options.randomFlip ?? false, lora: options.lora ? { ...options.lora, targets: options.lora.targets instanceof RegExp ? String(options.lora.targets) : options.lora.targets } : null,
+    ...(trainTextEncoder ? { trainTextEncoder } : {}), // only when on: earlier runs' settings stay equal
   };
   const settingsFile = path.join(checkpoints, "dreambooth.json");
   const settingsText = `${JSON.stringify(settings, null, 2)}\n`;
   if (resumeFrom && fs.existsSync(settingsFile) && fs.readFileSync(settingsFile, "utf8") !== settingsText) {
     throw new Error(`dreambooth: the checkpoints in ${checkpoints} are of a run with other settings (${settingsFile}): use another out folder, or delete its checkpoints to start over`);
   }
-  fs.mkdirSync(checkpoints, { recursive: true });
-  writeFileAtomic(settingsFile, settingsText);
+  await writeOnMainRank(group, () => {
+    fs.mkdirSync(checkpoints, { recursive: true });
+    writeFileAtomic(settingsFile, settingsText);
+  });
   if (resumeFrom) log(`resuming from step ${resumeFrom.step} (${resumeFrom.file})`);
   const size = model.sampleSize;
   const instances = instanceDataset(options.instanceImages, channels);
@@ -279,20 +309,28 @@ export async function dreambooth(options: DreamBoothOptions): Promise<DreamBooth
   });
   const data = model.vae ? latentDataset(examples, model, { seed: r.seed }) : examples;
 
-  // The prompts' embeddings, computed once (diffusers' --pre_compute_text_embeddings).
-  const prompts = [...new Set([r.instancePrompt, r.classPrompt])];
+  // A frozen text encoder's embeddings of the two prompts, computed once (diffusers' --pre_compute_text_embeddings);
+  // a trained one encodes every batch inside the step.
   const embeddings = new Map<string, Tensor>();
-  for (const p of prompts) embeddings.set(p, keep(await model.encodePrompt([p]))); // (1, T, D)
-  const condition = (batch: { captions?: string[] }) => cat(batch.captions!.map((c) => embeddings.get(c)!)); // (B, T, D)
-
-  model.textEncoder.eval();
-  model.unet.train();
-  const lora = options.lora ? LoRA.create(model.unet.module, { ...options.lora, seed: options.lora.seed ?? r.seed }) : null;
+  if (!trainTextEncoder) for (const p of new Set([r.instancePrompt, r.classPrompt])) embeddings.set(p, keep(await model.encodePrompt([p]))); // (1, T, D)
+  const parts = (() => {
+    try {
+      return TrainedParts.create(model, { lora: options.lora, trainTextEncoder, seed: r.seed });
+    } catch (error) {
+      for (const t of embeddings.values()) t.dispose();
+      instances.held?.dispose();
+      throw error;
+    }
+  })();
+  const condition = trainTextEncoder
+    ? (batch: { captions?: string[] }) => parts.encode(batch.captions!)
+    : (batch: { captions?: string[] }) => cat(batch.captions!.map((c) => embeddings.get(c)!)); // (B, T, D)
+  parts.train();
   const validation: string[] = [];
   const validate = async (step: number): Promise<void> => {
     if (!options.validationPrompts?.length) return;
-    lora?.fuse();
-    model.unet.eval();
+    parts.fuse();
+    parts.eval();
     try {
       const seeds = Array.from({ length: r.validationImages }, (_, i) => r.seed + i);
       const rows: Tensor[] = [];
@@ -307,7 +345,7 @@ export async function dreambooth(options: DreamBoothOptions): Promise<DreamBooth
         rows.forEach((t) => t.dispose());
       }
     } finally {
-      model.unet.train();
+      parts.train();
     }
   };
 
@@ -322,23 +360,23 @@ export async function dreambooth(options: DreamBoothOptions): Promise<DreamBooth
       lr: r.lr,
       lrSchedule: { kind: "constant", warmupSteps: 0 },
       condition,
-      loss: r.priorPreservation ? priorPreservationLoss(r.priorLossWeight) : undefined,
-      parameters: lora?.parameters(),
-      forward: (_module, sample, timestep, batch) => {
-        lora?.apply();
-        return model.predictSync({ sample, timestep, encoderHiddenStates: batch.cond as Tensor });
-      },
+      // Normalized by the global batch's counts, so a group's ranks (each with part of a step's examples) average to the one-process loss.
+      loss: r.priorPreservation ? priorPreservationLoss(r.priorLossWeight, { perHalf: r.batchSize, worldSize: group?.worldSize ?? 1 }) : undefined,
+      parameters: parts.parameters,
+      forward: parts.forward,
       checkpoint: { dir: checkpoints, every: r.checkpointEvery, keep: 2 },
       resume: resumeFrom ? true : undefined,
       signal: options.signal,
+      distributed: group,
       onStep: async (info) => {
         options.onStep?.(info);
-        if (info.step % r.validationEvery === 0 && info.step < r.steps) await validate(info.step);
+        if (info.step % r.validationEvery === 0 && info.step < r.steps) await writeOnMainRank(group, () => validate(info.step));
       },
     });
   } catch (error) {
-    lora?.unfuse();
-    lora?.dispose();
+    parts.unfuse();
+    parts.dispose();
+    parts.eval();
     for (const t of embeddings.values()) t.dispose();
     instances.held?.dispose();
     throw error;
@@ -346,13 +384,17 @@ export async function dreambooth(options: DreamBoothOptions): Promise<DreamBooth
   let result: Awaited<ReturnType<Trainer["run"]>>;
   try {
     result = await trainer.run();
-    lora?.fuse();
-    if (!result.aborted) await validate(result.step);
+    parts.fuse();
+    if (!result.aborted) await writeOnMainRank(group, () => validate(result.step));
+  } catch (error) {
+    parts.fuse(); // the model keeps what was trained
+    parts.dispose();
+    throw error;
   } finally {
     trainer.dispose();
     for (const t of embeddings.values()) t.dispose();
     instances.held?.dispose();
-    model.unet.eval();
+    parts.eval();
   }
   const recent = result.losses.slice(-50);
   const meanLoss = recent.reduce((a, b) => a + b, 0) / Math.max(1, recent.length);
@@ -361,24 +403,24 @@ export async function dreambooth(options: DreamBoothOptions): Promise<DreamBooth
     instancePrompt: r.instancePrompt, classPrompt: r.classPrompt, classImages, validation, meanLoss,
   };
   if (result.aborted) {
-    lora?.dispose();
+    parts.dispose();
     return { ...summary, out: null };
   }
-  try {
-    copyModelDir(model.dir!, r.out);
-    replaceFileAtomic(path.join(r.out, "unet", "model.pt"), (temp) => model.unet.module.save(temp));
-    lora?.save(path.join(r.out, LORA_WEIGHTS_FILE));
-  } finally {
-    lora?.dispose();
-  }
+  const lora = parts.unetLoRA;
   const record = {
     method: "dreambooth", from: model.dir, ...options.record, identifier: r.identifier, instancePrompt: r.instancePrompt, classPrompt: r.classPrompt,
     priorPreservation: r.priorPreservation, priorLossWeight: r.priorLossWeight, numClassImages: r.priorPreservation ? r.numClassImages : 0,
     steps: result.step, batchSize: r.batchSize, lr: r.lr, seed: r.seed, objective: objective.objective, finalLossAvg50: meanLoss,
-    centerCrop: options.centerCrop ?? false, randomFlip: options.randomFlip ?? false,
-    lora: lora ? { rank: lora.rank, alpha: lora.alpha, targets: lora.targets, file: LORA_WEIGHTS_FILE } : null, base: baseRecord(model.dir!),
+    centerCrop: options.centerCrop ?? false, randomFlip: options.randomFlip ?? false, trainTextEncoder,
+    lora: lora ? { rank: lora.rank, alpha: lora.alpha, targets: lora.targets, file: LORA_WEIGHTS_FILE, ...(parts.textEncoderLoRA ? { textEncoderTargets: parts.textEncoderLoRA.targets } : {}) } : null,
+    ...(group ? { distributed: { worldSize: group.worldSize, backend: group.backend } } : {}),
+    base: baseRecord(model.dir!),
   };
-  replaceFileAtomic(recordFile, (temp) => fs.writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`));
-  writeDirectoryChecksums(r.out);
+  await writeOnMainRank(group, () => {
+    copyModelDir(model.dir!, r.out, parts.components);
+    parts.write(r.out);
+    replaceFileAtomic(recordFile, (temp) => fs.writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`));
+    writeDirectoryChecksums(r.out);
+  }).finally(() => parts.dispose());
   return { ...summary, out: r.out };
 }

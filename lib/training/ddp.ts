@@ -14,9 +14,9 @@
  * 3. Gradients: after the micro-batches of an optimizer step, one all-reduce ("avg") of one flat
  *    bucket holding every gradient, a has-gradient flag per parameter, the loss and a stop flag.
  *    It does not overlap with backward (backward is one synchronous call here). With a loss
- *    that is a per-sample mean (MSE; DreamBooth's prior loss when each rank's shard holds as
- *    many instance as class examples) the averaged gradient is the one-process gradient of the
- *    global batch, up to float summation order.
+ *    that is a per-sample mean (MSE), or each rank's share of the global batch's loss times W
+ *    (DreamBooth's prior loss normalized by the global batch's counts), the averaged gradient
+ *    is the one-process gradient of the global batch, up to float summation order.
  * 4. Start: rank 0's parameters, buffers and EMA weights are broadcast to all; ranks check that
  *    they resumed from the same step. Checkpoints and model files are written by rank 0 while
  *    the others wait for its result; checkpoints must be where every rank can read them.
@@ -179,11 +179,24 @@ export class DataParallel {
    * others throw too, so no rank trains on past a missing checkpoint).
    */
   async onMain<T>(write: () => T | Promise<T>): Promise<T | undefined> {
+    return this.settle(this.rank === 0 ? write : null, "rank 0 failed to write its files (rank 0's error says why)");
+  }
+
+  /**
+   * Runs `work` on every rank and waits for all of them; when it failed on any rank, every rank
+   * throws (its own error, or one saying another rank failed).
+   */
+  async onEvery<T>(work: () => T | Promise<T>): Promise<T> {
+    return (await this.settle(work, "another rank failed (its own error says why)")) as T;
+  }
+
+  /** Runs `work` (if any) here, then agrees with the other ranks on whether any failed. */
+  private async settle<T>(work: (() => T | Promise<T>) | null, othersFailed: string): Promise<T | undefined> {
     let failure: unknown = null;
     let result: T | undefined;
-    if (this.rank === 0) {
+    if (work) {
       try {
-        result = await write();
+        result = await work();
       } catch (error) {
         failure = error;
       }
@@ -192,7 +205,7 @@ export class DataParallel {
     try {
       await this.group.allReduce(flag, "max");
       if (failure !== null) throw failure;
-      if (flag.toFloat64Array()[0] > 0) throw new Error(`distributed training: rank 0 failed to write its files (rank 0's error says why); rank ${this.rank} stops too`);
+      if (flag.toFloat64Array()[0] > 0) throw new Error(`distributed training: ${othersFailed}; rank ${this.rank} stops too`);
     } finally {
       flag.dispose();
     }
@@ -208,4 +221,15 @@ export class DataParallel {
 export async function writeOnMainRank<T>(group: ProcessGroup | undefined, write: () => T | Promise<T>): Promise<T | undefined> {
   if (!group) return write();
   return new DataParallel(group, group.worldSize).onMain(write);
+}
+
+/**
+ * Runs `work` on every rank of `group` and waits for all (each rank's share of a task whose
+ * results they all read next, e.g. DreamBooth's class images); a failure on any rank fails
+ * every rank. Without a group it just runs `work`.
+ * @example const files = await onEveryRank(group, () => ensureClassImages(dir, { ...o, shard: { rank, worldSize } }));
+ */
+export async function onEveryRank<T>(group: ProcessGroup | undefined, work: () => T | Promise<T>): Promise<T> {
+  if (!group) return work();
+  return new DataParallel(group, group.worldSize).onEvery(work);
 }

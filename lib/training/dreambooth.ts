@@ -110,7 +110,14 @@ export interface ClassImagesOptions {
   /** Samples images (n, C, H, W) in [0, 1] of `prompt`, image k from a generator seeded `seeds[k]`. */
   sample: (prompt: string, seeds: number[]) => Promise<Tensor>;
   signal?: AbortSignal;
+  /** Progress over the images this call is responsible for (its shard's, with `shard`). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Data-parallel sampling: make only the missing images i with i mod worldSize = rank (each
+   * image depends on its seed alone, so which rank makes it does not matter). The other ranks'
+   * images exist once they all returned (see onEveryRank). Default: all of them.
+   */
+  shard?: { rank: number; worldSize: number };
 }
 
 /**
@@ -138,10 +145,14 @@ export async function ensureClassImages(dir: string, o: ClassImagesOptions): Pro
   } else {
     writeFileAtomic(recordFile, `${JSON.stringify(record, null, 2)}\n`);
   }
+  const shard = o.shard ?? { rank: 0, worldSize: 1 };
+  assertInteger(shard.worldSize, "ensureClassImages shard.worldSize", 1);
+  if (!Number.isInteger(shard.rank) || shard.rank < 0 || shard.rank >= shard.worldSize) throw invalid(`integer in [0, ${shard.worldSize})`, "ensureClassImages shard.rank", shard.rank);
   const files = Array.from({ length: o.count }, (_, i) => classImageFile(dir, i, seed + i));
-  const missing = files.map((f, i) => (fs.existsSync(f) ? -1 : i)).filter((i) => i >= 0);
-  let done = o.count - missing.length;
-  o.onProgress?.(done, o.count);
+  const mine = files.map((_, i) => i).filter((i) => i % shard.worldSize === shard.rank);
+  const missing = mine.filter((i) => !fs.existsSync(files[i]));
+  let done = mine.length - missing.length;
+  o.onProgress?.(done, mine.length);
   for (let start = 0; start < missing.length; start += batchSize) {
     if (o.signal?.aborted) {
       const error = new Error("ensureClassImages: aborted");
@@ -160,7 +171,7 @@ export async function ensureClassImages(dir: string, o: ClassImagesOptions): Pro
       images.dispose();
     }
     done += indices.length;
-    o.onProgress?.(done, o.count);
+    o.onProgress?.(done, mine.length);
   }
   return files;
 }
@@ -296,17 +307,27 @@ export function dreamBoothDataset(instances: Dataset, classes: Dataset | null, o
  * MSE over its class examples (told apart by their labels), as diffusers'
  * `train_dreambooth.py` computes it with `--with_prior_preservation`. A batch without class
  * examples gives the plain MSE.
+ *
+ * Data-parallel, each rank sees part of the global batch (rank r: positions r, r + W, ...), so
+ * with B instance then B class examples and odd B its part is not half and half. Given
+ * `{ perHalf: B, worldSize: W }` the means are taken over the global batch's B examples of each
+ * half and scaled by W: each rank's loss is W times its share of the global loss, so the ranks'
+ * averaged gradient (and loss) is the one-process one. With W = 1 it equals the default.
  * @example new Trainer(unet.module, data, { ...objective, loss: priorPreservationLoss(1), shuffle: false });
+ * @example priorPreservationLoss(1, { perHalf: 1, worldSize: group.worldSize }) // 1 instance + 1 class example per step, over the group
  */
-export function priorPreservationLoss(priorLossWeight = 1): LossFn {
+export function priorPreservationLoss(priorLossWeight = 1, options: { perHalf?: number; worldSize?: number } = {}): LossFn {
   assertNumber(priorLossWeight, "priorPreservationLoss priorLossWeight");
+  const worldSize = options.worldSize ?? 1;
+  assertInteger(worldSize, "priorPreservationLoss worldSize", 1);
+  if (options.perHalf !== undefined) assertInteger(options.perHalf, "priorPreservationLoss perHalf", 1);
   return (prediction, target, batch) => {
     const labels = batch.labels;
     if (!labels || labels.length !== prediction.shape[0]) throw new Error("priorPreservationLoss: the batch needs a label per example (DREAMBOOTH_INSTANCE or DREAMBOOTH_CLASS)");
-    const instances = labels.filter((l) => l === DREAMBOOTH_INSTANCE).length;
-    const priors = labels.length - instances;
-    // Per-example weights: 1/n_inst for instance examples, λ/n_prior for class examples.
-    const weights = labels.map((l) => (l === DREAMBOOTH_INSTANCE ? 1 / instances : priorLossWeight / priors));
+    const instances = options.perHalf ?? labels.filter((l) => l === DREAMBOOTH_INSTANCE).length;
+    const priors = options.perHalf ?? labels.length - instances;
+    // Per-example weights: W/n_inst for instance examples, W·λ/n_prior for class examples (W = 1 in one process).
+    const weights = labels.map((l) => (l === DREAMBOOTH_INSTANCE ? worldSize / instances : (priorLossWeight * worldSize) / priors));
     const dims = Array.from({ length: prediction.ndim - 1 }, (_, i) => i + 1);
     const perExample = prediction.sub(target).square().mean(dims); // (B,)
     return perExample.mul(tensor(Float32Array.from(weights), [labels.length], { device: prediction.device })).sum();

@@ -1,7 +1,9 @@
 /**
  * fineTune: trains a text-to-image model's U-Net on captioned images and writes the result as
  * a complete model directory — what diffusers' `train_text_to_image.py` does, on the generic
- * trainer. The text encoder (and VAE) stay frozen.
+ * trainer. The VAE stays frozen; the text encoder too unless `trainTextEncoder` (diffusers'
+ * `--train_text_encoder`): then the prompts are encoded inside each step with autograd and the
+ * text encoder trains with the U-Net (./text_to_image.ts), in its checkpoints, EMA and output.
  *
  * The objective and noise schedule come from the model's scheduler config, so the result
  * samples with the same scheduler. Images are fitted to the model (its sample size and image
@@ -11,9 +13,10 @@
  * checkpoint and writes no model.
  *
  * With `lora`, only low-rank adapters on the U-Net's attention projections train (see
- * ./lora.ts): checkpoints hold just the adapters, and the result is the same complete model
- * directory with the adapters fused into the U-Net, plus `pytorch_lora_weights.safetensors`
- * (PEFT keys, what diffusers' `load_lora_weights` reads) to apply them to the base model elsewhere.
+ * ./lora.ts; with `trainTextEncoder` also on the text encoder's): checkpoints hold just the
+ * adapters, and the result is the same complete model directory with the adapters fused in,
+ * plus `pytorch_lora_weights.safetensors` (PEFT keys, what diffusers' `load_lora_weights`
+ * reads) to apply them to the base model elsewhere.
  *
  * With `distributed`, every rank of the group runs fineTune with the same options (`batchSize`
  * is the global batch): the Trainer splits the batches (./ddp.ts) and rank 0 alone writes the
@@ -22,12 +25,10 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { writeDirectoryChecksums } from "../checksums";
-import { noGrad } from "../autograd";
 import type { ProcessGroup } from "../distributed";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { interpolate } from "../functional";
 import type { DiffusionModel, TextToImageModel } from "../models";
-import type { Module } from "../module";
 import { replaceFileAtomic } from "../serialize";
 import { tidy, type Tensor } from "../tensor";
 import { listCheckpoints, removeStaleTempFiles } from "./checkpoint";
@@ -35,10 +36,11 @@ import { captionCondition } from "./conditioning";
 import { writeOnMainRank } from "./ddp";
 import { mapDataset, type Dataset } from "./data";
 import { latentDataset } from "./latents";
-import { LORA_ATTENTION_TARGETS, LORA_WEIGHTS_FILE, LoRA, type LoRAOptions } from "./lora";
+import { LORA_ATTENTION_TARGETS, LORA_WEIGHTS_FILE, type LoRAOptions } from "./lora";
 import { OBJECTIVES, TRAIN_BETA_SCHEDULES, type Objective, type TrainNoiseSchedule } from "./objectives";
 import type { StepInfo, TrainerOptions } from "./options";
-import { independentCopy, Trainer } from "./trainer";
+import { TrainedParts } from "./text_to_image";
+import { Trainer } from "./trainer";
 
 export interface FineTuneOptions {
   /** The model directory to write (with `checkpoints/` inside while training). Must differ from the model's own. */
@@ -55,7 +57,7 @@ export interface FineTuneOptions {
   captionDropout?: number;
   /** Steps between checkpoints. Default 100. */
   checkpointEvery?: number;
-  /** Keep an EMA of the U-Net with this decay and write it as the model. Default off. */
+  /** Keep an EMA of the trained weights (the U-Net's, and the text encoder's when it trains) with this decay and write it as the model. Default off. */
   emaDecay?: number;
   /** Resume from the newest checkpoint in `<out>/checkpoints` when there is one. Default true. */
   resume?: boolean;
@@ -70,6 +72,13 @@ export interface FineTuneOptions {
    * the attention projections (see LoRAOptions for alpha, targets, init). Default off.
    */
   lora?: LoRAOptions;
+  /**
+   * Train the text encoder with the U-Net (diffusers' `--train_text_encoder`), at the same
+   * learning rate: all its weights, or with `lora` rank-r adapters on its attention projections
+   * (q_proj, k_proj, v_proj, out_proj). The written directory then holds the trained
+   * `text_encoder/model.pt`. Default false.
+   */
+  trainTextEncoder?: boolean;
   /** Train data-parallel over this process group (from initProcessGroup); every rank calls fineTune alike. Default: one process. */
   distributed?: ProcessGroup;
 }
@@ -141,7 +150,7 @@ export function fineTuneDataset(model: TextToImageModel, dataset: Dataset, seed 
   return model.vae ? latentDataset(fitted, model, { seed }) : fitted;
 }
 
-function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<FineTuneOptions, "emaDecay" | "signal" | "onStep" | "log" | "record" | "lora" | "distributed">> & FineTuneOptions {
+function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<FineTuneOptions, "emaDecay" | "signal" | "onStep" | "log" | "record" | "lora" | "distributed" | "trainTextEncoder">> & FineTuneOptions {
   if (o === null || typeof o !== "object") throw invalid("options object", "fineTune options", o);
   if (typeof o.out !== "string" || o.out === "") throw invalid("output directory path", "fineTune options.out", o.out);
   const resolved = {
@@ -165,6 +174,7 @@ function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<
   if (resolved.captionDropout < 0 || resolved.captionDropout > 1) throw invalid("number in [0, 1]", "fineTune options.captionDropout", resolved.captionDropout);
   if (o.emaDecay !== undefined && !(typeof o.emaDecay === "number" && o.emaDecay >= 0 && o.emaDecay < 1)) throw invalid("number in [0, 1)", "fineTune options.emaDecay", o.emaDecay);
   if (o.lora !== undefined && (o.lora === null || typeof o.lora !== "object")) throw invalid("LoRA options object", "fineTune options.lora", o.lora);
+  if (o.trainTextEncoder !== undefined && typeof o.trainTextEncoder !== "boolean") throw invalid("boolean", "fineTune options.trainTextEncoder", o.trainTextEncoder);
   if (model.dir === null) throw new Error("fineTune: the model has no directory to copy its other components from (load it with loadModel)");
   if (path.resolve(model.dir) === resolved.out) throw new Error("fineTune: options.out must differ from the model's directory: the trained model is written as a new directory");
   if (fs.existsSync(resolved.out) && !fs.statSync(resolved.out).isDirectory()) throw new Error(`fineTune: options.out ${resolved.out} exists and is not a directory`);
@@ -204,10 +214,9 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
   } else if (resumeFrom) {
     o.log?.(`resuming from step ${resumeFrom.step} (${resumeFrom.file})`);
   }
-  t2i.textEncoder.eval();
-  t2i.unet.train();
-  // LoRA: adapters on the U-Net (B = 0, so training starts from the model itself) that the Trainer owns instead of the weights.
-  const lora = o.lora ? LoRA.create(t2i.unet.module, { ...o.lora, seed: o.lora.seed ?? o.seed }) : null;
+  // The U-Net's weights, or adapters on it (B = 0, so training starts from the model itself), and the text encoder's when it trains.
+  const parts = TrainedParts.create(t2i, { lora: o.lora, trainTextEncoder: o.trainTextEncoder, seed: o.seed });
+  parts.train();
   const trainer = (() => {
     try {
       return new Trainer(t2i.unet.module, data, {
@@ -217,13 +226,10 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
         seed: o.seed,
         lr: o.lr,
         lrSchedule: { kind: "constant", warmupSteps: Math.min(100, Math.floor(o.steps / 10)) },
-        condition: captionCondition((captions) => t2i.encodePrompt(captions)),
+        condition: captionCondition((captions) => parts.encode(captions)),
         conditionDropout: o.captionDropout,
-        parameters: lora?.parameters(),
-        forward: (_module, sample, timestep, batch) => {
-          lora?.apply();
-          return t2i.predictSync({ sample, timestep, encoderHiddenStates: batch.cond as Tensor });
-        },
+        parameters: parts.parameters,
+        forward: parts.forward,
         ema: o.emaDecay === undefined ? false : { decay: o.emaDecay },
         checkpoint: { dir: checkpoints, every: o.checkpointEvery, keep: 2 },
         resume: resumeFrom ? true : undefined,
@@ -232,50 +238,49 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
         distributed: o.distributed,
       });
     } catch (error) {
-      lora?.unfuse();
-      lora?.dispose();
+      parts.unfuse();
+      parts.dispose();
+      parts.eval();
       throw error;
     }
   })();
   let result: Awaited<ReturnType<Trainer["run"]>>;
-  let emaModel: Module | null = null;
   try {
     result = await trainer.run();
-    if (trainer.ema && lora) noGrad(() => Object.entries(trainer.ema!.namedParameters()).forEach(([name, averaged]) => lora.parameters()[name].copy_(averaged)));
-    else if (trainer.ema) {
-      emaModel = independentCopy(t2i.unet.module, () => true);
-      trainer.ema.copyTo(emaModel);
-    }
-    lora?.fuse(); // the U-Net keeps the trained adapters, without a graph, as full fine-tuning keeps its weights
+    if (trainer.ema) parts.useAverages(trainer.ema);
+    parts.fuse(); // the networks keep the trained adapters, without a graph, as full fine-tuning keeps its weights
+  } catch (error) {
+    parts.fuse(); // the model keeps what was trained, as full fine-tuning keeps its weights
+    parts.dispose();
+    throw error;
   } finally {
     trainer.dispose();
+    parts.eval();
   }
-  t2i.unet.eval();
   const recent = result.losses.slice(-50);
   const meanLoss = recent.reduce((a, b) => a + b, 0) / Math.max(1, recent.length);
   const summary = { step: result.step, losses: result.losses, aborted: result.aborted, resumedFrom: resumeFrom?.step ?? null, meanLoss };
   if (result.aborted) {
-    emaModel?.dispose();
-    lora?.dispose();
+    parts.dispose();
     return { ...summary, out: null };
   }
   await writeOnMainRank(o.distributed, () => {
-    copyModelDir(model.dir!, o.out);
-    const trained = emaModel ?? t2i.unet.module;
-    replaceFileAtomic(path.join(o.out, "unet", "model.pt"), (temp) => trained.save(temp));
-    lora?.save(path.join(o.out, LORA_WEIGHTS_FILE));
+    copyModelDir(model.dir!, o.out, parts.components);
+    parts.write(o.out);
     const record = {
       from: model.dir, ...o.record, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed, captionDropout: o.captionDropout,
-      emaDecay: o.emaDecay ?? null, objective: objective.objective, finalLossAvg50: meanLoss, base: baseRecord(model.dir!),
-      ...(o.lora ? { lora: { rank: o.lora.rank ?? 4, alpha: o.lora.alpha ?? o.lora.rank ?? 4, targets: o.lora.targets instanceof RegExp ? String(o.lora.targets) : (o.lora.targets ?? LORA_ATTENTION_TARGETS), init: o.lora.init ?? "gaussian", file: LORA_WEIGHTS_FILE } } : {}),
+      emaDecay: o.emaDecay ?? null, trainTextEncoder: parts.trainTextEncoder, objective: objective.objective, finalLossAvg50: meanLoss, base: baseRecord(model.dir!),
+      ...(o.lora ? {
+        lora: {
+          rank: o.lora.rank ?? 4, alpha: o.lora.alpha ?? o.lora.rank ?? 4, targets: o.lora.targets instanceof RegExp ? String(o.lora.targets) : (o.lora.targets ?? LORA_ATTENTION_TARGETS), init: o.lora.init ?? "gaussian", file: LORA_WEIGHTS_FILE,
+          ...(parts.textEncoderLoRA ? { textEncoderTargets: parts.textEncoderLoRA.targets } : {}),
+        },
+      } : {}),
       ...(o.distributed ? { distributed: { worldSize: o.distributed.worldSize, backend: o.distributed.backend } } : {}),
     };
     replaceFileAtomic(recordFile, (temp) => fs.writeFileSync(temp, `${JSON.stringify(record, null, 2)}\n`));
     writeDirectoryChecksums(o.out);
-  }).finally(() => {
-    emaModel?.dispose();
-    lora?.dispose();
-  });
+  }).finally(() => parts.dispose());
   return { ...summary, out: o.out };
 }
 
@@ -319,14 +324,17 @@ export function baseRecord(dir: string): Record<string, unknown> | null {
 /** What a LoRA or DreamBooth run leaves beside its model: not copied when that directory is the next run's base (its LoRA is already fused into its U-Net). */
 const RUN_ARTIFACTS = [LORA_WEIGHTS_FILE, "class_images", "validation"];
 
-/** Copies a model directory without the U-Net's weights (the trained ones replace them), checkpoints and its record (folded into the new one). */
-export function copyModelDir(from: string, to: string): void {
+/**
+ * Copies a model directory without the weights of the `trained` components (the trained ones
+ * replace them), checkpoints and its record (folded into the new one).
+ */
+export function copyModelDir(from: string, to: string, trained: readonly string[] = ["unet"]): void {
   fs.mkdirSync(to, { recursive: true });
   for (const entry of fs.readdirSync(from, { withFileTypes: true })) {
     if (entry.name === "checkpoints" || RECORD_FILES.includes(entry.name) || RUN_ARTIFACTS.includes(entry.name)) continue;
     const source = path.join(from, entry.name);
     const target = path.join(to, entry.name);
-    if (entry.isDirectory() && entry.name === "unet") {
+    if (entry.isDirectory() && trained.includes(entry.name)) {
       fs.mkdirSync(target, { recursive: true });
       for (const file of fs.readdirSync(source)) {
         if (file === "model.pt" || file.endsWith(".safetensors") || file.endsWith(".bin")) continue;
@@ -338,8 +346,9 @@ export function copyModelDir(from: string, to: string): void {
       fs.copyFileSync(source, target);
     }
   }
-  const metaFile = path.join(to, "unet", "torch_diffusion.json");
-  if (fs.existsSync(metaFile)) {
+  for (const component of trained) {
+    const metaFile = path.join(to, component, "torch_diffusion.json");
+    if (!fs.existsSync(metaFile)) continue;
     const meta = JSON.parse(fs.readFileSync(metaFile, "utf8")) as Record<string, unknown>;
     delete meta.source_weights; // the trained weights exist only as model.pt
     fs.writeFileSync(metaFile, `${JSON.stringify(meta, null, 2)}\n`);

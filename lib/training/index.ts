@@ -22,7 +22,7 @@ export { EMA, emaDecay, type EMAOptions, type EMAState } from "./ema";
 export { labelCondition, captionCondition, type Condition } from "./conditioning";
 export { DataLoader, collate, mapDataset, tensorDataset, type Dataset, type Sample, type Batch, type DataLoaderOptions, type LoaderPosition } from "./data";
 export { latentDataset } from "./latents";
-export { DataParallel, DistributedSampler, localPositions, writeOnMainRank } from "./ddp";
+export { DataParallel, DistributedSampler, localPositions, onEveryRank, writeOnMainRank } from "./ddp";
 export { fineTune, fineTuneDataset, fitImage, trainingObjective, type FineTuneOptions, type FineTuneResult } from "./fine_tune";
 export { FashionMNIST, FASHION_MNIST_CLASSES, FASHION_MNIST_NOUNS, FASHION_MNIST_TEMPLATES, FASHION_MNIST_DIR, fashionMnistCaption, type FashionMNISTOptions } from "./fashion_mnist";
 export { ImageFolderDataset, netpbmDecoder, sharpDecoder, type ImageDecoder, type DecodedImage, type ImageFolderOptions } from "./image_folder";
@@ -30,7 +30,8 @@ export {
   CHECKPOINT_FORMAT, checkpointFile, listCheckpoints, latestCheckpoint, loadCheckpoint, saveCheckpoint, pruneCheckpoints, disposeCheckpoint,
   type TrainCheckpoint,
 } from "./checkpoint";
-export { LoRA, LORA_WEIGHTS_FILE, LORA_ATTENTION_TARGETS, type LoRAOptions, type LoRALayer } from "./lora";
+export { LoRA, LORA_WEIGHTS_FILE, LORA_ATTENTION_TARGETS, TEXT_ENCODER_LORA_TARGETS, saveLoRAWeights, type LoRAOptions, type LoRALayer, type LoRAComponent } from "./lora";
+export { TrainedParts, TEXT_ENCODER_PREFIX, type TrainedPartsOptions } from "./text_to_image";
 export { readSafetensors, writeSafetensors, safetensorsBytes, type SafetensorsFile } from "./safetensors";
 export {
   rareTokenRange, rareTokenCandidates, rareTokenIdentifier, ensureClassImages, classImageFile, imageFilesDataset, dreamBoothDataset, priorPreservationLoss,

@@ -17,10 +17,12 @@
  * `fuse()` writes W₀ + s·B·A (no graph) for full-speed inference; `unfuse()` puts W₀ back.
  *
  * Files: `pytorch_lora_weights.safetensors` with PEFT keys (`unet.<module path>.lora_A.weight`,
- * `.lora_B.weight`) and the rank, alpha and targets in the header's `lora_adapter_metadata`,
- * which diffusers' `load_lora_weights` reads. `LoRA.load` reads those, diffusers' older
- * `lora.down`/`lora.up` and attention-processor names, and kohya's `lora_unet_*` files with
- * their `.alpha` entries.
+ * `.lora_B.weight`; a text encoder's behind `text_encoder.`, as diffusers'
+ * `train_dreambooth_lora.py --train_text_encoder` saves them) and each component's rank, alpha
+ * and targets in the header's `lora_adapter_metadata`, which diffusers' `load_lora_weights`
+ * reads ({@link saveLoRAWeights}). `LoRA.load` reads those, diffusers' older
+ * `lora.down`/`lora.up` and attention-processor names, and kohya's `lora_unet_*` / `lora_te_*`
+ * files with their `.alpha` entries.
  */
 import * as fs from "node:fs";
 import { noGrad } from "../autograd";
@@ -34,6 +36,12 @@ export const LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors";
 
 /** diffusers' DreamBooth/text-to-image LoRA targets: the attention projections of every transformer block. */
 export const LORA_ATTENTION_TARGETS: readonly string[] = ["to_q", "to_k", "to_v", "to_out.0"];
+
+/** diffusers' text-encoder LoRA targets (`train_dreambooth_lora.py`): the attention projections of every CLIP layer. */
+export const TEXT_ENCODER_LORA_TARGETS: readonly string[] = ["q_proj", "k_proj", "v_proj", "out_proj"];
+
+/** The pipeline components a LoRA file holds adapters for, by their key prefix in it. */
+export type LoRAComponent = "unet" | "text_encoder";
 
 /** The key of the safetensors metadata entry diffusers reads the LoRA config from. */
 const METADATA_KEY = "lora_adapter_metadata";
@@ -117,7 +125,7 @@ export class LoRA {
   readonly layers: readonly LoRALayer[];
   /** Multiplies every layer's α/r (diffusers' `lora_scale`); set it, then `apply()` or `fuse()`. */
   scale = 1;
-  /** Keys of a loaded file that were not U-Net adapters (e.g. text-encoder LoRA), left unused. */
+  /** Keys of a loaded file that were not adapters of the component loaded (e.g. the text encoder's, loading the U-Net's), left unused. */
   readonly ignored: readonly string[];
   private state: "base" | "applied" | "fused" = "base";
 
@@ -170,12 +178,17 @@ export class LoRA {
 
   /**
    * Adapters from a LoRA file (PEFT, diffusers or kohya keys; see the file's header doc) on
-   * `module`, applied (fused) at `scale`. The α comes from the file's metadata or kohya
-   * `.alpha` entries, else α = r as diffusers assumes.
-   * @example const lora = LoRA.load(model.unet.module, "my-sneaker/pytorch_lora_weights.safetensors", { scale: 0.8 });
+   * `module`, applied (fused) at `scale`: the U-Net's, or with `component: "text_encoder"` the
+   * text encoder's (keys `text_encoder.*`, kohya `lora_te_*`). The α comes from the file's
+   * metadata or kohya `.alpha` entries, else α = r as diffusers assumes.
+   * @example
+   * const lora = LoRA.load(model.unet.module, "my-sneaker/pytorch_lora_weights.safetensors", { scale: 0.8 });
+   * const te = LoRA.load(model.textEncoder.module, "my-sneaker/pytorch_lora_weights.safetensors", { scale: 0.8, component: "text_encoder" });
    */
-  static load(module: Module, file: string, options: { scale?: number; fuse?: boolean } = {}): LoRA {
-    const lora = LoRA.fromStateDict(module, file);
+  static load(module: Module, file: string, options: { scale?: number; fuse?: boolean; component?: LoRAComponent } = {}): LoRA {
+    const component = options.component ?? "unet";
+    if (component !== "unet" && component !== "text_encoder") throw invalid('"unet" or "text_encoder"', "LoRA.load component", component);
+    const lora = LoRA.fromStateDict(module, file, component);
     if (options.scale !== undefined) {
       assertNumber(options.scale, "LoRA.load scale");
       lora.scale = options.scale;
@@ -184,7 +197,7 @@ export class LoRA {
     return lora;
   }
 
-  private static fromStateDict(module: Module, file: string): LoRA {
+  private static fromStateDict(module: Module, file: string, component: LoRAComponent): LoRA {
     const who = `LoRA.load("${file}")`;
     if (typeof file !== "string" || !fs.existsSync(file)) throw new Error(`${who}: no such file`);
     const { tensors, metadata } = readSafetensors(file);
@@ -194,9 +207,9 @@ export class LoRA {
     const layers: LoRALayer[] = [];
     try {
       const kohyaNames = new Map([...weights.keys()].map((p) => [p.replace(/\./g, "_"), p]));
-      const config = loraMetadata(metadata);
+      const config = loraMetadata(metadata, component);
       for (const [key, t] of Object.entries(tensors)) {
-        const parsed = parseKey(key, kohyaNames);
+        const parsed = parseKey(key, kohyaNames, component);
         if (parsed === null) {
           ignored.push(key);
           continue;
@@ -206,7 +219,7 @@ export class LoRA {
         else entry[parsed.part] = t;
         pairs.set(parsed.path, entry);
       }
-      if (pairs.size === 0) throw new Error(`${who}: no U-Net LoRA weights in the file (keys look like: ${Object.keys(tensors).slice(0, 4).join(", ")})`);
+      if (pairs.size === 0) throw new Error(`${who}: no ${component === "unet" ? "U-Net" : "text encoder"} LoRA weights in the file (keys look like: ${Object.keys(tensors).slice(0, 4).join(", ")})`);
       for (const [path, { down, up, alpha }] of pairs) {
         const weight = weights.get(path);
         if (!weight) throw new Error(`${who}: the file adapts "${path}", which this module does not have (or it is not a linear/conv weight)`);
@@ -310,28 +323,51 @@ export class LoRA {
   }
 
   /**
-   * Writes `pytorch_lora_weights.safetensors`-style file (atomically): PEFT keys with a
-   * "unet." prefix and the LoRA config (r, lora_alpha, target_modules) in the header, as
-   * diffusers' `save_lora_weights` does.
+   * Writes a `pytorch_lora_weights.safetensors`-style file (atomically) with these adapters as
+   * the U-Net's; {@link saveLoRAWeights} writes a U-Net's and a text encoder's together.
    * @example lora.save(path.join(out, LORA_WEIGHTS_FILE));
    */
   save(file: string): void {
+    saveLoRAWeights(file, { unet: this });
+  }
+
+  /** diffusers' LoRA config of these adapters (one rank and alpha), or null when the layers mix them (a kohya file). */
+  config(): { r: number; lora_alpha: number; target_modules: string[] } | null {
     const alphas = new Set(this.layers.map((l) => l.alpha));
     const ranks = new Set(this.layers.map((l) => l.rank));
-    const config: Record<string, unknown> = { "unet.r": this.rank, "unet.lora_alpha": this.alpha, "unet.target_modules": [...this.targets] };
-    const metadata: Record<string, string> = { format: "pt" };
-    if (alphas.size === 1 && ranks.size === 1) metadata[METADATA_KEY] = JSON.stringify(config, null, 2);
-    const tensors = noGrad(() => tidy(() => Object.fromEntries(Object.entries(this.stateDict()).map(([k, v]) => [k, keep(v.detach())]))));
-    try {
-      writeSafetensors(file, tensors, metadata);
-    } finally {
-      for (const t of Object.values(tensors)) t.dispose();
-    }
+    return alphas.size === 1 && ranks.size === 1 ? { r: this.rank, lora_alpha: this.alpha, target_modules: [...this.targets] } : null;
   }
 
   /** Frees the adapters and W₀ handles; the module keeps whatever weights it holds now (fused or not). */
   dispose(): void {
     for (const l of this.layers) for (const t of [l.down, l.up, l.base]) t.dispose();
+  }
+}
+
+/**
+ * Writes adapters of a pipeline's components into one file (atomically), as diffusers'
+ * `save_lora_weights` does: PEFT keys behind each component's prefix (`unet.`,
+ * `text_encoder.`) and each component's config (`unet.r`, `unet.lora_alpha`,
+ * `unet.target_modules`, `text_encoder.r`, ...) in the header's `lora_adapter_metadata`.
+ * @example saveLoRAWeights(path.join(out, LORA_WEIGHTS_FILE), { unet: unetLoRA, text_encoder: textEncoderLoRA });
+ */
+export function saveLoRAWeights(file: string, adapters: Partial<Record<LoRAComponent, LoRA>>): void {
+  const parts = Object.entries(adapters).filter((e): e is [LoRAComponent, LoRA] => e[1] !== undefined);
+  if (parts.length === 0) throw invalid("{ unet?, text_encoder? } with at least one LoRA", "saveLoRAWeights adapters", adapters);
+  const config: Record<string, unknown> = {};
+  let complete = true;
+  for (const [component, lora] of parts) {
+    const c = lora.config();
+    if (c === null) complete = false;
+    else for (const [k, v] of Object.entries(c)) config[`${component}.${k}`] = v;
+  }
+  const metadata: Record<string, string> = { format: "pt" };
+  if (complete) metadata[METADATA_KEY] = JSON.stringify(config, null, 2);
+  const tensors = noGrad(() => tidy(() => Object.fromEntries(parts.flatMap(([component, lora]) => Object.entries(lora.stateDict(component)).map(([k, v]) => [k, keep(v.detach())])))));
+  try {
+    writeSafetensors(file, tensors, metadata);
+  } finally {
+    for (const t of Object.values(tensors)) t.dispose();
   }
 }
 
@@ -343,13 +379,13 @@ function freeze(module: Module): void {
   }
 }
 
-/** α from diffusers' `lora_adapter_metadata` header entry ("unet.lora_alpha" or "lora_alpha"). */
-function loraMetadata(metadata: Record<string, string>): { alpha?: number } {
+/** α from diffusers' `lora_adapter_metadata` header entry ("<component>.lora_alpha", or "lora_alpha" in a U-Net-only file). */
+function loraMetadata(metadata: Record<string, string>, component: LoRAComponent): { alpha?: number } {
   const raw = metadata[METADATA_KEY];
   if (!raw) return {};
   try {
     const parsed = JSON.parse(raw) as Record<string, unknown>;
-    const alpha = parsed["unet.lora_alpha"] ?? parsed.lora_alpha;
+    const alpha = parsed[`${component}.lora_alpha`] ?? (component === "unet" ? parsed.lora_alpha : undefined);
     return typeof alpha === "number" ? { alpha } : {};
   } catch {
     return {};
@@ -357,19 +393,24 @@ function loraMetadata(metadata: Record<string, string>): { alpha?: number } {
 }
 
 /**
- * A file key -> (module path, part), or null for keys that are not U-Net adapters. Accepts
- * PEFT (`<path>.lora_A.weight`), diffusers (`<path>.lora.down.weight`,
- * `<attn>.processor.to_q_lora.down.weight`) and kohya (`lora_unet_<path_>.lora_down.weight`, `.alpha`).
+ * A file key -> (module path, part), or null for keys that are not adapters of `component`.
+ * Accepts PEFT (`<path>.lora_A.weight`), diffusers (`<path>.lora.down.weight`,
+ * `<attn>.processor.to_q_lora.down.weight`) and kohya (`lora_unet_<path_>.lora_down.weight`,
+ * `lora_te_<path_>...`, `.alpha`) names; U-Net keys may come without their `unet.` prefix.
  */
-function parseKey(key: string, kohyaNames: Map<string, string>): { path: string; part: "down" | "up" | "alpha" } | null {
-  if (key.startsWith("lora_unet_")) {
-    const match = /^lora_unet_(.+)\.(lora_down\.weight|lora_up\.weight|alpha)$/.exec(key);
+function parseKey(key: string, kohyaNames: Map<string, string>, component: LoRAComponent): { path: string; part: "down" | "up" | "alpha" } | null {
+  const kohyaPrefix = component === "unet" ? "lora_unet_" : "lora_te_";
+  if (key.startsWith(kohyaPrefix)) {
+    const match = new RegExp(`^${kohyaPrefix}(.+)\\.(lora_down\\.weight|lora_up\\.weight|alpha)$`).exec(key);
     const path = match && kohyaNames.get(match[1]);
     if (!match || !path) return null;
     return { path, part: match[2] === "alpha" ? "alpha" : match[2].startsWith("lora_down") ? "down" : "up" };
   }
-  if (key.startsWith("text_encoder") || key.startsWith("lora_te")) return null;
-  const name = key.replace(/^unet\./, "");
+  if (key.startsWith("lora_")) return null; // another component's kohya key
+  let name: string;
+  if (key.startsWith(`${component}.`)) name = key.slice(component.length + 1);
+  else if (component === "unet" && !key.startsWith("text_encoder") && !key.startsWith("unet")) name = key;
+  else return null;
   let match = /^(.+)\.(?:lora_A|lora\.down|lora_linear_layer\.down)\.weight$/.exec(name);
   if (match) return { path: match[1], part: "down" };
   match = /^(.+)\.(?:lora_B|lora\.up|lora_linear_layer\.up)\.weight$/.exec(name);
