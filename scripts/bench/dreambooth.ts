@@ -13,14 +13,16 @@
  *     accuracy of the other nine classes' prompts, before vs after.
  * The subject is one real test sneaker (the most atypical the classifier calls a sneaker: the
  * lowest feature cosine to the mean sneaker), made into 4 images by the script with shifts and
- * scales. Trained four ways from the same start: full fine-tuning or LoRA, each with and
- * without the prior-preservation loss (class images sampled once, shared through their cache).
- * Every configuration samples from the same seeds. Writes a PNG grid (rows: subject images and
- * class images, then each configuration's "a [V] sneaker" and "a sneaker" samples).
+ * scales. Trained several ways from the same start (`--rows`, default the four of full
+ * fine-tuning or LoRA, each with and without the prior-preservation loss; a "+te" row also trains
+ * the text encoder, diffusers' --train_text_encoder), class images sampled once and shared
+ * through their cache. Every configuration samples from the same seeds. Writes a PNG grid (rows:
+ * subject images and class images, then each configuration's "a [V] sneaker" and "a sneaker" samples).
  *
  *   npx tsx scripts/bench/dreambooth.ts [--steps 300] [--batch 2] [--lr-full 5e-5] [--lr-lora 5e-4] [--rank 4]
  *       [--class-images 200] [--samples 32] [--others 8] [--sampling-steps 20] [--guidance 2]
- *       [--png docs/dreambooth-builtin.png] [--work DIR] [--json out.json]
+ *       [--rows full,full+prior,lora,lora+prior] (also full+te, full+prior+te, lora+te, lora+prior+te)
+ *       [--model models/builtin] [--png docs/dreambooth-builtin.png] [--work DIR] [--json out.json]
  */
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -83,6 +85,8 @@ async function main(): Promise<void> {
       "sampling-steps": { type: "string", default: "20" },
       guidance: { type: "string", default: "2" },
       seed: { type: "string", default: "0" },
+      rows: { type: "string", default: "full,full+prior,lora,lora+prior" },
+      model: { type: "string", default: BUILTIN },
       png: { type: "string", default: path.join(root, "docs", "dreambooth-builtin.png") },
       work: { type: "string" },
       json: { type: "string" },
@@ -118,7 +122,7 @@ async function main(): Promise<void> {
   for (let i = 0; i < 4; i++) await td.tidyAsync(() => td.writeImage(subject.index(i), path.join(work, "subject", `sneaker-${i}.png`)));
   const subjectFeatures = classify(classifier, toClassifierInput(subject)).features; // (4, 64)
 
-  const base = td.loadModel(BUILTIN).requireTextToImage("bench");
+  const base = td.loadModel(values.model!).requireTextToImage("bench");
   const identifier = td.rareTokenIdentifier(base.tokenizer, { seed }).identifier;
   const instancePrompt = `a ${identifier} sneaker`;
   const classPrompt = "a sneaker";
@@ -157,21 +161,24 @@ async function main(): Promise<void> {
   const before = await evaluate(base);
   rows.push({ name: "base model", metrics: { ...before.metrics, trainSeconds: 0 } });
   const classDir = path.join(work, "class_images");
-  const configs = [
-    { name: "full, no prior", lora: undefined, prior: false },
-    { name: "full + prior", lora: undefined, prior: true },
-    { name: `LoRA r${values.rank}, no prior`, lora: { rank: Number(values.rank) }, prior: false },
-    { name: `LoRA r${values.rank} + prior`, lora: { rank: Number(values.rank) }, prior: true },
-  ];
+  const configs = values.rows!.split(",").map((row) => {
+    const parts = row.trim().split("+");
+    if (!["full", "lora"].includes(parts[0]) || parts.slice(1).some((p) => p !== "prior" && p !== "te")) throw new Error(`--rows: "${row}" is not full or lora with optional +prior and +te`);
+    const prior = parts.includes("prior");
+    const trainTextEncoder = parts.includes("te");
+    const lora = parts[0] === "lora" ? { rank: Number(values.rank) } : undefined;
+    const name = `${lora ? `LoRA r${values.rank}` : "full"}${prior ? " + prior" : ", no prior"}${trainTextEncoder ? " + text encoder" : ""}`;
+    return { name, lora, prior, trainTextEncoder };
+  });
   let classImages: string[] = [];
   let classSeconds = 0;
   for (const [k, config] of configs.entries()) {
-    const model = td.loadModel(BUILTIN).requireTextToImage("bench");
+    const model = td.loadModel(values.model!).requireTextToImage("bench");
     const t0 = Date.now();
     let t1 = t0;
     const result = await td.dreambooth({
       model, instanceImages: subject, classNoun: "sneaker", identifier, out: path.join(work, `run-${k}`), classDir, seed,
-      steps: Number(values.steps), batchSize: Number(values.batch), lr: Number(config.lora ? values["lr-lora"] : values["lr-full"]), lora: config.lora,
+      steps: Number(values.steps), batchSize: Number(values.batch), lr: Number(config.lora ? values["lr-lora"] : values["lr-full"]), lora: config.lora, trainTextEncoder: config.trainTextEncoder,
       priorPreservation: config.prior, numClassImages: Number(values["class-images"]), sampling, checkpointEvery: 1000, resume: false,
       onStep: ({ step }) => { if (step === 1) t1 = Date.now(); },
       log: (line) => console.log(`  ${config.name}: ${line}`),
