@@ -18,6 +18,11 @@
  * plus `pytorch_lora_weights.safetensors` (PEFT keys, what diffusers' `load_lora_weights`
  * reads) to apply them to the base model elsewhere.
  *
+ * An image-conditioned model (InstructPix2Pix: a U-Net whose input takes the noisy sample and
+ * the input image, e.g. from widenInputChannels) trains on edit triplets (samples with a
+ * `conditionImage`, e.g. EditTripletDataset) with the paper's condition dropout
+ * (`conditioningDropout`; see ./instruct.ts).
+ *
  * With `distributed`, every rank of the group runs fineTune with the same options (`batchSize`
  * is the global batch): the Trainer splits the batches (./ddp.ts) and rank 0 alone writes the
  * checkpoints and the model directory while the other ranks wait for it.
@@ -30,15 +35,17 @@ import { assertInteger, assertNumber, invalid } from "../errors";
 import { interpolate } from "../functional";
 import type { DiffusionModel, TextToImageModel } from "../models";
 import { replaceFileAtomic } from "../serialize";
+import type { Module } from "../module";
 import { tidy, type Tensor } from "../tensor";
 import { listCheckpoints, removeStaleTempFiles } from "./checkpoint";
 import { captionCondition } from "./conditioning";
 import { writeOnMainRank } from "./ddp";
-import { mapDataset, type Dataset } from "./data";
+import { mapDataset, type Batch, type Dataset } from "./data";
+import { checkInstructDropout, imageCondition, imageConditionChannels, imageConditionedInput, instructDropout, isImageConditioned } from "./instruct";
 import { latentDataset } from "./latents";
 import { LORA_ATTENTION_TARGETS, LORA_WEIGHTS_FILE, type LoRAOptions } from "./lora";
 import { OBJECTIVES, TRAIN_BETA_SCHEDULES, type Objective, type TrainNoiseSchedule } from "./objectives";
-import type { StepInfo, TrainerOptions } from "./options";
+import type { StepInfo, TrainBatch, TrainerOptions } from "./options";
 import { TrainedParts } from "./text_to_image";
 import { Trainer } from "./trainer";
 
@@ -81,6 +88,12 @@ export interface FineTuneOptions {
   trainTextEncoder?: boolean;
   /** Train data-parallel over this process group (from initProcessGroup); every rank calls fineTune alike. Default: one process. */
   distributed?: ProcessGroup;
+  /**
+   * Image-conditioned (InstructPix2Pix) models only, in place of `captionDropout`: the paper's
+   * condition dropout p — the instruction alone, the input image alone and both are each
+   * dropped for a fraction p of the examples, so both guidance scales work. Default 0.05.
+   */
+  conditioningDropout?: number;
 }
 
 export interface FineTuneResult {
@@ -135,22 +148,35 @@ export function fitImage(image: Tensor, size: number, channels: number): Tensor 
 
 /**
  * The training data as the U-Net sees it: images fitted to the model, captions required, and
- * VAE latents for latent models.
+ * VAE latents for latent models. An image-conditioned (InstructPix2Pix) model also needs each
+ * sample's `conditionImage` (the edit's input), fitted alike and, for latent models, encoded as
+ * its image conditioning (the VAE posterior's mode, unscaled; see imageCondition).
  * @example const data = fineTuneDataset(model, new FashionMNIST(), 0);
  */
 export function fineTuneDataset(model: TextToImageModel, dataset: Dataset, seed = 0): Dataset {
   const size = model.sampleSize;
   const channels = model.imageChannels;
+  const imageConditioned = isImageConditioned(model);
+  const fit = (image: Tensor) => {
+    const [c, h, w] = image.shape;
+    return c === channels && h === size && w === size ? image : fitImage(image, size, channels);
+  };
   const fitted = mapDataset(dataset, (sample, index) => {
     if (typeof sample.caption !== "string") throw new Error(`fineTune: sample ${index} has no caption (a text-to-image model trains on captioned images)`);
-    const [c, h, w] = sample.image.shape;
-    if (c === channels && h === size && w === size) return sample;
-    return { ...sample, image: fitImage(sample.image, size, channels) };
+    if (!imageConditioned) return { ...sample, image: fit(sample.image) };
+    if (!sample.conditionImage) throw new Error(`fineTune: sample ${index} has no conditionImage (an image-conditioned model trains on (input image, instruction, edited image) triplets, e.g. EditTripletDataset)`);
+    return { ...sample, image: fit(sample.image), conditionImage: fit(sample.conditionImage) };
   });
-  return model.vae ? latentDataset(fitted, model, { seed }) : fitted;
+  if (!model.vae) return fitted;
+  const latents = latentDataset(fitted, model, { seed });
+  if (!imageConditioned) return latents;
+  return mapDataset(latents, async (sample) => {
+    const condition = await imageCondition(model, sample.conditionImage!.unsqueeze(0)); // (1, c, h, w)
+    return { ...sample, conditionImage: condition.squeeze(0) };
+  });
 }
 
-function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<FineTuneOptions, "emaDecay" | "signal" | "onStep" | "log" | "record" | "lora" | "distributed" | "trainTextEncoder">> & FineTuneOptions {
+function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<FineTuneOptions, "emaDecay" | "signal" | "onStep" | "log" | "record" | "lora" | "distributed" | "trainTextEncoder" | "conditioningDropout">> & FineTuneOptions {
   if (o === null || typeof o !== "object") throw invalid("options object", "fineTune options", o);
   if (typeof o.out !== "string" || o.out === "") throw invalid("output directory path", "fineTune options.out", o.out);
   const resolved = {
@@ -175,6 +201,7 @@ function checkOptions(model: DiffusionModel, o: FineTuneOptions): Required<Omit<
   if (o.emaDecay !== undefined && !(typeof o.emaDecay === "number" && o.emaDecay >= 0 && o.emaDecay < 1)) throw invalid("number in [0, 1)", "fineTune options.emaDecay", o.emaDecay);
   if (o.lora !== undefined && (o.lora === null || typeof o.lora !== "object")) throw invalid("LoRA options object", "fineTune options.lora", o.lora);
   if (o.trainTextEncoder !== undefined && typeof o.trainTextEncoder !== "boolean") throw invalid("boolean", "fineTune options.trainTextEncoder", o.trainTextEncoder);
+  if (o.conditioningDropout !== undefined) checkInstructDropout(o.conditioningDropout, "fineTune options.conditioningDropout");
   if (model.dir === null) throw new Error("fineTune: the model has no directory to copy its other components from (load it with loadModel)");
   if (path.resolve(model.dir) === resolved.out) throw new Error("fineTune: options.out must differ from the model's directory: the trained model is written as a new directory");
   if (fs.existsSync(resolved.out) && !fs.statSync(resolved.out).isDirectory()) throw new Error(`fineTune: options.out ${resolved.out} exists and is not a directory`);
@@ -199,6 +226,11 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
   // Training keeps each level's activations for backward, and gradients: about 3× a forward pass.
   t2i.checkMemory(Math.max(1, Math.floor(o.batchSize / (o.distributed?.worldSize ?? 1))), {}, "fineTune", 3);
   const objective = trainingObjective(model.schedulerConfig ?? {});
+  // InstructPix2Pix: the U-Net also takes the input image; text and image are dropped by ranges of one draw.
+  const imageConditioned = isImageConditioned(t2i);
+  if (imageConditioned && options.captionDropout !== undefined) throw new Error("fineTune: options.captionDropout is for text-to-image models; an image-conditioned (InstructPix2Pix) model drops text and image by options.conditioningDropout");
+  if (!imageConditioned && o.conditioningDropout !== undefined) throw new Error(`fineTune: options.conditioningDropout is for image-conditioned (InstructPix2Pix) models, and this U-Net takes ${t2i.unet.config.in_channels} input channels, not ${t2i.latentChannels} + ${imageConditionChannels(t2i)} (see widenInputChannels)`);
+  const conditioningDropout = o.conditioningDropout ?? 0.05;
   const data = fineTuneDataset(t2i, dataset, o.seed);
   prepareOutput(o.out);
   const checkpoints = path.join(o.out, "checkpoints");
@@ -226,10 +258,19 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
         seed: o.seed,
         lr: o.lr,
         lrSchedule: { kind: "constant", warmupSteps: Math.min(100, Math.floor(o.steps / 10)) },
-        condition: captionCondition((captions) => parts.encode(captions)),
-        conditionDropout: o.captionDropout,
+        ...(imageConditioned ? {
+          condition: (batch: Batch, _drop: boolean[], draws: number[]) => {
+            if (!batch.captions) throw new Error("fineTune: the batch has no captions (instructions)");
+            return parts.encode(batch.captions.map((c, i) => (instructDropout(draws[i], conditioningDropout).text ? "" : c)));
+          },
+          conditionDropout: 3 * conditioningDropout,
+          forward: (module: Module, sample: Tensor, timestep: Tensor, batch: TrainBatch) => parts.forward(module, imageConditionedInput(sample, batch, conditioningDropout), timestep, batch),
+        } : {
+          condition: captionCondition((captions) => parts.encode(captions)),
+          conditionDropout: o.captionDropout,
+          forward: parts.forward,
+        }),
         parameters: parts.parameters,
-        forward: parts.forward,
         ema: o.emaDecay === undefined ? false : { decay: o.emaDecay },
         checkpoint: { dir: checkpoints, every: o.checkpointEvery, keep: 2 },
         resume: resumeFrom ? true : undefined,
@@ -266,9 +307,11 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
   }
   await writeOnMainRank(o.distributed, () => {
     copyModelDir(model.dir!, o.out, parts.components);
+    writeUNetConfig(t2i, o.out);
     parts.write(o.out);
     const record = {
-      from: model.dir, ...o.record, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed, captionDropout: o.captionDropout,
+      from: model.dir, ...o.record, steps: result.step, batchSize: o.batchSize, lr: o.lr, seed: o.seed,
+      ...(imageConditioned ? { conditioningDropout, inChannels: t2i.unet.config.in_channels } : { captionDropout: o.captionDropout }),
       emaDecay: o.emaDecay ?? null, trainTextEncoder: parts.trainTextEncoder, objective: objective.objective, finalLossAvg50: meanLoss, base: baseRecord(model.dir!),
       ...(o.lora ? {
         lora: {
@@ -282,6 +325,14 @@ export async function fineTune(model: DiffusionModel, dataset: Dataset, options:
     writeDirectoryChecksums(o.out);
   }).finally(() => parts.dispose());
   return { ...summary, out: o.out };
+}
+
+/** The U-Net's config as the model holds it, when that differs from the copied file (a widened conv_in has more input channels). */
+function writeUNetConfig(model: TextToImageModel, out: string): void {
+  const file = path.join(out, "unet", "config.json");
+  const config = model.unet.config as Record<string, unknown>;
+  if (fs.existsSync(file) && JSON.stringify(JSON.parse(fs.readFileSync(file, "utf8"))) === JSON.stringify(config)) return;
+  fs.writeFileSync(file, `${JSON.stringify(config, null, 2)}\n`);
 }
 
 /**

@@ -39,6 +39,6 @@ export {
 } from "./dreambooth";
 export {
   EditTripletDataset, EditTripletWriter, EDIT_TRIPLETS_INDEX, INSTRUCTION_TEMPLATES, fillEditTemplate, templateEditCaptions, readEditCaptions, instructDropout,
-  imageCondition, imageConditionChannels, isImageConditioned,
+  imageCondition, imageConditionChannels, imageConditionedInput, isImageConditioned, checkInstructDropout,
   type EditCaptions, type EditTripletRow, type EditTripletDatasetOptions, type TemplateEditOptions,
 } from "./instruct";

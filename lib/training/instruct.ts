@@ -20,7 +20,7 @@ import { noGrad } from "../autograd";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { readImage, writeImage } from "../image";
 import type { DiffusionModel, TextToImageModel } from "../models";
-import { Generator, rand, tidy, type Tensor } from "../tensor";
+import { Generator, cat, rand, tensor, tidy, type Tensor } from "../tensor";
 import type { Dataset, Sample } from "./data";
 
 /** The triplet folder's index: one JSON object per line. */
@@ -295,4 +295,19 @@ export async function imageCondition(model: DiffusionModel, images: Tensor): Pro
   } finally {
     scaled.dispose();
   }
+}
+
+/**
+ * The U-Net's input in InstructPix2Pix training: the noisy sample (B, c, h, w) with the batch's
+ * image conditioning concatenated on the channels, zero (the ∅ image) where the example's
+ * dropout draw drops the image.
+ * @example forward: (m, x, t, batch) => model.predictSync({ sample: imageConditionedInput(x, batch, 0.05), ... })
+ */
+export function imageConditionedInput(sample: Tensor, batch: { conditionImages?: Tensor; dropDraws: number[] }, p: number): Tensor {
+  if (!batch.conditionImages) throw new Error("imageConditionedInput: the batch has no condition images (samples need a conditionImage)");
+  const keep = batch.dropDraws.map((u) => (instructDropout(u, p).image ? 0 : 1));
+  return tidy(() => {
+    const mask = tensor(Float64Array.from(keep), [keep.length, 1, 1, 1], { dtype: sample.dtype, device: sample.device });
+    return cat([sample, batch.conditionImages!.to({ device: sample.device, dtype: sample.dtype }).mul(mask)], 1); // (B, c + c_image, h, w)
+  });
 }
