@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 /**
- * The `torch-diffusion` command: generate, edit (SDEdit, DiffEdit), inpaint, train, imagic, convert, info.
+ * The `torch-diffusion` command: generate, edit (SDEdit, DiffEdit), p2p (Prompt-to-Prompt), inpaint, train, imagic, convert, info.
  *
  *   torch-diffusion convert --from ~/sd-1.5-diffusers --to sd-1.5 --dtype float16
  *   torch-diffusion generate --prompt "a photo of a sneaker" --steps 30 --scheduler dpm++2m --out sneaker.png
+ *   torch-diffusion p2p --prompt "a photo of a shirt" --target "a photo of a dress" --cross-replace 0.8 --out pair.png
  *   torch-diffusion inpaint --image room.png --mask mask.png --prompt "a red sofa" --batch 4 --grid all.png
  *   torch-diffusion train --data fashion-mnist --steps 500 --out my-model
  *   torch-diffusion imagic --image shirt.png --prompt "a photo of a dress" --out edit --sweep
@@ -24,6 +25,7 @@ import { packageRoot } from "./package_root";
 import { runEdit, runGenerate, runInpaint } from "./cli/run";
 import { runTrain } from "./cli/train";
 import { runImagic } from "./cli/imagic";
+import { runPromptToPrompt } from "./cli/p2p";
 import { runDreamBooth } from "./cli/dreambooth";
 import { runConvert } from "./cli/convert";
 
@@ -39,6 +41,7 @@ async function runInfo(values: Values, io: CliIO): Promise<void> {
 const RUNNERS: Record<keyof typeof COMMANDS, Runner> = {
   generate: runGenerate,
   edit: runEdit,
+  p2p: runPromptToPrompt,
   inpaint: runInpaint,
   train: runTrain,
   imagic: runImagic,

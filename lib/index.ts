@@ -26,6 +26,10 @@ export * from "./tokenizers";
 export * from "./schedulers";
 export * from "./models";
 export { ClassifierFreeGuidance, DualGuidance, type Guider } from "./guidance";
+export {
+  crossAttentionEdit, wordSwapMapper, refinementAlignment, reweightScales, wordTokens, promptWords,
+  type CrossAttentionEdit, type CrossAttentionEditMode, type AttentionReweight, type WordTokens,
+} from "./guidance/attention_control";
 export { Text2ImagePipeline, type GenerateOptions, type PipelineOutput } from "./pipelines/text2img";
 export { Img2ImagePipeline, timestepsForStrength, type EditOptions } from "./pipelines/img2img";
 export { InpaintPipeline, loadMask, type InpaintOptions, type InpaintMode } from "./pipelines/inpaint";
@@ -35,6 +39,7 @@ export {
   type DiffEditProgress, type DiffEditStage, type MaskInferenceOptions, type SourceTargetPrompts,
 } from "./pipelines/diffedit";
 export { type ProgressInfo } from "./pipelines/common";
+export { PromptToPromptPipeline, type PromptToPromptOptions, type PromptToPromptOutput } from "./pipelines/prompt_to_prompt";
 export { InstructPix2PixPipeline, widenInputChannels, type InstructOptions } from "./pipelines/instruct";
 export { dreambooth, sampleSeeds, type DreamBoothOptions, type DreamBoothResult } from "./pipelines/dreambooth";
 export { imagic, ImagicResult, IMAGIC_ETAS, type ImagicOptions, type ImagicEditOptions, type ImagicProgress } from "./pipelines/imagic";

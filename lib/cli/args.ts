@@ -68,6 +68,12 @@ export const OPTIONS = {
   method: { type: "string", arg: "NAME", help: "sdedit (default: redraw the whole image) or diffedit (change only what the prompt changes)" },
   "source-prompt": { type: "string", arg: "TEXT", help: "DiffEdit: what the input image shows (required with --method diffedit)" },
   "mask-out": { type: "string", arg: "FILE", help: "DiffEdit: also write the mask it used (white = edited) as an image" },
+  target: { type: "string", arg: "TEXT", help: "Prompt-to-Prompt: the edited prompt (required)" },
+  mode: { type: "string", arg: "NAME", help: "Prompt-to-Prompt: replace (word swap) or refine (prompts that add or drop words) (default: replace when both have as many words)" },
+  "cross-replace": { type: "string", arg: "T", help: "Prompt-to-Prompt: fraction of the steps, from the first, whose cross-attention maps come from the source, in [0, 1] (default 0.8)" },
+  reweight: { type: "string", arg: "W=S,...", help: "Prompt-to-Prompt: scale the target's attention to these words, e.g. red=2,shirt=0.5" },
+  "out-source": { type: "string", arg: "FILE", help: "Prompt-to-Prompt: also write the source image(s) on their own" },
+  "out-target": { type: "string", arg: "FILE", help: "Prompt-to-Prompt: also write the edited image(s) on their own" },
   data: { type: "string", arg: "SET", help: "fashion-mnist or an image folder" },
   lr: { type: "string", arg: "LR", help: "learning rate (default 1e-4, constant after a short warmup)" },
   caption: { type: "string", arg: "TEXT", help: "caption of images that have none (default: they must have one)" },
@@ -140,6 +146,23 @@ export const COMMANDS: Record<string, CommandSpec> = {
       "",
       "--method diffedit infers where --prompt and --source-prompt disagree about the image, DDIM-inverts",
       "the image under --source-prompt up to --strength, and redraws only that region (DDIM, --batch 1).",
+    ],
+  },
+  p2p: {
+    summary: "Prompt-to-Prompt: an image and its edit from one seed, the edit reusing the image's cross-attention",
+    usage: "torch-diffusion p2p --prompt TEXT --target TEXT [--cross-replace T] [--mode replace|refine] [--reweight W=S,...] [options]",
+    options: {
+      model: null, prompt: "the source prompt (required)", target: null, mode: null, "cross-replace": null, reweight: null,
+      "negative-prompt": null, steps: null, guidance: null, seed: null, scheduler: null, batch: "image pairs (default 1)", width: null, height: null,
+      out: "each pair side by side, source left, target right (default pair.png; with --batch N > 1: pair-0.png, ...)",
+      "out-source": null, "out-target": null, grid: "also write all pairs into one image, a pair per row",
+      device: null, "no-verify": null, json: null, help: null,
+    },
+    notes: [
+      "",
+      "Both images start from the same noise; for the first T of the steps the target attends to its text",
+      "through the source's cross-attention maps (word swap: token for token; refine: words both prompts share),",
+      "so the layout stays and the changed words change. The source is exactly what generate draws.",
     ],
   },
   inpaint: {
@@ -256,6 +279,7 @@ export const TOP_HELP = [
   "",
   "Run `torch-diffusion <command> --help` for a command's options.",
   "Example: torch-diffusion generate --prompt \"a photo of a sneaker\" --steps 30 --scheduler dpm++2m --out sneaker.png",
+  "Edit it: torch-diffusion p2p --prompt \"a photo of a shirt\" --target \"a photo of a dress\" --seed 0 --out pair.png",
   "A Hugging Face diffusers folder: torch-diffusion convert --from DIR --to OUT, then --model OUT.",
 ].join("\n");
 

@@ -88,6 +88,12 @@ export class CallInputs {
     return value === undefined || value === null ? null : this.float(value, name);
   }
 
+  /** A Tensor moved to the component's device, dtype kept (attention probabilities stay float32 in a float16 model). */
+  onDevice(value: unknown, name: string): Tensor {
+    if (!isTensor(value)) throw invalid("Tensor", `${name} of ${this.who}`, value);
+    return value.device === this.target.device ? value : this.temp(value.to({ device: this.target.device }));
+  }
+
   /** Integer ids: a Tensor (moved to the device, dtype kept) or `number[]` / `number[][]` (int64). */
   ids(value: unknown, name: string): Tensor {
     if (isTensor(value)) return value.device === this.target.device ? value : this.temp(value.to({ device: this.target.device }));
@@ -122,8 +128,8 @@ export class CallInputs {
   }
 }
 
-/** Disposes every tensor in a module result (a tensor or a list of them). */
-function disposeResult(value: unknown): void {
+/** Disposes every tensor in a module result (a tensor or a list of them). @example disposeResult(await module.forward(x)); */
+export function disposeResult(value: unknown): void {
   if (isTensor(value)) value.dispose();
   else if (Array.isArray(value)) value.forEach(disposeResult);
 }

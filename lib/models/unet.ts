@@ -2,9 +2,10 @@
  * UNet2DConditionModel (SD 1.x/2.x, SDXL `text_time`, inpainting 9-channel and
  * InstructPix2Pix 8-channel inputs) called by argument name.
  */
+import { describe, invalid } from "../errors";
 import type { Module } from "../module";
-import type { Tensor } from "../tensor";
-import { argsObject, expectTensor, ModelComponent, type CallInputs, type ComponentMeta } from "./component";
+import { isTensor, type Tensor } from "../tensor";
+import { argsObject, disposeResult, expectTensor, ModelComponent, type CallInputs, type ComponentMeta } from "./component";
 
 /** The diffusers `config.json` keys pipelines read (all others are kept as read). */
 export interface UNet2DConditionConfig {
@@ -40,7 +41,28 @@ export interface UNetForwardArgs {
   timeIds?: Tensor | null;
 }
 
+/** Named inputs of {@link UNet2DConditionModel.forwardAttentionControl}: forward's, plus the control. */
+export interface UNetAttentionControlArgs extends UNetForwardArgs {
+  /**
+   * Omitted or `[]`: every cross-attention layer attends with its own probabilities (the prediction
+   * equals `forward`'s). Else one tensor per cross-attention layer, of the shapes the call records:
+   * each layer attends with `replacement + ownWeight · (its own probabilities)` instead.
+   */
+  replacements?: Tensor[];
+  /** Broadcast to the probabilities' shape, e.g. (B, 1, 1, T); omitted or null means 0 (the replacements alone). */
+  ownWeight?: Tensor | null;
+}
+
+/** What {@link UNet2DConditionModel.forwardAttentionControl} returns. */
+export interface UNetAttentionControlOutput {
+  /** The prediction (B, out_channels, H, W), as `forward` gives it. */
+  sample: Tensor;
+  /** Each cross-attention layer's softmax(QKᵀ) (B, heads, H_l·W_l, T) float32, in the U-Net's order: down, mid, up. */
+  attentionProbs: Tensor[];
+}
+
 const EXPECTED = "{sample, timestep, encoderHiddenStates, textEmbeds?, timeIds?}";
+const CONTROL_METHOD = "forward_attention_control";
 
 /**
  * The denoising UNet of Stable Diffusion and SDXL; `forward` predicts noise (or v, or x0,
@@ -71,6 +93,38 @@ export class UNet2DConditionModel extends ModelComponent<UNet2DConditionConfig> 
     return this.invokeSync(who, "forward", (inputs) => this.inputs(args, inputs), (out) => expectTensor(out, who));
   }
 
+  /**
+   * Whether the module has `forward_attention_control` (exports since prompt-to-prompt support;
+   * older ones are re-exported with `torch-diffusion convert`).
+   */
+  get hasAttentionControl(): boolean {
+    return this.module.methodNames().includes(CONTROL_METHOD);
+  }
+
+  /**
+   * [async] The prediction and every cross-attention layer's probabilities, optionally attending with
+   * given ones instead (prompt-to-prompt's hook; scripts/torch_diffusion_models/unet_2d_condition.py).
+   * Without replacements the prediction equals {@link forward}'s (bit for bit for non-fused exports).
+   * @example
+   * const { sample, attentionProbs } = await unet.forwardAttentionControl({ sample: x, timestep: 500, encoderHiddenStates: context });
+   * const edited = await unet.forwardAttentionControl({ sample: x, timestep: 500, encoderHiddenStates: other, replacements: attentionProbs });
+   */
+  forwardAttentionControl(args: UNetAttentionControlArgs): Promise<UNetAttentionControlOutput> {
+    const who = "UNet2DConditionModel.forwardAttentionControl";
+    if (!this.hasAttentionControl) {
+      throw new Error(`${who}: this U-Net was exported without ${CONTROL_METHOD}: re-export it with torch-diffusion convert`);
+    }
+    return this.invoke(who, CONTROL_METHOD, (inputs) => this.controlInputs(args, inputs), (out) => controlOutput(out, who));
+  }
+
+  private controlInputs(args: UNetAttentionControlArgs, inputs: CallInputs): unknown[] {
+    const [sample, timestep, context, textEmbeds, timeIds] = this.inputs(args, inputs);
+    const replacements = args.replacements ?? [];
+    if (!Array.isArray(replacements)) throw invalid("array of Tensors", `replacements of ${inputs.who}`, replacements);
+    const ownWeight = args.ownWeight == null ? null : inputs.onDevice(args.ownWeight, "ownWeight");
+    return [sample, timestep, context, replacements.map((r, i) => inputs.onDevice(r, `replacements[${i}]`)), ownWeight, textEmbeds, timeIds];
+  }
+
   private inputs(args: UNetForwardArgs, inputs: CallInputs): unknown[] {
     const a = argsObject<UNetForwardArgs>(args, inputs.who, EXPECTED);
     if (this.needsAddedConditions && (a.textEmbeds == null || a.timeIds == null)) {
@@ -84,4 +138,13 @@ export class UNet2DConditionModel extends ModelComponent<UNet2DConditionConfig> 
       inputs.optionalFloat(a.timeIds, "timeIds"), // (B, 6) or None
     ];
   }
+}
+
+/** Checks and names `forward_attention_control`'s (prediction, probabilities) result, freeing it when malformed. */
+function controlOutput(out: unknown, who: string): UNetAttentionControlOutput {
+  if (Array.isArray(out) && out.length === 2 && isTensor(out[0]) && Array.isArray(out[1]) && out[1].every(isTensor)) {
+    return { sample: out[0], attentionProbs: out[1] as Tensor[] };
+  }
+  disposeResult(out);
+  throw new Error(`${who}: expected the module to return (Tensor, Tensor[]) but it returned ${describe(out)}`);
 }

@@ -81,14 +81,11 @@ export async function denoise(args: DenoiseArgs): Promise<Tensor> {
       const t = timesteps[i];
       const next = await tidyAsync(async () => {
         const prediction = await noGrad(() => {
-          const batched = copies > 1 ? cat(Array(copies).fill(latents), 0) : latents; // (copies·B, C, h, w)
-          let input = scheduler.scaleModelInput(batched, t);
-          if (args.extraInput) input = cat([input, args.extraInput], 1);
+          const input = modelInput(latents, copies, scheduler, t, args.extraInput);
           return model.predict({ sample: input, timestep: t, encoderHiddenStates: args.context });
         });
         return noGrad(() => {
-          const guided = guider ? guider.combine(prediction.chunk(copies, 0)) : prediction;
-          let stepped = scheduler.step(guided, t, latents, { generator: args.generator, eta: args.eta }).prevSample;
+          let stepped = guidedStep(prediction, guider, scheduler, t, latents, args);
           if (args.afterStep) stepped = args.afterStep(stepped, i);
           return keep(stepped);
         });
@@ -102,6 +99,27 @@ export async function denoise(args: DenoiseArgs): Promise<Tensor> {
     latents.dispose();
     throw error;
   }
+}
+
+/**
+ * The denoiser's input at `t`: the latents once per guidance condition along the batch, scaled by
+ * the scheduler, with any extra channels appended. (copies·B, C (+ extra), h, w)
+ * @example const input = modelInput(latents, 2, scheduler, t);
+ */
+export function modelInput(latents: Tensor, copies: number, scheduler: Scheduler, t: number, extraInput?: Tensor): Tensor {
+  const batched = copies > 1 ? cat(Array(copies).fill(latents), 0) : latents; // (copies·B, C, h, w)
+  const input = scheduler.scaleModelInput(batched, t);
+  return extraInput ? cat([input, extraInput], 1) : input;
+}
+
+/**
+ * One scheduler step from the denoiser's prediction over {@link modelInput}: the guider combines the
+ * conditions' predictions (none: the prediction as is), the scheduler steps `latents`.
+ * @example const next = guidedStep(prediction, guider, scheduler, t, latents, { generator });
+ */
+export function guidedStep(prediction: Tensor, guider: Guider | null, scheduler: Scheduler, t: number, latents: Tensor, options: { generator?: Generator; eta?: number }): Tensor {
+  const guided = guider ? guider.combine(prediction.chunk(guider.conditions.length, 0)) : prediction;
+  return scheduler.step(guided, t, latents, { generator: options.generator, eta: options.eta }).prevSample;
 }
 
 /**

@@ -73,7 +73,10 @@ export class Text2ImagePipeline {
   }
 }
 
-/** Noise drawn on the generator's device (CPU by default, as diffusers does), then moved to the model's. */
-function drawLatents(shape: number[], initNoiseSigma: number, device: string, generator?: Generator): Tensor {
+/**
+ * Noise drawn on the generator's device (CPU by default, as diffusers does), then moved to the model's.
+ * @example const latents = drawLatents(model.latentShape(1), scheduler.initNoiseSigma, model.device, new Generator(0));
+ */
+export function drawLatents(shape: number[], initNoiseSigma: number, device: string, generator?: Generator): Tensor {
   return tidy(() => randn(shape, { generator, device: generator?.device }).mul(initNoiseSigma).to({ device })); // (B, C, h, w)
 }

@@ -159,3 +159,21 @@ class AttentionKernel(nn.Module):
         if self.fused:
             return torch.ops.torch_diffusion.attention(q, k, v, scale, mask)
         return attention(q, k, v, scale, mask)
+
+
+def attention_probs(q: Tensor, k: Tensor, scale: Optional[float] = None) -> Tensor:
+    """softmax(q k^T * scale) exactly as ``math_attention`` computes it (no mask): (B, H, Tq, Tk) in float32
+    (float64 stays float64). Used where the probabilities themselves are wanted (prompt-to-prompt's
+    attention control); ``attend_probs(attention_probs(q, k, s), v)`` equals ``math_attention(q, k, v, s)``
+    bit for bit."""
+    s = float(q.size(-1)) ** -0.5 if scale is None else scale
+    if q.dtype != torch.float32 and q.dtype != torch.float64:
+        q = q.float()
+        k = k.float()
+    scores = torch.matmul(q, k.transpose(-1, -2)) * s  # (B, H, Tq, Tk)
+    return torch.softmax(scores, dim=-1)
+
+
+def attend_probs(probs: Tensor, v: Tensor) -> Tensor:
+    """probs @ v as ``math_attention`` finishes: in the probabilities' dtype, back in v's. (B, H, Tq, D)"""
+    return torch.matmul(probs, v.to(probs.dtype)).to(v.dtype)

@@ -29,6 +29,21 @@ METHODS: Dict[str, Dict[str, Any]] = {
                           note="required when addition_embed_type == 'text_time'")],
             "outputs": [_t("sample", "(B, out_channels, H, W)", note="model dtype")],
         },
+        "forward_attention_control": {
+            "inputs": [_t("sample", "(B, in_channels, H, W)", note=_FLOAT_NOTE),
+                       _t("timestep", "() or (B,) or (1,)", "int64|float", note="broadcast to B"),
+                       _t("encoder_hidden_states", "(B, T, cross_attention_dim)", note=_FLOAT_NOTE),
+                       _t("replacements", "List[(B, heads, H_l*W_l, T)] of the cross-attention layers, or []",
+                          note="[]: the layers' own attention (the prediction equals forward's); else each layer "
+                               "attends with replacement + own_weight * its own probabilities"),
+                       _t("own_weight", "broadcastable to (B, heads, H_l*W_l, T), e.g. (B, 1, 1, T)", optional=True,
+                          note="None: 0 (the replacement alone); unused without replacements"),
+                       _t("text_embeds", "as forward", optional=True, note="as forward"),
+                       _t("time_ids", "as forward", optional=True, note="as forward")],
+            "outputs": [_t("sample", "(B, out_channels, H, W)", note="model dtype; forward's prediction"),
+                        _t("attention_probs", "List[(B, heads, H_l*W_l, T)]", "float32",
+                           note="softmax(QK^T) of each cross-attention layer: down blocks, mid, up blocks")],
+        },
     },
     "AutoencoderKL": {
         "encode": {"inputs": [_t("x", "(B, in_channels, H, W)", note=_FLOAT_NOTE)],

@@ -1,12 +1,12 @@
 """diffusers-style Attention, FeedForward, BasicTransformerBlock and the continuous-input
 Transformer2DModel used inside the UNet's cross-attention blocks."""
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import AttentionKernel
+from .attention import AttentionKernel, attend_probs, attention_probs
 
 
 class Attention(nn.Module):
@@ -143,6 +143,52 @@ class BasicTransformerBlock(nn.Module):
         hidden_states = self.ff(norm_hidden_states) + hidden_states
         return hidden_states  # (B, T, C)
 
+    def forward_attention_control(self, hidden_states: Tensor, encoder_hidden_states: Tensor, replacements: List[Tensor],
+                                  own_weight: Optional[Tensor], recorded: List[Tensor]) -> Tensor:
+        """``forward`` with the cross-attention (attn2) controlled, for prompt-to-prompt (see
+        UNet2DConditionModel.forward_attention_control); self-attention (attn1) as in ``forward``."""
+        norm_hidden_states = self.norm1(hidden_states)  # (B, T, C)
+        hidden_states = self.attn1(norm_hidden_states, None) + hidden_states
+        norm_hidden_states = self.norm2(hidden_states)
+        hidden_states = self.controlled_cross_attention(norm_hidden_states, encoder_hidden_states, replacements,
+                                                        own_weight, recorded) + hidden_states
+        norm_hidden_states = self.norm3(hidden_states)
+        hidden_states = self.ff(norm_hidden_states) + hidden_states
+        return hidden_states  # (B, T, C)
+
+    def controlled_cross_attention(self, hidden_states: Tensor, encoder_hidden_states: Tensor,
+                                   replacements: List[Tensor], own_weight: Optional[Tensor],
+                                   recorded: List[Tensor]) -> Tensor:
+        """attn2's ``forward`` on (B, T, C) tokens, with its probabilities (B, heads, T, T_text) appended to
+        ``recorded``; given ``replacements``, it attends with ``replacements[i]`` (i: this layer's place in
+        ``recorded``) plus ``own_weight`` (broadcast) times its own probabilities when given. The math path
+        of Attention.forward, step for step (``attend_probs(attention_probs(q, k, s), v)``)."""
+        attn = self.attn2
+        query = attn.to_q(hidden_states)  # (B, Tq, inner)
+        key = attn.to_k(encoder_hidden_states)  # (B, Tk, inner)
+        value = attn.to_v(encoder_hidden_states)  # (B, Tk, inner)
+        batch = query.shape[0]
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, H, Tq, D)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, H, Tk, D)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)  # (B, H, Tk, D)
+        probs = attention_probs(query, key, attn.scale)  # (B, H, Tq, Tk) float32
+        layer = len(recorded)
+        recorded.append(probs)
+        if len(replacements) > 0:
+            replacement = replacements[layer]
+            if replacement.shape != probs.shape:
+                raise RuntimeError("forward_attention_control: replacement {} has shape {} but the layer's attention "
+                                   "probabilities have {}".format(layer, replacement.shape, probs.shape))
+            replacement = replacement.to(probs.dtype)
+            probs = replacement if own_weight is None else probs * own_weight.to(probs.dtype) + replacement
+        out = attend_probs(probs, value)  # (B, H, Tq, D)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)  # (B, Tq, inner)
+        out = out.to(query.dtype)
+        out = attn.to_out[0](out)  # (B, Tq, query_dim)
+        out = attn.to_out[1](out)
+        return out / attn.rescale_output_factor
+
 
 class Transformer2DModel(nn.Module):
     """Continuous-input Transformer2DModel (GroupNorm eps 1e-6, proj_in/proj_out conv1x1 or linear)."""
@@ -184,6 +230,34 @@ class Transformer2DModel(nn.Module):
             hidden_states = self.proj_in(hidden_states)  # (B, HW, inner)
         for block in self.transformer_blocks:
             hidden_states = block(hidden_states, encoder_hidden_states)  # (B, HW, inner)
+        if not self.use_linear_projection:
+            inner_dim = hidden_states.shape[-1]
+            hidden_states = hidden_states.reshape(batch, height, width, inner_dim).permute(0, 3, 1, 2).contiguous()
+            hidden_states = self.proj_out(hidden_states)  # (B, C, H, W)
+        else:
+            hidden_states = self.proj_out(hidden_states)  # (B, HW, C)
+            hidden_states = hidden_states.reshape(batch, height, width, -1).permute(0, 3, 1, 2).contiguous()
+        return hidden_states + residual
+
+    def forward_attention_control(self, hidden_states: Tensor, encoder_hidden_states: Tensor, replacements: List[Tensor],
+                                  own_weight: Optional[Tensor], recorded: List[Tensor]) -> Tensor:
+        """``forward`` with every block's cross-attention controlled, in block order."""
+        batch = hidden_states.shape[0]
+        height = hidden_states.shape[2]
+        width = hidden_states.shape[3]
+        residual = hidden_states
+        hidden_states = self.norm(hidden_states)  # (B, C, H, W)
+        if not self.use_linear_projection:
+            hidden_states = self.proj_in(hidden_states)  # (B, inner, H, W)
+            inner_dim = hidden_states.shape[1]
+            hidden_states = hidden_states.permute(0, 2, 3, 1).reshape(batch, height * width, inner_dim)
+        else:
+            inner_dim = hidden_states.shape[1]
+            hidden_states = hidden_states.permute(0, 2, 3, 1).reshape(batch, height * width, inner_dim)
+            hidden_states = self.proj_in(hidden_states)  # (B, HW, inner)
+        for block in self.transformer_blocks:
+            hidden_states = block.forward_attention_control(hidden_states, encoder_hidden_states, replacements,
+                                                            own_weight, recorded)  # (B, HW, inner)
         if not self.use_linear_projection:
             inner_dim = hidden_states.shape[-1]
             hidden_states = hidden_states.reshape(batch, height, width, inner_dim).permute(0, 3, 1, 2).contiguous()

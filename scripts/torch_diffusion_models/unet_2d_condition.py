@@ -6,13 +6,25 @@ forward(sample (B, Cin, H, W), timestep (0-d or 1-d, int or float), encoder_hidd
 
 Inputs are cast to the parameter dtype; the output is in the parameter dtype.
 text_embeds/time_ids are required when addition_embed_type == "text_time" (SDXL) and ignored otherwise.
+
+forward_attention_control(sample, timestep, encoder_hidden_states, replacements: List[Tensor],
+        own_weight: Optional = None, text_embeds = None, time_ids = None) -> (prediction, probabilities)
+    prompt-to-prompt's hook (Hertz et al., 2022): the prediction ``forward`` makes, plus the attention
+    probabilities of every cross-attention layer (down blocks, mid block, up blocks, in order), each
+    (B, heads, H_l*W_l, T) float32. With ``replacements`` (one tensor per layer, of those shapes) each
+    cross-attention layer attends with ``replacement + own_weight * own probabilities`` (own_weight
+    broadcast, e.g. (B, 1, 1, T); None means 0: the replacement alone) instead of its own softmax.
+    With no replacements it computes exactly what ``forward`` computes (non-fused exports: bit for bit;
+    its attention is always the math path, so a fused export's differs by rounding). Self-attention is
+    never controlled.
 """
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .embeddings import TimestepEmbedding, Timesteps, get_activation
+from .transformer_2d import BasicTransformerBlock
 from .unet_blocks import DOWN_BLOCKS, UP_BLOCKS, UNetMidBlock2DCrossAttn
 
 DEFAULT_CONFIG: Dict[str, Any] = {
@@ -154,6 +166,8 @@ class UNet2DConditionModel(nn.Module):
         self.conv_act = get_activation(act)
         pad_out = (cfg["conv_out_kernel"] - 1) // 2
         self.conv_out = nn.Conv2d(boc[0], cfg["out_channels"], kernel_size=cfg["conv_out_kernel"], padding=pad_out)
+        # the number of tensors forward_attention_control records (and takes as replacements)
+        self.cross_attention_layers = sum(1 for m in self.modules() if isinstance(m, BasicTransformerBlock))
 
     def forward(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor,
                 text_embeds: Optional[Tensor] = None, time_ids: Optional[Tensor] = None) -> Tensor:
@@ -209,3 +223,71 @@ class UNet2DConditionModel(nn.Module):
         sample = self.conv_norm_out(sample)
         sample = self.conv_act(sample)
         return self.conv_out(sample)  # (B, Cout, H, W)
+
+    @torch.jit.export
+    def forward_attention_control(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor,
+                                  replacements: List[Tensor], own_weight: Optional[Tensor] = None,
+                                  text_embeds: Optional[Tensor] = None, time_ids: Optional[Tensor] = None
+                                  ) -> Tuple[Tensor, List[Tensor]]:
+        """``forward`` with its cross-attention recorded and optionally replaced (see the module doc).
+        Mirrors ``forward`` step for step; scripts/tests check the two agree bit for bit."""
+        if len(replacements) != 0 and len(replacements) != self.cross_attention_layers:
+            raise RuntimeError("forward_attention_control: {} replacements for {} cross-attention layers".format(
+                len(replacements), self.cross_attention_layers))
+        recorded: List[Tensor] = []
+        dtype = self.conv_in.weight.dtype
+        sample = sample.to(dtype)  # (B, Cin, H, W)
+        encoder_hidden_states = encoder_hidden_states.to(dtype)  # (B, T, D)
+        forward_upsample_size = False
+        for d in sample.shape[-2:]:
+            if d % self.default_overall_up_factor != 0:
+                forward_upsample_size = True
+        if self.center_input_sample:
+            sample = 2 * sample - 1.0
+
+        # 1. time
+        timesteps = timestep
+        if timesteps.dim() == 0:
+            timesteps = timesteps[None]
+        timesteps = timesteps.to(sample.device).expand(sample.shape[0])  # (B,)
+        t_emb = self.time_proj(timesteps).to(dtype)  # (B, C0)
+        emb = self.time_embedding(t_emb)  # (B, E)
+        if self.add_time_proj is not None and self.add_embedding is not None:
+            if text_embeds is None or time_ids is None:
+                raise RuntimeError("this UNet (addition_embed_type='text_time') needs text_embeds and time_ids")
+            time_embeds = self.add_time_proj(time_ids.flatten())  # (B*6, A) float32
+            time_embeds = time_embeds.reshape(text_embeds.shape[0], -1)  # (B, 6*A)
+            add_embeds = torch.cat([text_embeds.to(torch.float32), time_embeds.to(torch.float32)], dim=-1)
+            aug_emb = self.add_embedding(add_embeds.to(emb.dtype))  # (B, E)
+            emb = emb + aug_emb
+
+        # 2. pre-process
+        sample = self.conv_in(sample)  # (B, C0, H, W)
+
+        # 3. down
+        down_block_res_samples: List[Tensor] = [sample]
+        for downsample_block in self.down_blocks:
+            sample, res_samples = downsample_block.forward_attention_control(
+                sample, emb, encoder_hidden_states, replacements, own_weight, recorded)
+            down_block_res_samples += res_samples
+
+        # 4. mid
+        sample = self.mid_block.forward_attention_control(sample, emb, encoder_hidden_states, replacements, own_weight,
+                                                          recorded)  # (B, Clast, h, w)
+
+        # 5. up
+        upsample_size: Optional[List[int]] = None
+        num_up = len(self.up_blocks)
+        for i, upsample_block in enumerate(self.up_blocks):
+            is_final_block = i == num_up - 1
+            n_res = upsample_block.num_resnets
+            if not is_final_block and forward_upsample_size:
+                upsample_size = down_block_res_samples[len(down_block_res_samples) - n_res - 1].shape[2:]
+            sample = upsample_block.forward_attention_control(sample, down_block_res_samples, emb,
+                                                              encoder_hidden_states, upsample_size, replacements,
+                                                              own_weight, recorded)
+
+        # 6. post-process
+        sample = self.conv_norm_out(sample)
+        sample = self.conv_act(sample)
+        return self.conv_out(sample), recorded  # (B, Cout, H, W), [(B, heads, HW, T)] per cross-attention layer

@@ -5,6 +5,9 @@ All blocks of one kind share one TorchScript-friendly signature:
   down: forward(hidden (B,C,H,W), temb (B,E), encoder_hidden_states (B,T,D)) -> (hidden, [skip tensors])
   up:   forward(hidden, skips: List[Tensor] (popped from the end), temb, encoder_hidden_states,
               upsample_size: Optional[List[int]]) -> hidden
+and each also has ``forward_attention_control(..., replacements, own_weight, recorded)``: ``forward`` with
+its cross-attention layers controlled (see Attention.forward_attention_control); blocks without
+cross-attention just run ``forward``.
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -45,6 +48,11 @@ class DownBlock2D(nn.Module):
             output_states.append(hidden_states)
         return hidden_states, output_states
 
+    def forward_attention_control(self, hidden_states: Tensor, temb: Tensor, encoder_hidden_states: Tensor,
+                                  replacements: List[Tensor], own_weight: Optional[Tensor], recorded: List[Tensor]
+                                  ) -> Tuple[Tensor, List[Tensor]]:
+        return self.forward(hidden_states, temb, encoder_hidden_states)
+
 
 class CrossAttnDownBlock2D(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, temb_channels: int, num_layers: int = 1,
@@ -74,6 +82,20 @@ class CrossAttnDownBlock2D(nn.Module):
         for resnet, attn in zip(self.resnets, self.attentions):
             hidden_states = resnet(hidden_states, temb)  # (B, C, H, W)
             hidden_states = attn(hidden_states, encoder_hidden_states)  # (B, C, H, W)
+            output_states.append(hidden_states)
+        for downsampler in self.downsamplers:
+            hidden_states = downsampler(hidden_states)  # (B, C, H/2, W/2)
+            output_states.append(hidden_states)
+        return hidden_states, output_states
+
+    def forward_attention_control(self, hidden_states: Tensor, temb: Tensor, encoder_hidden_states: Tensor,
+                                  replacements: List[Tensor], own_weight: Optional[Tensor], recorded: List[Tensor]
+                                  ) -> Tuple[Tensor, List[Tensor]]:
+        output_states: List[Tensor] = []
+        for resnet, attn in zip(self.resnets, self.attentions):
+            hidden_states = resnet(hidden_states, temb)  # (B, C, H, W)
+            hidden_states = attn.forward_attention_control(hidden_states, encoder_hidden_states, replacements,
+                                                           own_weight, recorded)  # (B, C, H, W)
             output_states.append(hidden_states)
         for downsampler in self.downsamplers:
             hidden_states = downsampler(hidden_states)  # (B, C, H/2, W/2)
@@ -112,6 +134,18 @@ class UNetMidBlock2DCrossAttn(nn.Module):
             hidden_states = resnet(hidden_states, temb)  # (B, C, H, W)
         return hidden_states  # (B, C, H, W)
 
+    def forward_attention_control(self, hidden_states: Tensor, temb: Tensor, encoder_hidden_states: Tensor,
+                                  replacements: List[Tensor], own_weight: Optional[Tensor], recorded: List[Tensor]
+                                  ) -> Tensor:
+        for i, resnet in enumerate(self.resnets):
+            if i > 0:
+                for j, attn in enumerate(self.attentions):
+                    if j == i - 1:
+                        hidden_states = attn.forward_attention_control(hidden_states, encoder_hidden_states,
+                                                                       replacements, own_weight, recorded)
+            hidden_states = resnet(hidden_states, temb)  # (B, C, H, W)
+        return hidden_states  # (B, C, H, W)
+
 
 class UpBlock2D(nn.Module):
     def __init__(self, in_channels: int, prev_output_channel: int, out_channels: int, temb_channels: int,
@@ -138,6 +172,12 @@ class UpBlock2D(nn.Module):
         for upsampler in self.upsamplers:
             hidden_states = upsampler(hidden_states, upsample_size)  # (B, C, 2H, 2W)
         return hidden_states
+
+    def forward_attention_control(self, hidden_states: Tensor, res_hidden_states: List[Tensor], temb: Tensor,
+                                  encoder_hidden_states: Tensor, upsample_size: Optional[List[int]],
+                                  replacements: List[Tensor], own_weight: Optional[Tensor], recorded: List[Tensor]
+                                  ) -> Tensor:
+        return self.forward(hidden_states, res_hidden_states, temb, encoder_hidden_states, upsample_size)
 
 
 class CrossAttnUpBlock2D(nn.Module):
@@ -173,6 +213,20 @@ class CrossAttnUpBlock2D(nn.Module):
             hidden_states = torch.cat([hidden_states, res], dim=1)  # (B, C + Cskip, H, W)
             hidden_states = resnet(hidden_states, temb)  # (B, C, H, W)
             hidden_states = attn(hidden_states, encoder_hidden_states)  # (B, C, H, W)
+        for upsampler in self.upsamplers:
+            hidden_states = upsampler(hidden_states, upsample_size)  # (B, C, 2H, 2W)
+        return hidden_states
+
+    def forward_attention_control(self, hidden_states: Tensor, res_hidden_states: List[Tensor], temb: Tensor,
+                                  encoder_hidden_states: Tensor, upsample_size: Optional[List[int]],
+                                  replacements: List[Tensor], own_weight: Optional[Tensor], recorded: List[Tensor]
+                                  ) -> Tensor:
+        for resnet, attn in zip(self.resnets, self.attentions):
+            res = res_hidden_states.pop()
+            hidden_states = torch.cat([hidden_states, res], dim=1)  # (B, C + Cskip, H, W)
+            hidden_states = resnet(hidden_states, temb)  # (B, C, H, W)
+            hidden_states = attn.forward_attention_control(hidden_states, encoder_hidden_states, replacements,
+                                                           own_weight, recorded)  # (B, C, H, W)
         for upsampler in self.upsamplers:
             hidden_states = upsampler(hidden_states, upsample_size)  # (B, C, 2H, 2W)
         return hidden_states
