@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 /**
- * The `torch-diffusion` command: generate, edit (SDEdit, DiffEdit), p2p (Prompt-to-Prompt), inpaint, train, imagic, convert, info.
+ * The `torch-diffusion` command: generate, edit (SDEdit, DiffEdit), p2p (Prompt-to-Prompt), inpaint, instruct, train, imagic, convert, info.
  *
  *   torch-diffusion convert --from ~/sd-1.5-diffusers --to sd-1.5 --dtype float16
  *   torch-diffusion generate --prompt "a photo of a sneaker" --steps 30 --scheduler dpm++2m --out sneaker.png
  *   torch-diffusion p2p --prompt "a photo of a shirt" --target "a photo of a dress" --cross-replace 0.8 --out pair.png
  *   torch-diffusion inpaint --image room.png --mask mask.png --prompt "a red sofa" --batch 4 --grid all.png
+ *   torch-diffusion instruct --image shirt.png --instruction "make it a dress" --image-guidance 1.5 --guidance 7.5
  *   torch-diffusion train --data fashion-mnist --steps 500 --out my-model
  *   torch-diffusion imagic --image shirt.png --prompt "a photo of a dress" --out edit --sweep
  *   torch-diffusion dreambooth --images subject/ --class-noun sneaker --out my-sneaker --lora-rank 4
@@ -22,7 +23,7 @@ import { COMMANDS, CliError, TOP_HELP, commandHelp, parseCommand, stringOption, 
 import { modelInfo, runtimeInfo } from "./cli/info";
 import { resolveModelDir, type CliIO } from "./cli/output";
 import { packageRoot } from "./package_root";
-import { runEdit, runGenerate, runInpaint } from "./cli/run";
+import { runEdit, runGenerate, runInpaint, runInstruct } from "./cli/run";
 import { runTrain } from "./cli/train";
 import { runImagic } from "./cli/imagic";
 import { runPromptToPrompt } from "./cli/p2p";
@@ -43,6 +44,7 @@ const RUNNERS: Record<keyof typeof COMMANDS, Runner> = {
   edit: runEdit,
   p2p: runPromptToPrompt,
   inpaint: runInpaint,
+  instruct: runInstruct,
   train: runTrain,
   imagic: runImagic,
   dreambooth: runDreamBooth,

@@ -41,6 +41,7 @@ export {
 export { type ProgressInfo } from "./pipelines/common";
 export { PromptToPromptPipeline, type PromptToPromptOptions, type PromptToPromptOutput } from "./pipelines/prompt_to_prompt";
 export { InstructPix2PixPipeline, widenInputChannels, type InstructOptions } from "./pipelines/instruct";
+export { makeEditTriplets, EDIT_TRIPLETS_PROGRESS, EDIT_TRIPLETS_SETTINGS, type EditCandidate, type EditTripletOptions, type EditTripletReport } from "./pipelines/edit_triplets";
 export { dreambooth, sampleSeeds, type DreamBoothOptions, type DreamBoothResult } from "./pipelines/dreambooth";
 export { imagic, ImagicResult, IMAGIC_ETAS, type ImagicOptions, type ImagicEditOptions, type ImagicProgress } from "./pipelines/imagic";
 export { type PromptOptions } from "./pipelines/prompts";

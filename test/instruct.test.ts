@@ -1,8 +1,10 @@
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
 import { fixtures } from "./helpers";
-import { settledTensorCount } from "./helpers/training";
+import { runCli } from "./helpers/cli";
+import { settledTensorCount, tempDir } from "./helpers/training";
 
 const tinySd = td.loadModel(path.join(fixtures, "models", "tiny-sd")); // latent: 4 channels, 16×16 images
 const builtin = td.loadModel(path.join(__dirname, "..", "models", "builtin")); // pixel space: 1 channel, 32×32
@@ -84,5 +86,96 @@ describe("InstructPix2Pix", () => {
     await expect(pipe.edit({ image, instruction: "x", imageGuidanceScale: NaN })).rejects.toThrow("Expected number for imageGuidanceScale but received NaN of type number");
     expect(await settledTensorCount()).toBe(before);
     model.unet.dispose();
+  });
+});
+
+describe("InstructPix2Pix training through fineTune", () => {
+  /** A triplet folder from real Fashion-MNIST images: each input's edit is an image of another class. */
+  async function tripletFolder(dir: string, count: number): Promise<string> {
+    const data = new td.FashionMNIST({ split: "test", pad32: true });
+    const writer = new td.EditTripletWriter(dir);
+    for (let i = 0; i < count; i++) {
+      const input = td.tidy(() => data.get(i).image.add(1).div(2));
+      const edited = td.tidy(() => data.get(i + count).image.add(1).div(2));
+      await writer.add({ input, edited, instruction: `make it ${td.fashionMnistCaption(data.label(i + count), "{a} {name}")}` });
+      input.dispose();
+      edited.dispose();
+    }
+    return dir;
+  }
+  const scratch = tempDir();
+  const tripletsReady = tripletFolder(path.join(scratch, "triplets"), 8);
+
+  it("trains the widened model on triplets with the paper's dropout, writes a loadable model, and resumes exactly", async () => {
+    const triplets = new td.EditTripletDataset(await tripletsReady, { channels: 1 });
+    const run = async (out: string, steps: number) => {
+      const model = td.widenInputChannels(builtin, 1);
+      try {
+        return await td.fineTune(model, triplets, { out, steps, batchSize: 4, lr: 1e-3, conditioningDropout: 0.2, checkpointEvery: 2 });
+      } finally {
+        model.unet.dispose();
+      }
+    };
+    const whole = await run(path.join(scratch, "whole"), 4);
+    await run(path.join(scratch, "halves"), 2);
+    const resumed = await run(path.join(scratch, "halves"), 4);
+    expect(resumed.resumedFrom).toBe(2);
+    expect(resumed.losses).toEqual(whole.losses);
+    const trained = td.loadModel(path.join(scratch, "whole"));
+    expect(trained.unet!.config.in_channels).toBe(2);
+    const again = td.loadModel(path.join(scratch, "halves"));
+    const [a, b] = [trained.unet!.namedParameters(), again.unet!.namedParameters()];
+    for (const name of Object.keys(a)) expect(td.tidy(() => a[name].sub(b[name]).abs().max().item()), name).toBe(0);
+    // The new channel's weights moved away from zero: the model now reads the input image.
+    expect(td.tidy(() => a["conv_in.weight"].narrow(1, 1, 1).abs().max().item())).toBeGreaterThan(0);
+    const record = JSON.parse(fs.readFileSync(path.join(scratch, "whole", "training.json"), "utf8"));
+    expect(record).toMatchObject({ conditioningDropout: 0.2, inChannels: 2, steps: 4 });
+    expect(record.captionDropout).toBeUndefined();
+    const { images } = await new td.InstructPix2PixPipeline(trained).edit({ image: td.rand([1, 1, 32, 32]), instruction: "make it a bag", numInferenceSteps: 2 });
+    expect(images.shape).toEqual([1, 1, 32, 32]);
+    for (const m of [trained, again]) m.dispose();
+  });
+
+  it("drops the input image where the draw says (zeros, the ∅ image), and keeps it elsewhere", () => {
+    td.tidy(() => {
+      const sample = td.randn([4, 1, 2, 2]);
+      const conditionImages = td.randn([4, 1, 2, 2]).add(5);
+      const draws = [0.02, 0.07, 0.12, 0.5]; // p = 0.05: text only, both, image only, neither
+      const input = td.imageConditionedInput(sample, { conditionImages, dropDraws: draws }, 0.05);
+      expect(input.shape).toEqual([4, 2, 2, 2]);
+      expect(input.narrow(1, 0, 1).sub(sample).abs().max().item()).toBe(0);
+      const image = input.narrow(1, 1, 1);
+      expect([0, 1, 2, 3].map((i) => image.index(i).abs().max().item() === 0)).toEqual([false, true, true, false]);
+      expect(image.index(3).sub(conditionImages.index(3)).abs().max().item()).toBe(0);
+    });
+  });
+
+  it("names the wrong model, data and options", async () => {
+    const out = path.join(scratch, "bad");
+    const triplets = new td.EditTripletDataset(await tripletsReady, { channels: 1 });
+    await expect(td.fineTune(builtin, triplets, { out, steps: 1, conditioningDropout: 0.05 })).rejects.toThrow(
+      "fineTune: options.conditioningDropout is for image-conditioned (InstructPix2Pix) models, and this U-Net takes 1 input channels, not 1 + 1 (see widenInputChannels)",
+    );
+    const model = td.widenInputChannels(builtin, 1);
+    await expect(td.fineTune(model, triplets, { out, steps: 1, captionDropout: 0.1 })).rejects.toThrow("fineTune: options.captionDropout is for text-to-image models");
+    await expect(td.fineTune(model, triplets, { out, steps: 1, conditioningDropout: 0.5 })).rejects.toThrow("fineTune options.conditioningDropout");
+    await expect(td.fineTune(model, new td.FashionMNIST({ split: "test", pad32: true }), { out, steps: 1, batchSize: 2 })).rejects.toThrow("fineTune: sample");
+    model.unet.dispose();
+  });
+
+  it("CLI: instruct edits an image with an InstructPix2Pix model, and refuses a text-to-image one", async () => {
+    const input = path.join(scratch, "in.png");
+    await td.writeImage(td.rand([1, 32, 32], { generator: new td.Generator(4) }), input);
+    const model = path.join(scratch, "whole");
+    const out = path.join(scratch, "edited.png");
+    const ok = await runCli(["instruct", "--model", model, "--image", input, "--instruction", "make it a bag", "--steps", "2", "--image-guidance", "1.2", "--guidance", "3", "--seed", "1", "--json", "--out", out]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ command: "instruct", images: [out], prompt: "make it a bag", imageGuidanceScale: 1.2, guidanceScale: 3, stepsRun: 2 });
+    expect(fs.existsSync(out)).toBe(true);
+    const refused = await runCli(["instruct", "--model", "builtin", "--image", input, "--instruction", "make it a bag", "--out", out]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain("--model: InstructPix2PixPipeline: the U-Net takes 1 input channels");
+    const missing = await runCli(["instruct", "--image", input, "--out", out]);
+    expect(missing.stderr).toContain("--instruction");
   });
 });

@@ -106,6 +106,8 @@ export const OPTIONS = {
   "validation-every": { type: "string", arg: "N", help: "steps between validation images (default 100)" },
   "nproc-per-node": { type: "string", arg: "N", help: "train data-parallel in N processes on this machine (Gloo over 127.0.0.1; --batch is the global batch)" },
   "dist-timeout": { type: "string", arg: "S", help: "data-parallel: give up on a rank that does not answer for S seconds (default 60)" },
+  instruction: { type: "string", arg: "TEXT", help: "InstructPix2Pix: what to do to the image, e.g. \"make it a bag\" (required)" },
+  "image-guidance": { type: "string", arg: "S", help: "InstructPix2Pix: how strongly to stay with the input image, s_I (default 1.5)" },
   verbose: { type: "boolean", help: "on failure, print the whole error (TorchScript tracebacks included), not just its first line" },
   help: { type: "boolean", short: "h", help: "show this help" },
 } as const satisfies Record<string, OptionSpec>;
@@ -203,6 +205,21 @@ export const COMMANDS: Record<string, CommandSpec> = {
       "Checkpoints go to DIR/checkpoints: rerun the same command to resume; Ctrl-C stops with a checkpoint.",
       "Several machines: torchrun --no-python --nnodes M --nproc-per-node N ... npx torch-diffusion train ...",
       "(each process reads RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK as PyTorch's env:// does).",
+    ],
+  },
+  instruct: {
+    summary: "InstructPix2Pix: edit an image by following a written instruction",
+    usage: "torch-diffusion instruct --image FILE --instruction TEXT [--image-guidance S] [--guidance S] [options]",
+    options: {
+      model: "an image-conditioned (InstructPix2Pix) model directory (default: builtin-instruct, the built-in one)",
+      image: null, instruction: null, "image-guidance": null, guidance: "how strongly to follow the instruction, s_T (default: the model's, else 7.5)",
+      "negative-prompt": null, steps: null, seed: null, scheduler: null, batch: null, grid: null, out: null, device: null, "no-verify": null, json: null,
+      width: `${RESIZE} width`, height: `${RESIZE} height`, help: null,
+    },
+    notes: [
+      "",
+      "Dual guidance (the paper's Eq. 3): e(0,0) + s_I (e(I,0) - e(0,0)) + s_T (e(I,T) - e(I,0)), one batched U-Net call.",
+      "Raise --image-guidance to keep more of the input, --guidance to follow the instruction more.",
     ],
   },
   imagic: {

@@ -4,7 +4,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { BUILTIN_MODEL_NAME, builtinModelPath, diffusersFolderMessage, resolveModelPath } from "../models/directory";
+import { BUILTIN_MODEL_NAME, builtinModelPath, diffusersFolderMessage, isBuiltinModelName, resolveModelPath } from "../models/directory";
 import { CliError } from "./args";
 
 /** Where the CLI writes: stdout gets the written file names (or `--json` results), stderr notes and progress. @example const io: CliIO = { stdout: process.stdout, stderr: process.stderr }; */
@@ -75,13 +75,14 @@ export function outputPaths(out: string, count: number): string[] {
  * @example const dir = resolveModelDir(undefined);
  */
 export function resolveModelDir(given: string | undefined): string {
-  const dir = resolveModelPath(given ?? BUILTIN_MODEL_NAME);
-  if (given === undefined || (given === BUILTIN_MODEL_NAME && dir === builtinModelPath())) {
-    if (!fs.existsSync(dir)) throw new CliError(`the built-in model is missing from this installation (${dir}): pass --model DIR`);
+  const name = given ?? BUILTIN_MODEL_NAME;
+  const dir = resolveModelPath(name);
+  if (isBuiltinModelName(name) && dir === builtinModelPath(name)) {
+    if (!fs.existsSync(dir)) throw new CliError(`the built-in model "${name}" is missing from this installation (${dir}): pass --model DIR`);
     return dir;
   }
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new CliError(`--model: no such model directory: ${given}`);
-  const raw = diffusersFolderMessage(given);
+  const raw = diffusersFolderMessage(name);
   if (raw !== null) throw new CliError(`--model: ${raw}`);
   return dir;
 }

@@ -7,6 +7,7 @@
  */
 import type * as TD from "../index";
 import { imageFormat } from "../image_format";
+import { BUILTIN_INSTRUCT_MODEL_NAME } from "../models/directory";
 import { CliError, badValue, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
 import { ProgressBar, ensureParent, outputPaths, printJson, requireFile, resolveModelDir, secondsSince, type CliIO } from "./output";
 
@@ -275,6 +276,31 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
       maskDraws: stages.mask ?? 0, inversionSteps: stages.invert ?? 0,
     });
   }
+}
+
+/** `instruct`: InstructPix2Pix. @example await runInstruct({ image: "shirt.png", instruction: "make it a bag" }, io); */
+export async function runInstruct(values: Values, io: CliIO, signal?: AbortSignal): Promise<void> {
+  const file = requireFile("image", stringOption(values, "image", { required: true }));
+  const instruction = stringOption(values, "instruction", { required: true });
+  const imageGuidanceScale = numberOption(values, "image-guidance");
+  const o = commonOptions({ ...values, prompt: instruction, model: stringOption(values, "model") ?? BUILTIN_INSTRUCT_MODEL_NAME }, io);
+  const td = await loadLibrary();
+  const model = loadTextToImage(td, o, "instruct");
+  const e = effective(o, model);
+  let pipe: TD.InstructPix2PixPipeline;
+  try {
+    pipe = new td.InstructPix2PixPipeline(model);
+  } catch (error) {
+    throw new CliError(`--model: ${(error as Error).message}; instruct needs an InstructPix2Pix model (e.g. builtin-instruct)`);
+  }
+  const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
+  await runPipeline(td, o, e, io, "instruct", model.scheduler, (loop) =>
+    pipe.edit({
+      image, instruction, negativePrompt: o.negativePrompt, imageGuidanceScale, guidanceScale: e.guidanceScale, numInferenceSteps: e.steps,
+      numImagesPerPrompt: o.perPrompt, signal, ...loop,
+    }),
+    { input: file, instruction, imageGuidanceScale: imageGuidanceScale ?? 1.5 },
+  );
 }
 
 /** `inpaint`: repaint the mask's white part. @example await runInpaint({ image: "room.png", mask: "m.png", prompt: "a sofa" }, io); */

@@ -14,23 +14,33 @@ import { packagePath } from "../package_root";
 
 /** The name that stands for the built-in model wherever a model directory is asked for. */
 export const BUILTIN_MODEL_NAME = "builtin";
+/** The built-in InstructPix2Pix model: the built-in model taught to follow edit instructions. */
+export const BUILTIN_INSTRUCT_MODEL_NAME = "builtin-instruct";
+const BUILTIN_MODELS = [BUILTIN_MODEL_NAME, BUILTIN_INSTRUCT_MODEL_NAME];
 
 /**
- * Where the built-in model lives: `models/builtin` inside the installed package.
+ * Where a built-in model lives: `models/<name>` inside the installed package.
  * @example const model = loadModel(builtinModelPath()); // the same as loadModel("builtin")
  */
-export function builtinModelPath(): string {
-  return packagePath("models", "builtin");
+export function builtinModelPath(name = BUILTIN_MODEL_NAME): string {
+  if (!BUILTIN_MODELS.includes(name)) throw new Error(`builtinModelPath: no built-in model "${name}" (${BUILTIN_MODELS.join(", ")})`);
+  return packagePath("models", name);
+}
+
+/** True when `name` names a built-in model ("builtin", "builtin-instruct"). */
+export function isBuiltinModelName(name: string): boolean {
+  return BUILTIN_MODELS.includes(name);
 }
 
 /**
- * A model directory argument as an absolute path: `"builtin"` is the package's built-in model
- * when the current folder has no `builtin` folder of its own; anything else is resolved as a path.
+ * A model directory argument as an absolute path: a built-in model's name (`"builtin"`,
+ * `"builtin-instruct"`) is the package's model when the current folder has no folder of that
+ * name; anything else is resolved as a path.
  * @example resolveModelPath("builtin") // "/app/node_modules/torch-diffusion/models/builtin"
  */
 export function resolveModelPath(dir: string): string {
   const resolved = path.resolve(dir);
-  if (dir === BUILTIN_MODEL_NAME && !fs.existsSync(resolved)) return builtinModelPath();
+  if (isBuiltinModelName(dir) && !fs.existsSync(resolved)) return builtinModelPath(dir);
   return resolved;
 }
 
