@@ -160,6 +160,10 @@ describe("InstructPix2Pix training through fineTune", () => {
     await expect(td.fineTune(model, triplets, { out, steps: 1, captionDropout: 0.1 })).rejects.toThrow("fineTune: options.captionDropout is for text-to-image models");
     await expect(td.fineTune(model, triplets, { out, steps: 1, conditioningDropout: 0.5 })).rejects.toThrow("fineTune options.conditioningDropout");
     await expect(td.fineTune(model, new td.FashionMNIST({ split: "test", pad32: true }), { out, steps: 1, batchSize: 2 })).rejects.toThrow("fineTune: sample");
+    // A text-to-image method on an InstructPix2Pix model says what the model is.
+    await expect(new td.Text2ImagePipeline(model).generate({ prompt: "a bag", numInferenceSteps: 1 })).rejects.toThrow(
+      "U-Net takes 2 input channels but the sample has 1 (its extra 1 channels take an input image: an InstructPix2Pix model, edit with InstructPix2PixPipeline or torch-diffusion instruct)",
+    );
     model.unet.dispose();
   });
 

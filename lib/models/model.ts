@@ -339,6 +339,13 @@ export class DiffusionModel implements ModelParts {
 
   private unetArgs(args: PredictArgs) {
     if (args?.encoderHiddenStates === undefined) throw new Error("predict: this U-Net is text-conditioned and needs encoderHiddenStates");
+    const inChannels = this.unet!.config.in_channels;
+    const channels = args.sample?.shape?.[1];
+    if (channels !== undefined && channels !== inChannels) {
+      // An InstructPix2Pix U-Net reached by a text-to-image method is the likely case: say so rather than let the convolution fail.
+      const hint = channels === this.latentChannels ? ` (its extra ${inChannels - channels} channels take an input image: an InstructPix2Pix model, edit with InstructPix2PixPipeline or torch-diffusion instruct)` : "";
+      throw new Error(`predict: ${this.describe()}'s U-Net takes ${inChannels} input channels but the sample has ${channels}${hint}`);
+    }
     return { sample: args.sample, timestep: args.timestep, encoderHiddenStates: args.encoderHiddenStates };
   }
 
