@@ -9,7 +9,11 @@ For each fixture NAME it writes
   <root>/models/NAME/             exported with export.py (model.pt, config.json, torch_diffusion.json)
   <root>/models/NAME/reference.json  fixed seeded inputs and the PyTorch outputs (see REFERENCE FORMAT)
 plus the pipeline fixture tiny-sd (model_index.json + unet/vae/text_encoder/scheduler) and fused-attention
-exports tiny-unet-fused and tiny-clip-text-fused (same weights and references).
+exports tiny-unet-fused and tiny-clip-text-fused (same weights and references), and the raw diffusers
+pipeline tiny-ip2p (an InstructPix2Pix folder; not exported here: the tests convert it, and
+scripts/fixtures/instruct_pix2pix_ref.py writes its PyTorch reference).
+
+--only tiny-ip2p rebuilds just that folder and leaves every other fixture untouched.
 
 REFERENCE FORMAT
 {"name", "class", "dtype", "fused_attention", "atol": 1e-5,
@@ -52,6 +56,7 @@ TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, center_input_samp
                  attention_head_dim=2, dual_cross_attention=False, use_linear_projection=False,
                  class_embed_type=None, num_class_embeds=None, upcast_attention=False,
                  resnet_time_scale_shift="default")
+TINY_UNET_IP2P = dict(TINY_UNET, in_channels=8)  # InstructPix2Pix: noisy latents + image latents
 TINY_UNET_SDXL = dict(TINY_UNET, down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
                       up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], transformer_layers_per_block=[1, 2],
                       attention_head_dim=[2, 4], use_linear_projection=True, addition_embed_type="text_time",
@@ -65,6 +70,17 @@ TINY_DIT = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_
                 dropout=0.0, norm_num_groups=32, attention_bias=True, sample_size=8, patch_size=2,
                 activation_fn="gelu-approximate", num_embeds_ada_norm=10, upcast_attention=False,
                 norm_type="ada_norm_zero", norm_elementwise_affine=False, norm_eps=1e-5)
+# timbrooks/instruct-pix2pix's scheduler/scheduler_config.json (timestep_spacing absent: "linspace")
+EULER_ANCESTRAL_IP2P_CONFIG = {"_class_name": "EulerAncestralDiscreteScheduler", "_diffusers_version": DIFFUSERS_VERSION,
+                               "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+                               "num_train_timesteps": 1000, "prediction_type": "epsilon", "steps_offset": 1,
+                               "trained_betas": None}
+# what transformers' CLIPImageProcessor.save_pretrained writes for Stable Diffusion's feature_extractor/
+CLIP_IMAGE_PROCESSOR = {"crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_convert_rgb": True,
+                        "do_normalize": True, "do_rescale": True, "do_resize": True,
+                        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_processor_type": "CLIPImageProcessor",
+                        "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3,
+                        "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 224}}
 PNDM_CONFIG = {"_class_name": "PNDMScheduler", "_diffusers_version": DIFFUSERS_VERSION, "beta_end": 0.012,
                "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
                "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
@@ -299,6 +315,43 @@ def build_pipeline(root: str, log: Callable = print) -> None:
     log(f"tiny-sd: pipeline -> {dst} (component references: models/tiny-unet, tiny-vae, tiny-clip-text)")
 
 
+def write_json(path: str, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def build_ip2p(root: str, log: Callable = print) -> None:
+    """tiny-ip2p: a StableDiffusionInstructPix2PixPipeline folder as `save_pretrained` lays out
+    timbrooks/instruct-pix2pix (loaded with safety_checker=None): tiny-sd's VAE, text encoder and
+    tokenizer, that model's Euler-ancestral scheduler config and CLIP image processor, and an 8-channel
+    U-Net (4 noisy latent + 4 image-latent channels) with seeded random weights. Its conv_in is
+    default-initialized over all 8 input channels, so the image channels matter (not the zeros of a
+    freshly widened text-to-image U-Net)."""
+    src = os.path.join(root, "diffusers", "tiny-ip2p")
+    if os.path.isdir(src):
+        shutil.rmtree(src)
+    os.makedirs(src)
+    unet_config = diffusers_config("UNet2DConditionModel", TINY_UNET_IP2P)
+    write_diffusers_folder(os.path.join(src, "unet"), unet_config, random_model(unet_config, 7),
+                           "diffusion_pytorch_model.safetensors")
+    for comp, fx_name in (("vae", "tiny-vae"), ("text_encoder", "tiny-clip-text")):
+        shutil.copytree(os.path.join(root, "diffusers", fx_name), os.path.join(src, comp))
+    clip_config = next(fx["config"] for fx in FIXTURES if fx["name"] == "tiny-clip-text")
+    write_tiny_clip_tokenizer(os.path.join(src, "tokenizer"), clip_config["vocab_size"], clip_config["max_position_embeddings"])
+    for comp, file, obj in (("scheduler", "scheduler_config.json", EULER_ANCESTRAL_IP2P_CONFIG),
+                            ("feature_extractor", "preprocessor_config.json", CLIP_IMAGE_PROCESSOR)):
+        os.makedirs(os.path.join(src, comp))
+        write_json(os.path.join(src, comp, file), obj)
+    write_json(os.path.join(src, "model_index.json"), {
+        "_class_name": "StableDiffusionInstructPix2PixPipeline", "_diffusers_version": DIFFUSERS_VERSION,
+        "feature_extractor": ["transformers", "CLIPImageProcessor"], "requires_safety_checker": False,
+        "safety_checker": [None, None], "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]})
+    log(f"tiny-ip2p: InstructPix2Pix pipeline -> {src} (reference: scripts/fixtures/instruct_pix2pix_ref.py)")
+
+
 def build(root: str, log: Callable = print) -> None:
     set_fused_attention(False)
     for fx in FIXTURES:
@@ -313,6 +366,7 @@ def build(root: str, log: Callable = print) -> None:
                                   fx["cases"], cfg, True, log)
         set_fused_attention(False)
     build_pipeline(root, log)
+    build_ip2p(root, log)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -324,8 +378,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
     parser.add_argument("--root", default=os.path.join(os.path.dirname(here), "test", "fixtures"))
+    parser.add_argument("--only", choices=["tiny-ip2p"], default=None,
+                        help="rebuild only this fixture (it reuses the committed tiny-vae and tiny-clip-text)")
     args = parser.parse_args(argv)
-    build(args.root)
+    if args.only == "tiny-ip2p":
+        set_fused_attention(False)
+        build_ip2p(args.root)
+    else:
+        build(args.root)
     return 0
 
 

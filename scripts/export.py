@@ -14,6 +14,10 @@ usage: /usr/bin/python3 scripts/export.py --from DIR --to DIR [--dtype float32|f
   * a single component folder (config.json + weights), exported straight into --to;
   * a Hugging Face cache folder (models--org--name/ with snapshots/), resolved to its snapshot;
   * anything else diffusers can load, only when diffusers happens to be importable (optional).
+A pipeline's _class_name is kept, not checked: what converts is decided per component by its class,
+so StableDiffusionPipeline, StableDiffusionInstructPix2PixPipeline (its U-Net's in_channels 8 come
+from its config.json) and the like convert alike; components with no architecture here
+(feature_extractor, safety_checker, ...) are skipped and listed under "skipped".
 
 Output directory:
   model_index.json        the source model_index.json plus a "torch_diffusion" section

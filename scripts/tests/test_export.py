@@ -208,6 +208,30 @@ class ExportRoundTrip(unittest.TestCase):
         for comp in ("unet", "vae", "text_encoder"):
             torch.jit.load(os.path.join(out, comp, "model.pt"))
 
+    def test_instruct_pix2pix_pipeline_export(self):
+        """An InstructPix2Pix folder (tiny-ip2p): the pipeline class kept, the 8-channel U-Net exported, the image processor skipped."""
+        root = os.path.join(self.tmp.name, "ip2p")
+        os.makedirs(os.path.join(root, "diffusers"))
+        for comp in ("tiny-vae", "tiny-clip-text"):
+            shutil.copytree(self.src[comp][0], os.path.join(root, "diffusers", comp))
+        bf.build_ip2p(root, log=lambda *_: None)
+        src = os.path.join(root, "diffusers", "tiny-ip2p")
+        out = os.path.join(root, "exported")
+        result = exporter.export(src, out, log=lambda *_: None)
+        self.assertEqual(result["_class_name"], "StableDiffusionInstructPix2PixPipeline")
+        td = result["torch_diffusion"]
+        self.assertEqual(sorted(td["components"]), ["scheduler", "text_encoder", "tokenizer", "unet", "vae"])
+        self.assertEqual(sorted(td["skipped"]), ["feature_extractor"])
+        with open(os.path.join(out, "unet", "config.json")) as f:
+            self.assertEqual(json.load(f)["in_channels"], 8)
+        eager, _, _, _ = exporter.load_component(os.path.join(src, "unet"))
+        self.assertGreater(eager.conv_in.weight[:, 4:].abs().min().item(), 0)  # the image channels' weights are not zero
+        scripted = torch.jit.load(os.path.join(out, "unet", "model.pt"))
+        g = torch.Generator().manual_seed(0)
+        args = (torch.randn(3, 8, 8, 8, generator=g), torch.tensor(999.0), torch.randn(3, 16, 16, generator=g))
+        with torch.no_grad():
+            self.assertLessEqual(_helpers.max_diff(scripted(*args), eager(*args)), 1e-6)
+
 
 class CommittedFixtures(unittest.TestCase):
     """The fixtures under test/fixtures reproduce their reference.json (what the Node tests check)."""
