@@ -14,7 +14,8 @@
  *     where the paper takes the change between the captions' text embeddings). Both scores
  *     are stored in each row and thresholded when training reads the data;
  * (d) the built-in model's U-Net widened by one zero-initialized input channel (the input
- *     image) and fine-tuned through fineTune with the paper's condition dropout.
+ *     image) and fine-tuned through fineTune with the paper's condition dropout, its text
+ *     encoder with it (it has seen captions, never instructions).
  *
  *   npx tsx scripts/train-builtin-instruct.ts [--stage data|train|all] [--steps N] [--minutes M]
  *
@@ -155,7 +156,8 @@ async function main(): Promise<void> {
     const started = Date.now();
     const steps = Number(values.steps);
     const result = await td.fineTune(model, dataset, {
-      out: values.work!, steps, batchSize: Number(values.batch), lr: Number(values.lr), seed: 0, conditioningDropout: 0.05,
+      // The text encoder trains too: the built-in one has seen captions ("a photo of a shirt"), never instructions.
+      out: values.work!, steps, batchSize: Number(values.batch), lr: Number(values.lr), seed: 0, conditioningDropout: 0.05, trainTextEncoder: true,
       emaDecay: 0.999, checkpointEvery: 100, signal: controller.signal,
       onStep: ({ step, loss }) => step % 25 === 0 && console.log(`step ${step}/${steps} loss ${loss.toFixed(4)} ${((Date.now() - started) / 1000).toFixed(0)} s`),
       record: {

@@ -8,33 +8,17 @@
 import type * as TD from "../index";
 import { imageFormat } from "../image_format";
 import { promptWords } from "../guidance/attention_control";
-import { CliError, badValue, deviceOption, intOption, numberOption, stringOption, type Values } from "./args";
-import { ProgressBar, ensureParent, outputPaths, printJson, resolveModelDir, secondsSince, type CliIO } from "./output";
-import { effective, loadTextToImage } from "./run";
+import { CliError, badValue, numberOption, stringOption, type Values } from "./args";
+import { ProgressBar, ensureParent, outputPaths, printJson, secondsSince, type CliIO } from "./output";
+import { commonOptions, effective, loadTextToImage, type Common } from "./run";
 
-interface P2PCommand {
-  dir: string;
-  prompt: string;
+interface P2PCommand extends Common {
   target: string;
   mode?: "replace" | "refine";
   crossReplace: number;
   reweight: { word: string; scale: number }[];
-  negativePrompt?: string;
-  steps?: number;
-  guidanceScale?: number;
-  seed: number;
-  scheduler?: string;
-  perPrompt: number;
-  width?: number;
-  height?: number;
-  out: string;
   outSource?: string;
   outTarget?: string;
-  grid?: string;
-  device: string;
-  verify: boolean;
-  json: boolean;
-  started: number;
 }
 
 /**
@@ -52,38 +36,23 @@ export function parseReweight(raw: string | undefined): { word: string; scale: n
 }
 
 function p2pOptions(values: Values): P2PCommand {
-  const started = Date.now();
-  const prompt = stringOption(values, "prompt", { required: true });
+  const common = commonOptions({ ...values, out: values.out ?? "pair.png" });
   const target = stringOption(values, "target", { required: true });
   const mode = stringOption(values, "mode");
   if (mode !== undefined && mode !== "replace" && mode !== "refine") throw badValue("--mode", "replace or refine", mode);
-  if (mode === "replace" && promptWords(prompt).length !== promptWords(target).length) {
-    throw new CliError(`--mode replace (word swap) needs --prompt and --target with the same number of words (${promptWords(prompt).length} and ${promptWords(target).length}): use --mode refine`);
+  if (mode === "replace" && promptWords(common.prompt).length !== promptWords(target).length) {
+    throw new CliError(`--mode replace (word swap) needs --prompt and --target with the same number of words (${promptWords(common.prompt).length} and ${promptWords(target).length}): use --mode refine`);
   }
   const o = {
-    prompt,
+    ...common,
     target,
-    mode,
+    mode: mode as P2PCommand["mode"],
     crossReplace: numberOption(values, "cross-replace", [0, 1]) ?? 0.8,
     reweight: parseReweight(stringOption(values, "reweight")),
-    negativePrompt: stringOption(values, "negative-prompt"),
-    steps: intOption(values, "steps", 1),
-    guidanceScale: numberOption(values, "guidance"),
-    seed: intOption(values, "seed", 0) ?? Math.floor(Math.random() * 2 ** 31),
-    scheduler: stringOption(values, "scheduler"),
-    perPrompt: intOption(values, "batch", 1) ?? 1,
-    width: intOption(values, "width", 1),
-    height: intOption(values, "height", 1),
-    out: stringOption(values, "out") ?? "pair.png",
     outSource: stringOption(values, "out-source"),
     outTarget: stringOption(values, "out-target"),
-    grid: stringOption(values, "grid"),
-    device: deviceOption(values),
-    verify: values["no-verify"] !== true,
-    json: values.json === true,
-    started,
   };
-  for (const [option, file] of [["out", o.out], ["out-source", o.outSource], ["out-target", o.outTarget], ["grid", o.grid]] as const) {
+  for (const [option, file] of [["out-source", o.outSource], ["out-target", o.outTarget]] as const) {
     if (file === undefined) continue;
     try {
       imageFormat(file);
@@ -91,7 +60,7 @@ function p2pOptions(values: Values): P2PCommand {
       throw new CliError(`--${option}: ${(error as Error).message}`);
     }
   }
-  return { ...o, mode: mode as P2PCommand["mode"], dir: resolveModelDir(stringOption(values, "model")) };
+  return o;
 }
 
 /** Writes `images` (B, C, H, W) to `out` (one file, or out-i per image); returns the files. */

@@ -12,7 +12,8 @@ import { CliError, badValue, deviceOption, intOption, numberOption, schedulerCla
 import { ProgressBar, ensureParent, outputPaths, printJson, requireFile, resolveModelDir, secondsSince, type CliIO } from "./output";
 
 /** The options every image command shares, checked. */
-interface Common {
+/** The options every image command shares, checked before libtorch or the model loads. */
+export interface Common {
   dir: string;
   device: string;
   verify: boolean;
@@ -39,7 +40,7 @@ interface Effective {
   guidanceScale: number;
 }
 
-function commonOptions(values: Values, io: CliIO): Common {
+export function commonOptions(values: Values): Common {
   const started = Date.now();
   const common = {
     prompt: stringOption(values, "prompt", { required: true }),
@@ -183,7 +184,7 @@ async function runPipeline(
 
 /** `generate`: text-to-image. @example await runGenerate({ prompt: "a cat", steps: "20" }, io); */
 export async function runGenerate(values: Values, io: CliIO, signal?: AbortSignal): Promise<void> {
-  const o = commonOptions(values, io);
+  const o = commonOptions(values);
   const td = await loadLibrary();
   const model = loadTextToImage(td, o, "generate");
   const e = effective(o, model);
@@ -203,7 +204,7 @@ export async function runEdit(values: Values, io: CliIO, signal?: AbortSignal): 
   }
   const file = requireFile("image", stringOption(values, "image", { required: true }));
   const strength = numberOption(values, "strength", [0, 1]);
-  const o = commonOptions(values, io);
+  const o = commonOptions(values);
   const td = await loadLibrary();
   const model = loadTextToImage(td, o, "edit");
   const e = effective(o, model);
@@ -230,7 +231,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
     }
   }
   const strength = numberOption(values, "strength", [0, 1]);
-  const o = commonOptions(values, io);
+  const o = commonOptions(values);
   if (o.perPrompt !== 1) throw new CliError("--batch: --method diffedit makes one image per prompt (its DDIM decoding is deterministic)");
   const td = await loadLibrary();
   if (o.scheduler !== undefined && schedulerClassName(o.scheduler, Object.keys(td.SCHEDULERS)) !== "DDIMScheduler") {
@@ -283,7 +284,7 @@ export async function runInstruct(values: Values, io: CliIO, signal?: AbortSigna
   const file = requireFile("image", stringOption(values, "image", { required: true }));
   const instruction = stringOption(values, "instruction", { required: true });
   const imageGuidanceScale = numberOption(values, "image-guidance");
-  const o = commonOptions({ ...values, prompt: instruction, model: stringOption(values, "model") ?? BUILTIN_INSTRUCT_MODEL_NAME }, io);
+  const o = commonOptions({ ...values, prompt: instruction, model: stringOption(values, "model") ?? BUILTIN_INSTRUCT_MODEL_NAME });
   const td = await loadLibrary();
   const model = loadTextToImage(td, o, "instruct");
   const e = effective(o, model);
@@ -308,7 +309,7 @@ export async function runInpaint(values: Values, io: CliIO, signal?: AbortSignal
   const file = requireFile("image", stringOption(values, "image", { required: true }));
   const maskFile = requireFile("mask", stringOption(values, "mask", { required: true }));
   const strength = numberOption(values, "strength", [0, 1]);
-  const o = commonOptions(values, io);
+  const o = commonOptions(values);
   const td = await loadLibrary();
   const model = loadTextToImage(td, o, "inpaint");
   const e = effective(o, model);
