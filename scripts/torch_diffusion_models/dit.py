@@ -195,3 +195,40 @@ def infer_dit_config(config: Dict[str, Any], keys) -> Dict[str, Any]:
     out = dict(config)
     out["norm_elementwise_affine"] = any(k.endswith("norm3.weight") for k in keys)
     return out
+
+
+def initialize_dit_weights(model: DiTTransformer2DModel) -> DiTTransformer2DModel:
+    """DiT's initialization (Peebles & Xie 2023, §3.2 "adaLN-Zero block" and the released
+    ``DiT.initialize_weights``), on diffusers' parameter layout:
+
+    - every Linear: Xavier-uniform weights, zero bias; the patch embedding likewise, its kernel
+      flattened (as a Linear);
+    - label-embedding tables and the timestep MLPs: N(0, 0.02);
+    - adaLN-Zero: each block's modulation Linear (``norm1.linear``, which yields shift, scale and
+      the gates) and the final layer's (``proj_out_1``) zero, and the output projection
+      (``proj_out_2``) zero.
+
+    With the gates at zero every block is the identity at initialization and the model's output
+    is zero; diffusers' DiT carries a time/label embedder per block (the original shares one),
+    so each block's is initialized the same way. Works in place; returns the model.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        proj = model.pos_embed.proj
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
+        for block in model.transformer_blocks:
+            emb = block.norm1.emb
+            nn.init.normal_(emb.class_embedder.embedding_table.weight, std=0.02)
+            nn.init.normal_(emb.timestep_embedder.linear_1.weight, std=0.02)
+            nn.init.normal_(emb.timestep_embedder.linear_2.weight, std=0.02)
+            nn.init.zeros_(block.norm1.linear.weight)
+            nn.init.zeros_(block.norm1.linear.bias)
+        for linear in (model.proj_out_1, model.proj_out_2):
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+    return model

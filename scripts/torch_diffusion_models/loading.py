@@ -8,6 +8,7 @@ from .autoencoder_kl import AutoencoderKL, convert_legacy_vae_state_dict
 from .clip_text import CLIPTextModel, CLIPTextModelWithProjection, convert_clip_state_dict
 from .dit import DiTTransformer2DModel, convert_dit_state_dict, infer_dit_config
 from .unet_2d_condition import UNet2DConditionModel
+from .uvit import UViT2DModel
 
 # class name -> (our class, state-dict converter)
 MODEL_CLASSES = {
@@ -17,6 +18,7 @@ MODEL_CLASSES = {
     "CLIPTextModelWithProjection": (CLIPTextModelWithProjection, convert_clip_state_dict),
     "DiTTransformer2DModel": (DiTTransformer2DModel, convert_dit_state_dict),
     "Transformer2DModel": (DiTTransformer2DModel, convert_dit_state_dict),  # legacy DiT configs
+    "UViT2DModel": (UViT2DModel, None),  # ours: Simple Diffusion's U-ViT (no diffusers counterpart)
 }
 
 
