@@ -42,3 +42,8 @@ export {
   imageCondition, imageConditionChannels, imageConditionedInput, isImageConditioned, checkInstructDropout,
   type EditCaptions, type EditTripletRow, type EditTripletDatasetOptions, type TemplateEditOptions,
 } from "./instruct";
+export {
+  hybridLoss, vlbTerms, diffusionCoefficients, coefficientsFromBetas, normalKL, discretizedGaussianLogLikelihood, approxStandardNormalCdf,
+  type HybridLossFn, type HybridLossOptions, type HybridTerms, type VLBInputs, type DiffusionCoefficients,
+} from "./hybrid_loss";
+export { multiscaleLoss, multiscaleMSE, multiscaleResolutions, avgPool } from "./multiscale";

@@ -7,20 +7,30 @@
  */
 import { assertNumber, assertOneOf, invalid } from "../errors";
 import { sqrt32, f32 } from "../schedulers/f32";
-import { noiseSchedule } from "../schedulers/schedules";
+import { noiseSchedule, type NoiseScheduleConfig } from "../schedulers/schedules";
 import { normal, rand, randint, tensor, tidy, type Generator, type Tensor } from "../tensor";
 
 export const OBJECTIVES = ["epsilon", "v_prediction", "sample", "flow_matching"] as const;
 export type Objective = (typeof OBJECTIVES)[number];
 
 export const TRAIN_BETA_SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2"] as const;
+/** The schedules a Trainer takes: those above, and Simple Diffusion's shifted cosine with its resolutions. */
+const TRAINER_SCHEDULES = [...TRAIN_BETA_SCHEDULES, "shifted_cosine"] as const;
 
 /** The discrete noise schedule of DDPM-style objectives, named like diffusers' scheduler config. */
 export interface TrainNoiseSchedule {
   numTrainTimesteps?: number;
-  betaSchedule?: (typeof TRAIN_BETA_SCHEDULES)[number];
+  betaSchedule?: (typeof TRAINER_SCHEDULES)[number];
   betaStart?: number;
   betaEnd?: number;
+  /**
+   * "shifted_cosine" (Simple Diffusion, see schedulers/schedules.ts): the image side trained at
+   * (default 64), the side whose plain cosine schedule is shifted to it (default 64: no shift), and
+   * for the interpolated variant the high-resolution end (default null: not interpolated).
+   */
+  resolution?: number;
+  baseResolution?: number;
+  baseResolutionHigh?: number | null;
 }
 
 /** How training timesteps are drawn. */
@@ -41,15 +51,26 @@ export interface NoisedBatch {
  * @example alphasCumprodFor({ betaSchedule: "scaled_linear", betaStart: 0.00085, betaEnd: 0.012 }).length; // 1000
  */
 export function alphasCumprodFor(schedule: TrainNoiseSchedule = {}): number[] {
+  return noiseSchedule(noiseScheduleConfig(schedule)).alphasCumprod;
+}
+
+/**
+ * A trainer noise schedule as the scheduler-config keys {@link noiseSchedule} reads (checked).
+ * @example noiseSchedule(noiseScheduleConfig({ betaSchedule: "shifted_cosine", resolution: 64, baseResolution: 32 })).betas
+ */
+export function noiseScheduleConfig(schedule: TrainNoiseSchedule = {}): NoiseScheduleConfig {
   const betaSchedule = schedule.betaSchedule ?? "linear";
-  assertOneOf(betaSchedule, TRAIN_BETA_SCHEDULES, "noiseSchedule.betaSchedule");
-  return noiseSchedule({
+  assertOneOf(betaSchedule, TRAINER_SCHEDULES, "noiseSchedule.betaSchedule");
+  return {
     num_train_timesteps: schedule.numTrainTimesteps ?? 1000,
     beta_start: schedule.betaStart ?? 0.0001,
     beta_end: schedule.betaEnd ?? 0.02,
     beta_schedule: betaSchedule,
     trained_betas: null,
-  }).alphasCumprod;
+    resolution: schedule.resolution,
+    base_resolution: schedule.baseResolution,
+    base_resolution_high: schedule.baseResolutionHigh,
+  };
 }
 
 /** A `[B, 1, 1, ...]` float32 tensor of per-sample values that broadcasts against `like`. */

@@ -23,6 +23,12 @@ export interface TrainBatch extends Batch {
   drop: boolean[];
   /** The uniform draw behind each `drop` (drop = draw < conditionDropout; 1 without dropout), for conditions dropped in parts. */
   dropDraws: number[];
+  /** x₀ as trained on: the batch's images on the model's device, float32 (B, C, H, W). */
+  x0?: Tensor;
+  /** x_t, the noisy input before any mixed-precision cast (B, C, H, W). */
+  noisy?: Tensor;
+  /** The drawn integer timesteps, one per sample (DDPM objectives; undefined for flow matching). */
+  timesteps?: number[];
 }
 
 /**

@@ -251,8 +251,9 @@ export class Trainer {
       const { noisy, target, modelTimesteps } = noisedBatch(o.objective, x0, noise, times, { alphasCumprod: this.alphasCumprod, flowTimestepScale: o.flowTimestepScale });
       const input = this.compute ? noisy.to("bfloat16") : noisy;
       const forward = o.forward ?? defaultForward;
-      const pred = predictionOf(await forward(this.compute?.module ?? this.model, input, modelTimesteps.to({ device: this.device }), { ...batch, cond, drop, dropDraws }));
-      const loss = o.loss ? o.loss(pred.float(), target.float(), { ...batch, cond, drop, dropDraws }) : mseLoss(pred.float(), target.float());
+      const trainBatch = { ...batch, cond, drop, dropDraws, x0, noisy, timesteps: times.discrete };
+      const pred = predictionOf(await forward(this.compute?.module ?? this.model, input, modelTimesteps.to({ device: this.device }), trainBatch));
+      const loss = o.loss ? o.loss(pred.float(), target.float(), trainBatch) : mseLoss(pred.float(), target.float());
       if (loss.ndim !== 0) throw new Error(`Trainer: options.loss must return a 0-d tensor but returned shape [${loss.shape}]`);
       (o.gradientAccumulation > 1 ? loss.div(o.gradientAccumulation) : loss).backward();
       return loss.item();
