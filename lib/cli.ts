@@ -23,12 +23,13 @@ import { COMMANDS, CliError, TOP_HELP, commandHelp, parseCommand, stringOption, 
 import { modelInfo, runtimeInfo } from "./cli/info";
 import { resolveModelDir, type CliIO } from "./cli/output";
 import { packageRoot } from "./package_root";
-import { runEdit, runGenerate, runInpaint, runInstruct } from "./cli/run";
+import { runEdit, runInpaint, runInstruct } from "./cli/run";
 import { runTrain } from "./cli/train";
 import { runImagic } from "./cli/imagic";
 import { runPromptToPrompt } from "./cli/p2p";
 import { runDreamBooth } from "./cli/dreambooth";
 import { runConvert } from "./cli/convert";
+import { runGenerateOrClasses } from "./cli/classes";
 
 type Runner = (values: Values, io: CliIO, signal?: AbortSignal) => Promise<number | void>;
 
@@ -40,7 +41,7 @@ async function runInfo(values: Values, io: CliIO): Promise<void> {
 }
 
 const RUNNERS: Record<keyof typeof COMMANDS, Runner> = {
-  generate: runGenerate,
+  generate: runGenerateOrClasses,
   edit: runEdit,
   p2p: runPromptToPrompt,
   inpaint: runInpaint,

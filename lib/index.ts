@@ -49,3 +49,7 @@ export { IMAGE_FORMATS, imageFormat } from "./image_format";
 export { CHECKSUMS_FILE, sha256File, writeDirectoryChecksums, verifyDirectoryChecksums, writeFileChecksum, verifyFileChecksum } from "./checksums";
 export { readImage, writeImage, encodePng, imageGrid, toImageTensor, decodeImage, pixelsToTensor, type ImageSource, type ReadImageOptions } from "./image";
 export type { MemoryInfo } from "./binding";
+export {
+  ClassConditionalPipeline, classLabelIds, labelNames, guideEpsilon, usesLearnedVariance,
+  type ClassConditionalOptions, type ClassConditionalOutput,
+} from "./pipelines/class_conditional";

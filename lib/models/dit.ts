@@ -4,7 +4,7 @@
  */
 import type { Module } from "../module";
 import type { Tensor } from "../tensor";
-import { argsObject, expectTensor, ModelComponent, type CallInputs, type ComponentMeta } from "./component";
+import { argsObject, expectTensor, ModelComponent, type CallInputs, type ComponentMeta, type ComponentSpec } from "./component";
 
 /** The diffusers `config.json` keys pipelines read. */
 export interface DiTTransformer2DConfig {
@@ -42,8 +42,9 @@ const EXPECTED = "{hiddenStates, timestep, classLabels}";
  * const out = await transformer!.forward({ hiddenStates: latents, timestep: 999, classLabels: [207, 1000] });
  */
 export class DiTTransformer2DModel extends ModelComponent<DiTTransformer2DConfig> {
-  constructor(module: Module, config: Record<string, unknown>, meta?: ComponentMeta) {
-    super(module, config, meta, { className: "DiTTransformer2DModel", methods: ["forward"] });
+  /** `spec` lets class-conditional denoisers with DiT's call (e.g. UViT2DModel) share this wrapper. */
+  constructor(module: Module, config: Record<string, unknown>, meta?: ComponentMeta, spec: ComponentSpec = { className: "DiTTransformer2DModel", methods: ["forward"] }) {
+    super(module, config, meta, spec);
   }
 
   /** The id of the unconditional ("null") class, for classifier-free guidance. */
@@ -53,13 +54,13 @@ export class DiTTransformer2DModel extends ModelComponent<DiTTransformer2DConfig
 
   /** [async] The model output (B, out_channels, H, W). */
   forward(args: DiTForwardArgs): Promise<Tensor> {
-    const who = "DiTTransformer2DModel.forward";
+    const who = `${this.className}.forward`;
     return this.invoke(who, "forward", (inputs) => this.inputs(args, inputs), (out) => expectTensor(out, who));
   }
 
   /** [sync] The twin of {@link forward}. @example const out = dit.forwardSync({ hiddenStates, timestep: 250, classLabels: 3 }); */
   forwardSync(args: DiTForwardArgs): Tensor {
-    const who = "DiTTransformer2DModel.forwardSync";
+    const who = `${this.className}.forwardSync`;
     return this.invokeSync(who, "forward", (inputs) => this.inputs(args, inputs), (out) => expectTensor(out, who));
   }
 

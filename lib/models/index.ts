@@ -22,3 +22,4 @@ export {
   type ModelLoadOptions,
   type ModelDirectoryOptions,
 } from "./load";
+export { UViT2DModel, type UViT2DConfig } from "./uvit";

@@ -18,12 +18,14 @@ import { directoryArgument, fileError, isDirectory, isFile, readJsonObject, requ
 import { diffusersFolderMessage, resolveModelPath } from "./directory";
 import { DiffusionModel, modelDefaults, type ModelIndex, type ModelParts } from "./model";
 import { UNet2DConditionModel } from "./unet";
+import { UViT2DModel } from "./uvit";
 import { AutoencoderKL } from "./vae";
 
 /** Every network class a model directory may hold, by its diffusers / transformers name. */
 export const COMPONENT_CLASSES = {
   UNet2DConditionModel,
   DiTTransformer2DModel,
+  UViT2DModel,
   AutoencoderKL,
   CLIPTextModel,
   CLIPTextModelWithProjection,
@@ -56,7 +58,7 @@ export type LoadedModel = DiffusionModel;
 /** model_index.json names -> DiffusionModel parts and the classes each slot accepts. */
 const MODEL_SLOTS = {
   unet: { key: "unet", classes: ["UNet2DConditionModel"] },
-  transformer: { key: "transformer", classes: ["DiTTransformer2DModel"] },
+  transformer: { key: "transformer", classes: ["DiTTransformer2DModel", "UViT2DModel"] },
   vae: { key: "vae", classes: ["AutoencoderKL"] },
   text_encoder: { key: "textEncoder", classes: ["CLIPTextModel", "CLIPTextModelWithProjection"] },
   text_encoder_2: { key: "textEncoder2", classes: ["CLIPTextModel", "CLIPTextModelWithProjection"] },
