@@ -3,6 +3,8 @@
  * of scripts/fixtures/transformer_diffusion_refs.py (test/fixtures/transformer-diffusion,
  * test/fixtures/models/tiny-dit-pixel, test/fixtures/models/tiny-uvit).
  */
+import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
@@ -174,8 +176,9 @@ describe("class-conditional sampling (DiT)", () => {
   });
 
   it("generate --class takes ids and names; a prompt or a missing --class is a one-line error", async () => {
-    const out = path.join(fixtures, "..", "..", "build", "test-dit", "img.png");
-    const ok = await runCli(["generate", "--model", DIT_DIR, "--class", "sneaker,2", "--steps", "2", "--seed", "0", "--out", out, "--json"]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "td-dit-"));
+    const ok = await runCli(["generate", "--model", DIT_DIR, "--class", "sneaker,2", "--steps", "2", "--seed", "0", "--out", path.join(dir, "img.png"), "--json"]);
+    fs.rmSync(dir, { recursive: true, force: true });
     expect(ok.code).toBe(0);
     const result = JSON.parse(ok.stdout);
     expect(result.classLabels).toEqual([7, 2]);
@@ -193,7 +196,7 @@ describe("class-conditional sampling (DiT)", () => {
 
 describe("U-ViT (Simple Diffusion)", () => {
   it("the exported module equals its PyTorch module", async () => {
-    const ref = JSON.parse(require("node:fs").readFileSync(path.join(UVIT_DIR, "reference.json"), "utf8"));
+    const ref = JSON.parse(fs.readFileSync(path.join(UVIT_DIR, "reference.json"), "utf8"));
     const uvit = td.loadComponent(UVIT_DIR) as td.UViT2DModel;
     expect(uvit.className).toBe("UViT2DModel");
     expect(uvit.nullClassLabel).toBe(10);
