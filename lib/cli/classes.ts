@@ -12,7 +12,7 @@ import { CliError, deviceOption, intOption, numberOption, schedulerClassName, st
 import { ProgressBar, ensureParent, outputPaths, printJson, resolveModelDir, secondsSince, type CliIO } from "./output";
 import { runGenerate } from "./run";
 
-/** True when the model directory holds a class-conditional transformer and no U-Net (read from model_index.json only). */
+/** True when the model directory holds a class-conditional transformer and no U-Net (read from model_index.json only). @example isClassConditionalDir("models/builtin") // false */
 export function isClassConditionalDir(dir: string): boolean {
   try {
     const index = JSON.parse(fs.readFileSync(path.join(dir, "model_index.json"), "utf8"));

@@ -101,7 +101,7 @@ export function guideEpsilon(prediction: Tensor, guider: ClassifierFreeGuidance,
   });
 }
 
-/** True when the scheduler samples with the model's variance channels (DDPM, learned or learned_range). */
+/** True when the scheduler samples with the model's variance channels (DDPM, learned or learned_range). @example usesLearnedVariance(model.newScheduler("DDIMScheduler")) // false */
 export function usesLearnedVariance(scheduler: Scheduler): boolean {
   const type = (scheduler.config as { variance_type?: string }).variance_type;
   return scheduler.className === "DDPMScheduler" && (type === "learned" || type === "learned_range");

@@ -23,7 +23,7 @@ export function avgPool(x: Tensor, factor: number): Tensor {
   return x.reshape([b, c, h / factor, factor, w / factor, factor]).mean([3, 5]); // (B, C, H/f, W/f)
 }
 
-/** The resolutions the multiscale loss takes for side `size`: size, size/2, ... down to `base`. */
+/** The resolutions the multiscale loss takes for side `size`: size, size/2, ... down to `base`. @example multiscaleResolutions(64, 16) // [64, 32, 16] */
 export function multiscaleResolutions(size: number, base: number): number[] {
   const out: number[] = [];
   for (let s = size; s >= base; s /= 2) {
