@@ -9,8 +9,8 @@ import * as path from "node:path";
 import type * as TD from "../index";
 import { imageFormat } from "../image_format";
 import { CliError, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
-import { ProgressBar, ensureParent, outputPaths, printJson, resolveModelDir, secondsSince, type CliIO } from "./output";
-import { runGenerate } from "./run";
+import { ProgressBar, printJson, resolveModelDir, secondsSince, type CliIO } from "./output";
+import { runGenerate, writeOutputs } from "./run";
 
 /** True when the model directory holds a class-conditional transformer and no U-Net (read from model_index.json only). @example isClassConditionalDir("models/builtin") // false */
 export function isClassConditionalDir(dir: string): boolean {
@@ -106,21 +106,7 @@ async function runClassGenerate(values: Values, dir: string, io: CliIO, signal?:
     const run = secondsSince(running);
     io.stderr.write(`generate: ${count} image${count > 1 ? "s" : ""} ${width}×${height} of class${labels.length > 1 ? "es" : ""} ${labels.join(", ")}, ${stepsRun} steps of ${schedulerName}, seed ${o.seed}, guidance ${guidanceScale}, ${run.toFixed(1)} s\n`);
     const writing = Date.now();
-    const files = outputPaths(o.out, count);
-    for (const [i, file] of files.entries()) {
-      ensureParent(file);
-      const image = images.index(i);
-      await td.writeImage(image, file);
-      image.dispose();
-      if (!o.json) io.stdout.write(`${file}\n`);
-    }
-    if (o.grid !== undefined) {
-      ensureParent(o.grid);
-      const grid = td.imageGrid(images);
-      await td.writeImage(grid, o.grid);
-      grid.dispose();
-      if (!o.json) io.stdout.write(`${o.grid}\n`);
-    }
+    const { images: files } = await writeOutputs(td, images, o, io);
     images.dispose();
     if (o.json) {
       printJson(io, {

@@ -125,7 +125,7 @@ export function loadTextToImage(td: typeof TD, o: { dir: string; device: string;
 }
 
 /** Writes each image (and the grid) and, without --json, prints the file names on stdout; returns them. */
-async function writeOutputs(td: typeof TD, images: TD.Tensor, o: Common, io: CliIO): Promise<{ images: string[]; grid: string | null }> {
+export async function writeOutputs(td: typeof TD, images: TD.Tensor, o: Pick<Common, "out" | "grid" | "json">, io: CliIO): Promise<{ images: string[]; grid: string | null }> {
   const files = outputPaths(o.out, images.shape[0]);
   for (const [i, file] of files.entries()) {
     ensureParent(file);
