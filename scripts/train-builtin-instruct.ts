@@ -78,7 +78,7 @@ export const DATA_SETTINGS = {
 };
 
 /** The thresholds training applies to the stored scores (chosen from their distribution; see recipe.json). */
-export const FILTER = { minSimilarity: 0.5, minDirectional: 0.5 };
+export const FILTER = { minSimilarity: 0.75, minDirectional: 0.5 };
 
 async function makeData(dir: string, signal: AbortSignal): Promise<Record<string, unknown>> {
   const model = td.loadModel(path.join(root, "models", "builtin"));
@@ -117,7 +117,41 @@ async function makeData(dir: string, signal: AbortSignal): Promise<Record<string
   });
   model.dispose();
   classifier.dispose();
-  return { edits: edits.length, ...report, seconds: Math.round((Date.now() - started) / 1000) };
+  const total = { edits: edits.length, ...report, seconds: Math.round((Date.now() - started) / 1000) };
+  fs.writeFileSync(path.join(dir, DATA_REPORT), `${JSON.stringify(total, null, 2)}\n`);
+  return total;
+}
+
+/** The data stage's counts (edits, pairs generated and kept), for the training record. */
+const DATA_REPORT = "report.json";
+
+/** Augmentation of both images of a triplet alike, so what it changes must carry from input to edit. */
+export const AUGMENT = { copies: 2, intensity: [0.25, 0.8] as [number, number], mirror: 0.5 };
+
+/**
+ * The triplets and `AUGMENT.copies − 1` augmented copies: input and edited image darkened by one
+ * factor (the object's intensity scaled toward the black background) and mirrored together.
+ * The generated pairs are mostly light items, as the built-in model draws them; real inputs
+ * are often dark, and a model that never saw a dark input turns every edit light. Each copy's
+ * draws are a function of its index, so batches (and resume) stay reproducible.
+ */
+function augmented(dataset: td.Dataset): td.Dataset {
+  const n = dataset.length;
+  return {
+    length: n * AUGMENT.copies,
+    async get(index: number): Promise<td.Sample> {
+      const sample = await dataset.get(index % n);
+      if (index < n) return sample;
+      const [u, v] = td.tidy(() => Array.from(td.rand([2], { generator: new td.Generator(index) }).toFloat64Array()));
+      const [lo, hi] = AUGMENT.intensity;
+      const factor = lo + (hi - lo) * u;
+      const change = (x: td.Tensor) => td.tidy(() => {
+        const darker = x.add(1).mul(factor).sub(1); // (C, H, W) in [-1, 1], background -1 kept
+        return v < AUGMENT.mirror ? darker.flip(2) : darker;
+      });
+      return { ...sample, image: change(sample.image), conditionImage: change(sample.conditionImage!) };
+    },
+  };
 }
 
 function keep(row: td.EditTripletRow): boolean {
@@ -136,8 +170,10 @@ async function main(): Promise<void> {
       lr: { type: "string", default: "1e-4" },
       minutes: { type: "string" },
       threads: { type: "string" },
+      "min-similarity": { type: "string", default: String(FILTER.minSimilarity) },
     },
   });
+  FILTER.minSimilarity = Number(values["min-similarity"]);
   if (values.threads) td.setNumThreads(Number(values.threads));
   const controller = new AbortController();
   process.once("SIGINT", () => controller.abort());
@@ -145,12 +181,14 @@ async function main(): Promise<void> {
   const timer = setInterval(() => Date.now() > deadline && controller.abort(), 5000);
   try {
     const stage = values.stage!;
-    let data: Record<string, unknown> | null = null;
-    if (stage === "data" || stage === "all") data = await makeData(values.data!, controller.signal);
+    if (stage === "data" || stage === "all") await makeData(values.data!, controller.signal);
     if (stage !== "train" && stage !== "all") return;
+    const reportFile = path.join(values.data!, DATA_REPORT);
+    const data = fs.existsSync(reportFile) ? (JSON.parse(fs.readFileSync(reportFile, "utf8")) as Record<string, unknown>) : null;
     const all = new td.EditTripletDataset(values.data!, { size: 32, channels: 1 });
-    const dataset = new td.EditTripletDataset(values.data!, { size: 32, channels: 1, filter: keep });
-    console.log(`train: ${dataset.length} of ${all.length} class-checked triplets pass the similarity filter`);
+    const triplets = new td.EditTripletDataset(values.data!, { size: 32, channels: 1, filter: keep });
+    console.log(`train: ${triplets.length} of ${all.length} class-checked triplets pass the similarity filter`);
+    const dataset = augmented(triplets);
     const base = td.loadModel(path.join(root, "models", "builtin"));
     const model = td.widenInputChannels(base, 1);
     const started = Date.now();
@@ -161,7 +199,7 @@ async function main(): Promise<void> {
       emaDecay: 0.999, checkpointEvery: 100, signal: controller.signal,
       onStep: ({ step, loss }) => step % 25 === 0 && console.log(`step ${step}/${steps} loss ${loss.toFixed(4)} ${((Date.now() - started) / 1000).toFixed(0)} s`),
       record: {
-        recipe: "scripts/train-builtin-instruct.ts", data: values.data, triplets: dataset.length, classCheckedTriplets: all.length, filter: FILTER,
+        recipe: "scripts/train-builtin-instruct.ts", data: path.relative(root, values.data!), triplets: triplets.length, classCheckedTriplets: all.length, filter: FILTER, augment: AUGMENT,
         dataSettings: DATA_SETTINGS, ...(data ? { dataRun: data } : {}),
       },
     });

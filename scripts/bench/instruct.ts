@@ -8,7 +8,9 @@
  *   - faithfulness: cosine similarity of the classifier's features of input and output (the
  *     paper: CLIP image similarity), and mean |Δ| of the pixels.
  * Image k is edited toward class (label + 1 + k mod 9) mod 10 with an instruction template
- * chosen by k, so every class pair and template is covered evenly.
+ * chosen by k, so every class pair and template is covered evenly. The reference for
+ * faithfulness: the base text-to-image model's image of the edited caption from the same noise,
+ * which ignores the input.
  *
  *   npx tsx scripts/bench/instruct.ts [--model models/builtin-instruct] [--images 50] [--steps 20]
  *       [--image-guidance 1,1.5,2] [--guidance 1.5,3,5,7.5] [--chart docs/instruct-tradeoff.png]
@@ -42,6 +44,7 @@ async function main(): Promise<void> {
       seed: { type: "string", default: "0" },
       chart: { type: "string", default: path.join(root, "docs", "instruct-tradeoff.png") },
       grid: { type: "string" },
+      base: { type: "string", default: path.join(root, "models", "builtin") },
     },
   });
   const count = Number(values.images);
@@ -63,6 +66,20 @@ async function main(): Promise<void> {
   const before = classify(classifier, td.tidy(() => toClassifierInput(inputs)));
   const inputAccuracy = before.predictions.filter((p, k) => p === labels[k]).length / count;
   console.log(`${count} real test images; the classifier names their own class on ${(100 * inputAccuracy).toFixed(1)}%, the instructed one on ${(100 * before.predictions.filter((p, k) => p === targets[k]).length / count).toFixed(1)}%`);
+
+  // What faithfulness means here: text-to-image of the edited caption from the same noise ignores the input altogether.
+  const base = new td.Text2ImagePipeline(td.loadModel(values.base!));
+  const captions = targets.map((target) => td.fashionMnistCaption(target, "a photo of {a} {name}"));
+  const ignored = (await base.generate({ prompt: captions, guidanceScale: 2, numInferenceSteps: steps, generator: new td.Generator(Number(values.seed)) })).images;
+  const ignoredOut = classify(classifier, td.tidy(() => toClassifierInput(ignored)));
+  const ignoredRow = {
+    success: ignoredOut.predictions.filter((p, k) => p === targets[k]).length / count,
+    similarity: featureCosines(before.features, ignoredOut.features).reduce((a, b) => a + b, 0) / count,
+    pixel: td.tidy(() => ignored.sub(inputs).abs().mean().item()),
+  };
+  ignoredOut.features.dispose();
+  ignored.dispose();
+  console.log(`text2img of the edited caption (input ignored): success ${(100 * ignoredRow.success).toFixed(1)}%, feature similarity ${ignoredRow.similarity.toFixed(3)}, |Δ| ${ignoredRow.pixel.toFixed(3)}`);
 
   const rows: { sI: number; sT: number; success: number; similarity: number; pixel: number; seconds: number }[] = [];
   const series: Series[] = [];
@@ -90,6 +107,7 @@ async function main(): Promise<void> {
     }
     series.push({ name: `s_I = ${sI}`, points });
   }
+  series.push({ name: "input ignored", points: [{ x: ignoredRow.similarity, y: 100 * ignoredRow.success, label: "text2img" }] });
   await writeLineChart(values.chart!, series, {
     title: `InstructPix2Pix on ${count} real test images (${steps} DDIM steps)`,
     xLabel: "faithfulness: classifier-feature similarity to the input", yLabel: "edit success (%)",
@@ -97,6 +115,8 @@ async function main(): Promise<void> {
   console.log(`\nchart: ${values.chart}\n`);
   console.log("| s_I | s_T | edit success | feature similarity | mean \\|Δ\\| |");
   console.log("|---:|---:|---:|---:|---:|");
+  console.log(`| input unchanged | – | ${(100 * before.predictions.filter((p, k) => p === targets[k]).length / count).toFixed(1)}% | 1 | 0 |`);
+  console.log(`| text2img of the edited caption (input ignored) | – | ${(100 * ignoredRow.success).toFixed(1)}% | ${ignoredRow.similarity.toFixed(3)} | ${ignoredRow.pixel.toFixed(3)} |`);
   for (const r of rows) console.log(`| ${r.sI} | ${r.sT} | ${(100 * r.success).toFixed(1)}% | ${r.similarity.toFixed(3)} | ${r.pixel.toFixed(3)} |`);
   before.features.dispose();
   inputs.dispose();
