@@ -5,9 +5,15 @@
  *   - conditional accuracy: the fraction the classifier assigns to the prompt's class;
  *   - FD: the Fréchet distance between Gaussian fits of the classifier's 64-d features of the
  *     generated images and of `--real` real test images (an FID with a domain classifier).
- * The real-data baseline line gives the classifier's accuracy on real test images and the FD
- * of real train images (as many as are generated) against the same real test images: the
- * floor a perfect generator would reach at these sample sizes.
+ *   - per-class FD: the mean over classes of the FD between one class's generated images and
+ *     that class's real test images;
+ *   - diversity: the mean pairwise distance between the features of one class's images,
+ *     averaged over classes, over the same for real images (1 = as varied as the data);
+ *   - dark share: the fraction of images whose mean intensity is below the 25th percentile of
+ *     real training images' (real data: about 25%).
+ * The real-data baseline line gives the classifier's accuracy on real test images and the
+ * measures of real train images (as many as are generated) against the same real test images:
+ * the floor a perfect generator would reach at these sample sizes.
  * Each class uses the same seeded noise at every setting, so settings differ only by sampler.
  *
  *   npx tsx scripts/bench/builtin-quality.ts [--model models/builtin] [--per-class 50]
@@ -18,7 +24,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import * as td from "../../lib";
 import { accuracy, CLASSIFIER_PATH, classify, classifyDataset, toClassifierInput } from "./classifier";
-import { frechetDistance, gaussianFit, type GaussianFit } from "./frechet";
+import { frechetDistance, frechetDistanceOf, gaussianFit, type GaussianFit } from "./frechet";
 
 const root = path.resolve(__dirname, "..", "..");
 const BUILTIN = path.join(root, "models", "builtin");
@@ -32,6 +38,10 @@ interface Setting {
   accuracy: number;
   perClassAccuracy: number[];
   fd: number;
+  perClassFD: number;
+  /** Within-class pairwise feature distance over real test images'. */
+  diversity: number;
+  darkShare: number;
   secondsPerImage: number;
 }
 
@@ -46,6 +56,7 @@ async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { 
   const predictions: number[] = [];
   const labels: number[] = [];
   const features: td.Tensor[] = [];
+  const intensities: number[] = [];
   for (let label = 0; label < NUM_CLASSES; label++) {
     const prompt = td.fashionMnistCaption(label, "a photo of {a} {name}");
     const generator = new td.Generator(o.seed + label); // the same noise for this class at every setting
@@ -53,6 +64,7 @@ async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { 
       const count = Math.min(o.batch, o.perClass - done);
       const out = await td.tidyAsync(async () => {
         const { images } = await pipe.generate({ prompt, numImagesPerPrompt: count, guidanceScale: o.guidance, numInferenceSteps: o.steps, generator });
+        intensities.push(...meanIntensities(images));
         return classify(classifier, toClassifierInput(images));
       });
       predictions.push(...out.predictions);
@@ -62,7 +74,55 @@ async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { 
   }
   const all = td.cat(features); // (10 · perClass, 64)
   features.forEach((f) => f.dispose());
-  return { predictions, labels, features: all };
+  return { predictions, labels, features: all, intensities };
+}
+
+/** Mean pixel intensity in [0, 1] of each image of (B, C, H, W) in [0, 1]. */
+function meanIntensities(images: td.Tensor): number[] {
+  return td.tidy(() => Array.from(images.reshape([images.shape[0], -1]).mean(1).toFloat64Array()));
+}
+
+/** The rows of `features` (N, 64) whose label is `label`. */
+function rowsOf(features: td.Tensor, labels: number[], label: number): td.Tensor {
+  const indices = labels.flatMap((l, i) => (l === label ? [i] : []));
+  return td.tidy(() => features.indexSelect(0, td.tensor(Float64Array.from(indices), [indices.length], { dtype: "int64" })));
+}
+
+/** Mean Euclidean distance over all pairs of rows of (N, D). */
+function meanPairwiseDistance(x: td.Tensor): number {
+  return td.tidy(() => {
+    const n = x.shape[0];
+    const squared = x.mul(x).sum(1, true); // (N, 1)
+    const d2 = squared.add(squared.transpose(0, 1)).sub(x.matmul(x.transpose(0, 1)).mul(2)).clamp(0); // (N, N)
+    return d2.sqrt().sum().item() / (n * (n - 1)); // the diagonal is 0
+  });
+}
+
+interface ClassMeasures {
+  perClassFD: number;
+  /** Mean within-class pairwise feature distance. */
+  pairwise: number;
+}
+
+/** Per-class FD against the real test images of each class, and within-class spread. */
+function classMeasures(features: td.Tensor, labels: number[], real: { features: td.Tensor; labels: number[] }): ClassMeasures {
+  let fd = 0;
+  let pairwise = 0;
+  for (let c = 0; c < NUM_CLASSES; c++) {
+    const mine = rowsOf(features, labels, c);
+    const theirs = rowsOf(real.features, real.labels, c);
+    fd += frechetDistanceOf(mine, theirs) / NUM_CLASSES;
+    pairwise += meanPairwiseDistance(mine) / NUM_CLASSES;
+    mine.dispose();
+    theirs.dispose();
+  }
+  return { perClassFD: fd, pairwise };
+}
+
+/** The mean intensities of the first `count` images of a Fashion-MNIST split. */
+function realIntensities(split: "train" | "test", count: number): number[] {
+  const data = new td.FashionMNIST({ split, pad32: true });
+  return Array.from({ length: Math.min(count, data.length) }, (_, i) => td.tidy(() => data.get(i).image.add(1).div(2).mean().item()));
 }
 
 function disposeFit(fit: GaussianFit): void {
@@ -101,16 +161,25 @@ async function main(): Promise<void> {
   const train = await classifyDataset(classifier, new td.FashionMNIST({ split: "train", pad32: true }), { count: perClass * NUM_CLASSES, seed });
   const testFit = gaussianFit(test.features);
   const trainFit = gaussianFit(train.features);
-  const baseline = { realTestAccuracy: accuracy(test.predictions, test.labels), fdRealTrainVsTest: frechetDistance(trainFit, testFit) };
-  [test.features, train.features].forEach((f) => f.dispose());
+  // Dark: below the 25th percentile of real training images' mean intensity.
+  const trainIntensity = realIntensities("train", 5000).sort((a, b) => a - b);
+  const darkBelow = trainIntensity[Math.floor(0.25 * trainIntensity.length)];
+  const darkShare = (xs: number[]) => xs.filter((v) => v < darkBelow).length / xs.length;
+  const realClasses = classMeasures(train.features, train.labels, test);
+  const testPairwise = classMeasures(test.features, test.labels, test).pairwise;
+  const baseline = {
+    realTestAccuracy: accuracy(test.predictions, test.labels), fdRealTrainVsTest: frechetDistance(trainFit, testFit),
+    perClassFD: realClasses.perClassFD, diversity: realClasses.pairwise / testPairwise, darkShare: darkShare(realIntensities("test", 5000)), darkBelow,
+  };
+  train.features.dispose();
   disposeFit(trainFit);
 
   const rows = [
     `model ${shown(modelDir)}, classifier ${shown(values.classifier!)}, ${perClass} images per class, FD against ${real} real test images, seed ${seed}, ${td.getNumThreads()} thread(s)`,
     "",
-    "| guidance | steps | accuracy | FD | s/image |",
-    "|---:|---:|---:|---:|---:|",
-    `| real train | – | ${(baseline.realTestAccuracy * 100).toFixed(1)}% (real test) | ${baseline.fdRealTrainVsTest.toFixed(3)} | – |`,
+    "| guidance | steps | accuracy | FD | per-class FD | diversity | dark share | s/image |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    `| real train | – | ${(baseline.realTestAccuracy * 100).toFixed(1)}% (real test) | ${baseline.fdRealTrainVsTest.toFixed(3)} | ${baseline.perClassFD.toFixed(2)} | ${baseline.diversity.toFixed(2)} | ${(100 * baseline.darkShare).toFixed(1)}% (real test) | – |`,
   ];
   console.log(rows.join("\n"));
   const settings: Setting[] = [];
@@ -119,21 +188,26 @@ async function main(): Promise<void> {
       const started = Date.now();
       const out = await measure(pipe, classifier, { guidance, steps, perClass, batch, seed });
       const fit = gaussianFit(out.features);
+      const classes = classMeasures(out.features, out.labels, test);
       const setting: Setting = {
         guidance,
         steps,
         accuracy: accuracy(out.predictions, out.labels),
         perClassAccuracy: Array.from({ length: NUM_CLASSES }, (_, c) => out.predictions.slice(c * perClass, (c + 1) * perClass).filter((p) => p === c).length / perClass),
         fd: frechetDistance(fit, testFit),
+        perClassFD: classes.perClassFD,
+        diversity: classes.pairwise / testPairwise,
+        darkShare: darkShare(out.intensities),
         secondsPerImage: (Date.now() - started) / 1000 / (perClass * NUM_CLASSES),
       };
       disposeFit(fit);
       out.features.dispose();
       settings.push(setting);
-      console.log(`| ${guidance} | ${steps} | ${(setting.accuracy * 100).toFixed(1)}% | ${setting.fd.toFixed(3)} | ${setting.secondsPerImage.toFixed(3)} |`);
+      console.log(`| ${guidance} | ${steps} | ${(setting.accuracy * 100).toFixed(1)}% | ${setting.fd.toFixed(3)} | ${setting.perClassFD.toFixed(2)} | ${setting.diversity.toFixed(2)} | ${(100 * setting.darkShare).toFixed(1)}% | ${setting.secondsPerImage.toFixed(3)} |`);
     }
   }
   disposeFit(testFit);
+  test.features.dispose();
 
   if (values.json) {
     const report = { model: modelDir, classifier: values.classifier, perClass, real, seed, prompt: "a photo of {a} {name}", baseline, settings, libtorch: td.buildInfo.torchVersion };
