@@ -7,10 +7,9 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as TD from "../index";
-import { imageFormat } from "../image_format";
-import { CliError, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
+import { CliError, schedulerClassName, stringOption, type Values } from "./args";
 import { ProgressBar, printJson, resolveModelDir, secondsSince, type CliIO } from "./output";
-import { runGenerate, writeOutputs } from "./run";
+import { runGenerate, samplingOptions, writeOutputs } from "./run";
 
 /** True when the model directory holds a class-conditional transformer and no U-Net (read from model_index.json only). @example isClassConditionalDir("models/builtin") // false */
 export function isClassConditionalDir(dir: string): boolean {
@@ -47,28 +46,7 @@ async function runClassGenerate(values: Values, dir: string, io: CliIO, signal?:
     if (values[option] !== undefined) throw new CliError(`--${option}: ${dir} is class-conditional: it takes --class (an id or a label name), not a prompt`);
   }
   const classes = stringOption(values, "class");
-  const o = {
-    steps: intOption(values, "steps", 1),
-    guidanceScale: numberOption(values, "guidance"),
-    seed: intOption(values, "seed", 0) ?? Math.floor(Math.random() * 2 ** 31),
-    scheduler: stringOption(values, "scheduler"),
-    perLabel: intOption(values, "batch", 1) ?? 1,
-    out: stringOption(values, "out") ?? "out.png",
-    grid: stringOption(values, "grid"),
-    width: intOption(values, "width", 1),
-    height: intOption(values, "height", 1),
-    device: deviceOption(values),
-    verify: values["no-verify"] !== true,
-    json: values.json === true,
-  };
-  for (const [option, file] of [["out", o.out], ["grid", o.grid]] as const) {
-    if (file === undefined) continue;
-    try {
-      imageFormat(file);
-    } catch (error) {
-      throw new CliError(`--${option}: ${(error as Error).message}`);
-    }
-  }
+  const o = samplingOptions(values);
   const td = await import("../index");
   if (o.device.startsWith("cuda") && !td.cuda.isAvailable()) throw new CliError(`--device ${o.device}: CUDA is not available`);
   const className = o.scheduler === undefined ? undefined : schedulerClassName(o.scheduler, Object.keys(td.SCHEDULERS));
@@ -95,7 +73,7 @@ async function runClassGenerate(values: Values, dir: string, io: CliIO, signal?:
     let output: TD.ClassConditionalOutput;
     try {
       output = await pipe.generate({
-        classLabels: labels, numImagesPerLabel: o.perLabel, numInferenceSteps: steps, guidanceScale, width: o.width, height: o.height,
+        classLabels: labels, numImagesPerLabel: o.perPrompt, numInferenceSteps: steps, guidanceScale, width: o.width, height: o.height,
         generator: new td.Generator(o.seed), signal, onProgress: ({ step, total }) => { stepsRun = step; bar.update(step, total); },
       });
     } finally {

@@ -41,16 +41,29 @@ interface Effective {
 }
 
 export function commonOptions(values: Values): Common {
-  const started = Date.now();
-  const common = {
+  return {
     prompt: stringOption(values, "prompt", { required: true }),
     negativePrompt: stringOption(values, "negative-prompt"),
+    clipSkip: intOption(values, "clip-skip", 0),
+    ...samplingOptions(values),
+    dir: resolveModelDir(stringOption(values, "model")),
+  };
+}
+
+/**
+ * The sampling and output options of every image command, text or class-conditional: steps,
+ * guidance, seed, scheduler, --batch as `perPrompt`, outputs (their formats checked), size,
+ * device, verification, --json.
+ * @example const o = samplingOptions(values); // { steps, guidanceScale, seed, ..., started }
+ */
+export function samplingOptions(values: Values): Omit<Common, "dir" | "prompt" | "negativePrompt" | "clipSkip"> {
+  const started = Date.now();
+  const o = {
     steps: intOption(values, "steps", 1),
     guidanceScale: numberOption(values, "guidance"),
     seed: intOption(values, "seed", 0) ?? Math.floor(Math.random() * 2 ** 31),
     scheduler: stringOption(values, "scheduler"),
     perPrompt: intOption(values, "batch", 1) ?? 1,
-    clipSkip: intOption(values, "clip-skip", 0),
     out: stringOption(values, "out") ?? "out.png",
     grid: stringOption(values, "grid"),
     width: intOption(values, "width", 1),
@@ -60,7 +73,7 @@ export function commonOptions(values: Values): Common {
     json: values.json === true,
     started,
   };
-  for (const [option, file] of [["out", common.out], ["grid", common.grid]] as const) {
+  for (const [option, file] of [["out", o.out], ["grid", o.grid]] as const) {
     if (file === undefined) continue;
     try {
       imageFormat(file);
@@ -68,7 +81,7 @@ export function commonOptions(values: Values): Common {
       throw new CliError(`--${option}: ${(error as Error).message}`);
     }
   }
-  return { ...common, dir: resolveModelDir(stringOption(values, "model")) };
+  return o;
 }
 
 /**
