@@ -6,11 +6,10 @@
  * libtorch or the model loads.
  */
 import type * as TD from "../index";
-import { imageFormat } from "../image_format";
 import { promptWords } from "../guidance/attention_control";
 import { CliError, badValue, numberOption, stringOption, type Values } from "./args";
 import { ProgressBar, ensureParent, outputPaths, printJson, secondsSince, type CliIO } from "./output";
-import { commonOptions, effective, loadTextToImage, type Common } from "./run";
+import { checkImageOutputs, commonOptions, effective, loadTextToImage, type Common } from "./run";
 
 interface P2PCommand extends Common {
   target: string;
@@ -52,14 +51,7 @@ function p2pOptions(values: Values): P2PCommand {
     outSource: stringOption(values, "out-source"),
     outTarget: stringOption(values, "out-target"),
   };
-  for (const [option, file] of [["out-source", o.outSource], ["out-target", o.outTarget]] as const) {
-    if (file === undefined) continue;
-    try {
-      imageFormat(file);
-    } catch (error) {
-      throw new CliError(`--${option}: ${(error as Error).message}`);
-    }
-  }
+  checkImageOutputs({ "out-source": o.outSource, "out-target": o.outTarget });
   return o;
 }
 

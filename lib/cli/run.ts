@@ -73,7 +73,13 @@ export function samplingOptions(values: Values): Omit<Common, "dir" | "prompt" |
     json: values.json === true,
     started,
   };
-  for (const [option, file] of [["out", o.out], ["grid", o.grid]] as const) {
+  checkImageOutputs({ out: o.out, grid: o.grid });
+  return o;
+}
+
+/** Refuses output image files of a format we cannot write, naming the option. @example checkImageOutputs({ out: "x.gif" }) // throws "--out: ..." */
+export function checkImageOutputs(files: Record<string, string | undefined>): void {
+  for (const [option, file] of Object.entries(files)) {
     if (file === undefined) continue;
     try {
       imageFormat(file);
@@ -81,7 +87,6 @@ export function samplingOptions(values: Values): Omit<Common, "dir" | "prompt" |
       throw new CliError(`--${option}: ${(error as Error).message}`);
     }
   }
-  return o;
 }
 
 /**
@@ -236,13 +241,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   const maskOption = stringOption(values, "mask");
   const maskFile = maskOption === undefined ? undefined : requireFile("mask", maskOption);
   const maskOut = stringOption(values, "mask-out");
-  if (maskOut !== undefined) {
-    try {
-      imageFormat(maskOut);
-    } catch (error) {
-      throw new CliError(`--mask-out: ${(error as Error).message}`);
-    }
-  }
+  checkImageOutputs({ "mask-out": maskOut });
   const strength = numberOption(values, "strength", [0, 1]);
   const o = commonOptions(values);
   if (o.perPrompt !== 1) throw new CliError("--batch: --method diffedit makes one image per prompt (its DDIM decoding is deterministic)");
