@@ -13,6 +13,7 @@ import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { assertInteger, assertNumber, invalid } from "../errors";
+import { promptWords } from "../guidance/attention_control";
 import { writeFileAtomic } from "../serialize";
 import { EditTripletWriter, EDIT_TRIPLETS_INDEX, type EditCaptions } from "../training/instruct";
 import { Generator, rand, tidy, type Tensor } from "../tensor";
@@ -83,11 +84,6 @@ function writtenCandidates(out: string): Set<string> {
   return done;
 }
 
-/** Which edits a batch holds, by whether source and target have as many words (word swap) or not (refinement). */
-function wordCount(text: string): number {
-  return text.trim().split(/\s+/).length;
-}
-
 /**
  * Generates, filters and writes edit triplets for `edits`. Candidate k of every edit in a batch
  * shares one p and one Prompt-to-Prompt call; its noise comes from a Generator seeded by
@@ -126,9 +122,10 @@ export async function makeEditTriplets(pipe: PromptToPromptPipeline, edits: Edit
   const done = writtenCandidates(options.out);
   const report = { candidates: 0, kept: 0, total: writer.count };
 
-  // Batches of edits of one kind (word swap, refinement), in the order given.
-  const swap = edits.map((_, i) => i).filter((i) => wordCount(edits[i].input) === wordCount(edits[i].edited));
-  const refine = edits.map((_, i) => i).filter((i) => wordCount(edits[i].input) !== wordCount(edits[i].edited));
+  // Batches of edits of one kind, in the order given: word swap when source and target have as many words, else refinement.
+  const sameLength = (i: number) => promptWords(edits[i].input).length === promptWords(edits[i].edited).length;
+  const swap = edits.map((_, i) => i).filter(sameLength);
+  const refine = edits.map((_, i) => i).filter((i) => !sameLength(i));
   const batches: { indices: number[]; mode: "replace" | "refine" }[] = [];
   for (const [list, mode] of [[swap, "replace"], [refine, "refine"]] as const) {
     for (let s = 0; s < list.length; s += batchSize) batches.push({ indices: list.slice(s, s + batchSize), mode });
