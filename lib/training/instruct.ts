@@ -20,7 +20,7 @@ import { noGrad } from "../autograd";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { readImage, writeImage } from "../image";
 import type { DiffusionModel, TextToImageModel } from "../models";
-import { Generator, cat, rand, tensor, tidy, type Tensor } from "../tensor";
+import { Generator, cat, isTensor, rand, tensor, tidy, type Tensor } from "../tensor";
 import type { Dataset, Sample } from "./data";
 
 /** The triplet folder's index: one JSON object per line. */
@@ -53,6 +53,9 @@ function article(noun: string): string {
  * @example fillEditTemplate("change the {source} into {a} {name}", "ankle boot", "sneaker") // "change the sneaker into an ankle boot"
  */
 export function fillEditTemplate(template: string, noun: string, source = ""): string {
+  for (const [value, name] of [[template, "template"], [noun, "noun"], [source, "source"]] as const) {
+    if (typeof value !== "string") throw invalid("string", `fillEditTemplate ${name}`, value);
+  }
   return template.replaceAll("{a}", article(noun)).replaceAll("{name}", noun).replaceAll("{source}", source);
 }
 
@@ -107,7 +110,7 @@ export function templateEditCaptions(options: TemplateEditOptions): EditCaptions
  * @example const captions = readEditCaptions("my-edits.jsonl");
  */
 export function readEditCaptions(file: string): EditCaptions[] {
-  if (typeof file !== "string" || !fs.existsSync(file)) throw invalid("existing JSONL file", "readEditCaptions file", file);
+  if (typeof file !== "string" || !fs.existsSync(file) || !fs.statSync(file).isFile()) throw invalid("existing JSONL file", "readEditCaptions file", file);
   const out: EditCaptions[] = [];
   fs.readFileSync(file, "utf8").split("\n").forEach((line, i) => {
     if (!line.trim()) return;
@@ -172,8 +175,12 @@ export class EditTripletWriter {
 
   constructor(readonly dir: string) {
     if (typeof dir !== "string" || dir === "") throw invalid("folder path", "EditTripletWriter dir", dir);
-    fs.mkdirSync(path.join(dir, "input"), { recursive: true });
-    fs.mkdirSync(path.join(dir, "edited"), { recursive: true });
+    try {
+      fs.mkdirSync(path.join(dir, "input"), { recursive: true });
+      fs.mkdirSync(path.join(dir, "edited"), { recursive: true });
+    } catch (error) {
+      throw new Error(`EditTripletWriter: cannot create the triplet folder ${dir}: ${(error as Error).message}`);
+    }
     this.next = readRows(dir).length;
   }
 
@@ -221,6 +228,7 @@ export class EditTripletDataset implements Dataset {
 
   constructor(readonly dir: string, readonly options: EditTripletDatasetOptions = {}) {
     if (typeof dir !== "string" || !fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw invalid("existing folder", "EditTripletDataset dir", dir);
+    if (options === null || typeof options !== "object") throw invalid("options object", "EditTripletDataset options", options);
     if (options.size !== undefined) assertInteger(options.size, "EditTripletDataset options.size", 1);
     if (options.channels !== undefined && options.channels !== 1 && options.channels !== 3) throw invalid("1 or 3", "EditTripletDataset options.channels", options.channels);
     if (options.filter !== undefined && typeof options.filter !== "function") throw invalid("function (row) => boolean", "EditTripletDataset options.filter", options.filter);
@@ -253,6 +261,8 @@ export class EditTripletDataset implements Dataset {
  * @example instructDropout(0.07, 0.05) // { text: false, image: true }
  */
 export function instructDropout(draw: number, p: number): { text: boolean; image: boolean } {
+  assertNumber(draw, "instructDropout draw");
+  assertNumber(p, "instructDropout p");
   // torch compares float32 draws with float32 thresholds
   return { text: draw < Math.fround(2 * p), image: draw >= Math.fround(p) && draw < Math.fround(3 * p) };
 }
@@ -304,7 +314,15 @@ export async function imageCondition(model: DiffusionModel, images: Tensor): Pro
  * @example forward: (m, x, t, batch) => model.predictSync({ sample: imageConditionedInput(x, batch, 0.05), ... })
  */
 export function imageConditionedInput(sample: Tensor, batch: { conditionImages?: Tensor; dropDraws: number[] }, p: number): Tensor {
+  if (!isTensor(sample) || sample.ndim !== 4) throw invalid("(B, C, H, W) tensor", "imageConditionedInput sample", sample);
+  if (batch === null || typeof batch !== "object") throw invalid("batch object", "imageConditionedInput batch", batch);
   if (!batch.conditionImages) throw new Error("imageConditionedInput: the batch has no condition images (samples need a conditionImage)");
+  const [b, , h, w] = sample.shape;
+  const images = batch.conditionImages;
+  if (!isTensor(images) || images.ndim !== 4 || images.shape[0] !== b || images.shape[2] !== h || images.shape[3] !== w) {
+    throw new Error(`imageConditionedInput: condition images of shape [${isTensor(images) ? images.shape.join(", ") : typeof images}] for a sample of shape [${sample.shape.join(", ")}] (want (B, C, H, W) with the sample's B, H, W)`);
+  }
+  if (!Array.isArray(batch.dropDraws) || batch.dropDraws.length !== b) throw invalid(`array of ${b} dropout draws`, "imageConditionedInput batch.dropDraws", batch.dropDraws);
   const keep = batch.dropDraws.map((u) => (instructDropout(u, p).image ? 0 : 1));
   return tidy(() => {
     const mask = tensor(Float64Array.from(keep), [keep.length, 1, 1, 1], { dtype: sample.dtype, device: sample.device });
