@@ -15,7 +15,7 @@ import * as path from "node:path";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { promptWords } from "../guidance/attention_control";
 import { writeFileAtomic } from "../serialize";
-import { EditTripletWriter, EDIT_TRIPLETS_INDEX, type EditCaptions } from "../training/instruct";
+import { EditTripletWriter, readEditTripletRows, type EditCaptions, type EditTripletRow } from "../training/instruct";
 import { Generator, rand, tidy, type Tensor } from "../tensor";
 import { throwIfAborted } from "./common";
 import type { PromptToPromptPipeline } from "./prompt_to_prompt";
@@ -69,19 +69,10 @@ export const EDIT_TRIPLETS_PROGRESS = "generation-progress.txt";
 /** The settings the folder's pairs were made with. */
 export const EDIT_TRIPLETS_SETTINGS = "generation.json";
 
+/** "edit/candidate" of every row the generator wrote into `out`. */
 function writtenCandidates(out: string): Set<string> {
-  const index = path.join(out, EDIT_TRIPLETS_INDEX);
-  const done = new Set<string>();
-  if (!fs.existsSync(index)) return done;
-  for (const line of fs.readFileSync(index, "utf8").split("\n")) {
-    try {
-      const row = JSON.parse(line) as { edit_index?: number; candidate?: number };
-      if (typeof row.edit_index === "number") done.add(`${row.edit_index}/${row.candidate}`);
-    } catch {
-      // a torn last line: EditTripletDataset drops it too
-    }
-  }
-  return done;
+  const rows = readEditTripletRows(out) as (EditTripletRow & { edit_index?: number; candidate?: number })[];
+  return new Set(rows.filter((row) => typeof row.edit_index === "number").map((row) => `${row.edit_index}/${row.candidate}`));
 }
 
 /**

@@ -38,7 +38,7 @@ export {
   DREAMBOOTH_INSTANCE, DREAMBOOTH_CLASS, CLASS_IMAGES_RECORD, type ClassImagesOptions, type ClassImagesRecord, type DreamBoothDataOptions,
 } from "./dreambooth";
 export {
-  EditTripletDataset, EditTripletWriter, EDIT_TRIPLETS_INDEX, INSTRUCTION_TEMPLATES, fillEditTemplate, templateEditCaptions, readEditCaptions, instructDropout,
+  EditTripletDataset, EditTripletWriter, EDIT_TRIPLETS_INDEX, readEditTripletRows, INSTRUCTION_TEMPLATES, fillEditTemplate, templateEditCaptions, readEditCaptions, instructDropout,
   imageCondition, imageConditionChannels, imageConditionedInput, isImageConditioned, checkInstructDropout,
   type EditCaptions, type EditTripletRow, type EditTripletDatasetOptions, type TemplateEditOptions,
 } from "./instruct";

@@ -139,7 +139,12 @@ export interface EditTripletRow {
   [more: string]: unknown;
 }
 
-function readRows(dir: string): EditTripletRow[] {
+/**
+ * The rows of a triplet folder's metadata.jsonl (none without one); a torn last line, left by a
+ * run killed while appending, is dropped.
+ * @example readEditTripletRows("data/edits").length
+ */
+export function readEditTripletRows(dir: string): EditTripletRow[] {
   const index = path.join(dir, EDIT_TRIPLETS_INDEX);
   if (!fs.existsSync(index)) return [];
   const rows: EditTripletRow[] = [];
@@ -181,7 +186,7 @@ export class EditTripletWriter {
     } catch (error) {
       throw new Error(`EditTripletWriter: cannot create the triplet folder ${dir}: ${(error as Error).message}`);
     }
-    this.next = readRows(dir).length;
+    this.next = readEditTripletRows(dir).length;
   }
 
   /** Triplets in the folder. */
@@ -232,7 +237,7 @@ export class EditTripletDataset implements Dataset {
     if (options.size !== undefined) assertInteger(options.size, "EditTripletDataset options.size", 1);
     if (options.channels !== undefined && options.channels !== 1 && options.channels !== 3) throw invalid("1 or 3", "EditTripletDataset options.channels", options.channels);
     if (options.filter !== undefined && typeof options.filter !== "function") throw invalid("function (row) => boolean", "EditTripletDataset options.filter", options.filter);
-    const rows = readRows(dir);
+    const rows = readEditTripletRows(dir);
     this.rows = options.filter ? rows.filter(options.filter) : rows;
     if (this.rows.length === 0) throw new Error(`EditTripletDataset: ${dir} has no ${EDIT_TRIPLETS_INDEX} rows (input_image, edit_prompt, edited_image)${rows.length > 0 ? ` that options.filter keeps (of ${rows.length})` : ""}`);
     this.length = this.rows.length;
