@@ -36,19 +36,9 @@ export interface ClassConditionalRun {
   exportOnly?: boolean;
 }
 
-function copyDir(src: string, dst: string): void {
-  fs.mkdirSync(dst, { recursive: true });
-  for (const entry of fs.readdirSync(src, { withFileTypes: true })) {
-    const from = path.join(src, entry.name);
-    const to = path.join(dst, entry.name);
-    if (entry.isDirectory()) copyDir(from, to);
-    else if (entry.name !== "model.pt" && entry.name !== "checksums.sha256") fs.copyFileSync(from, to);
-  }
-}
-
 /** Writes `weights` (name -> tensor) into a copy of the initial model directory at `out`. */
 function exportModel(initModel: string, weights: Record<string, td.Tensor>, out: string, schedulerConfig?: Record<string, unknown>): void {
-  copyDir(initModel, out);
+  fs.cpSync(initModel, out, { recursive: true, filter: (source) => !["model.pt", "checksums.sha256"].includes(path.basename(source)) }); // the weights and their record are written anew
   const module = td.load(path.join(initModel, "transformer", "model.pt"));
   td.noGrad(() => {
     for (const [name, param] of Object.entries(module.namedParameters() as Record<string, td.Tensor>)) {

@@ -19,19 +19,9 @@ import * as td from "../lib";
 
 const root = path.resolve(__dirname, "..");
 
-function copyDir(src: string, dst: string): void {
-  fs.mkdirSync(dst, { recursive: true });
-  for (const entry of fs.readdirSync(src, { withFileTypes: true })) {
-    const from = path.join(src, entry.name);
-    const to = path.join(dst, entry.name);
-    if (entry.isDirectory()) copyDir(from, to);
-    else if (entry.name !== "model.pt") fs.copyFileSync(from, to);
-  }
-}
-
 /** Writes the joint module's (EMA) weights into the standalone unet and text_encoder files. */
 function exportComponents(joint: td.Module, initModel: string, out: string): void {
-  copyDir(initModel, out);
+  fs.cpSync(initModel, out, { recursive: true, filter: (source) => path.basename(source) !== "model.pt" }); // the trained weights are written anew
   const weights = joint.namedParameters();
   for (const component of ["unet", "text_encoder"]) {
     const module = td.load(path.join(initModel, component, "model.pt"));
