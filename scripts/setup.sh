@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libtorch-dev libgloo-dev python3-torch python3-numpy dataset-fashion-mnist cmake g++ make)
+# libopenblas0-openmp: Debian's libtorch calls whatever libblas.so.3 the alternatives system points
+# at, by default the reference BLAS (about 3 GMAC/s for linear layers on one core); OpenBLAS, on the
+# same OpenMP runtime as libtorch, does about 45 (scripts/bench/blas.ts) and takes over on install.
+packages=(libtorch-dev libgloo-dev libopenblas0-openmp python3-torch python3-numpy dataset-fashion-mnist cmake g++ make)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
