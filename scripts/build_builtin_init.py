@@ -6,6 +6,11 @@ layout (scripts/export.py) plus `joint.pt`, one TorchScript module holding both 
 so that the Node trainer optimizes them jointly (scripts/train-builtin.ts).
 
   /usr/bin/python3 scripts/build_builtin_init.py [--out build/builtin-init] [--seed 0]
+      [--channels 16,32,64] [--layers-per-block 1] [--attention-levels 1] [--norm-groups 8]
+
+The defaults are the shipped model's; the options are the capacity knobs of issue #13's
+experiments (block widths, ResNet layers per level, how many of the lowest-resolution levels
+get cross-attention: 1 = 8x8 only, 2 = 16x16 and 8x8).
 """
 import argparse
 import json
@@ -65,14 +70,27 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "build", "builtin-init"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels", default="16,32,64", help="block_out_channels, comma-separated")
+    parser.add_argument("--layers-per-block", type=int, default=1)
+    parser.add_argument("--attention-levels", type=int, default=1, help="cross-attention on this many of the lowest-resolution levels")
+    parser.add_argument("--norm-groups", type=int, default=8)
     args = parser.parse_args(argv)
+    channels = [int(c) for c in args.channels.split(",")]
+    if not 1 <= args.attention_levels <= len(channels):
+        parser.error(f"--attention-levels must be 1..{len(channels)}")
+    if any(c % args.norm_groups for c in channels):
+        parser.error(f"--channels {args.channels}: every width must be a multiple of --norm-groups {args.norm_groups}")
+    plain = len(channels) - args.attention_levels
+    unet_layout = dict(block_out_channels=channels, layers_per_block=args.layers_per_block, norm_num_groups=args.norm_groups,
+                       down_block_types=["DownBlock2D"] * plain + ["CrossAttnDownBlock2D"] * args.attention_levels,
+                       up_block_types=["CrossAttnUpBlock2D"] * args.attention_levels + ["UpBlock2D"] * plain)
     src = os.path.join(args.out, "diffusers")
     dst = os.path.join(args.out, "model")
     for folder in (src, dst):
         if os.path.isdir(folder):
             shutil.rmtree(folder)
     torch.manual_seed(args.seed)
-    unet_config = build_fixtures.diffusers_config("UNet2DConditionModel", UNET_CONFIG)
+    unet_config = build_fixtures.diffusers_config("UNet2DConditionModel", {**UNET_CONFIG, **unet_layout})
     text_config = build_fixtures.transformers_config("CLIPTextModel", TEXT_CONFIG)
     unet = UNet2DConditionModel(unet_config).eval()
     text_encoder = CLIPTextModel(text_config).eval()
@@ -94,6 +112,9 @@ def main(argv: Optional[list] = None) -> int:
     exporter.export(src, dst, "float32", False, log=lambda *_: None)
     torch.jit.script(Joint(unet, text_encoder)).save(os.path.join(args.out, "joint.pt"))
     params = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in text_encoder.parameters())
+    with open(os.path.join(args.out, "init.json"), "w") as f:  # the recipe record names what it started from
+        json.dump({"script": "scripts/build_builtin_init.py", "seed": args.seed, "channels": channels, "layersPerBlock": args.layers_per_block,
+                   "attentionLevels": args.attention_levels, "normGroups": args.norm_groups, "parameters": params}, f, indent=2)
     print(f"builtin init: {params / 1e6:.2f}M parameters -> {dst} and {os.path.join(args.out, 'joint.pt')}")
     return 0
 

@@ -6,6 +6,10 @@
  *
  *   /usr/bin/python3 scripts/build_builtin_init.py        # random init -> build/builtin-init
  *   npx tsx scripts/train-builtin.ts [--steps N] [--minutes M] [--out models/builtin]
+ *       [--lr 5e-4] [--ema 0.999] [--caption-dropout 0.1] [--min-snr GAMMA] [--batch 32]
+ *
+ * The options past --out are issue #13's experiment knobs (defaults: the shipped recipe);
+ * `--min-snr γ` weights the loss by min-SNR-γ (td.minSnrLoss).
  *
  * Checkpoints go to build/builtin-train every 100 steps; rerunning resumes from the newest.
  * `--minutes` stops early (with a checkpoint) so a run fits a time budget; rerun to go on.
@@ -22,11 +26,11 @@ const root = path.resolve(__dirname, "..");
 /** Writes the joint module's (EMA) weights into the standalone unet and text_encoder files. */
 function exportComponents(joint: td.Module, initModel: string, out: string): void {
   fs.cpSync(initModel, out, { recursive: true, filter: (source) => path.basename(source) !== "model.pt" }); // the trained weights are written anew
-  const weights = joint.namedParameters();
+  const weights = joint.namedParameters() as Record<string, td.Tensor>;
   for (const component of ["unet", "text_encoder"]) {
     const module = td.load(path.join(initModel, component, "model.pt"));
     td.noGrad(() => {
-      for (const [name, param] of Object.entries(module.namedParameters())) {
+      for (const [name, param] of Object.entries(module.namedParameters() as Record<string, td.Tensor>)) {
         const source = weights[`${component}.${name}`];
         if (!source) throw new Error(`train-builtin: the joint model has no parameter ${component}.${name}`);
         param.copy_(source);
@@ -34,6 +38,12 @@ function exportComponents(joint: td.Module, initModel: string, out: string): voi
     });
     module.save(path.join(out, component, "model.pt"));
   }
+}
+
+/** What the initial model was built with (build_builtin_init.py's init.json; older inits have none). */
+function readInitRecord(init: string): unknown {
+  const file = path.join(init, "init.json");
+  return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : "scripts/build_builtin_init.py --seed 0";
 }
 
 async function main(): Promise<void> {
@@ -47,6 +57,10 @@ async function main(): Promise<void> {
       out: { type: "string", default: path.join(root, "models", "builtin") },
       "export-only": { type: "boolean", default: false },
       threads: { type: "string" },
+      lr: { type: "string", default: "5e-4" },
+      ema: { type: "string", default: "0.999" },
+      "caption-dropout": { type: "string", default: "0.1" },
+      "min-snr": { type: "string" },
     },
   });
   if (values.threads) td.setNumThreads(Number(values.threads));
@@ -60,7 +74,7 @@ async function main(): Promise<void> {
     if (!latest) throw new Error(`no checkpoint in ${values.work}`);
     const weights = latest.checkpoint.ema?.shadow ?? latest.checkpoint.model;
     td.noGrad(() => {
-      for (const [name, param] of Object.entries(joint.namedParameters())) param.copy_(weights[name]);
+      for (const [name, param] of Object.entries(joint.namedParameters() as Record<string, td.Tensor>)) param.copy_(weights[name]);
     });
     exportComponents(joint, initModel, values.out!);
     console.log(`exported ${values.out} from ${latest.file} (step ${latest.checkpoint.step})`);
@@ -69,23 +83,27 @@ async function main(): Promise<void> {
   const tokenizer = td.CLIPTokenizer.fromDirectory(path.join(initModel, "tokenizer"));
   const dataset = new td.FashionMNIST({ split: "train", pad32: true, seed: 0 });
   const steps = Number(values.steps);
+  const noiseSchedule = { betaSchedule: "squaredcos_cap_v2" } as const;
+  const minSnrGamma = values["min-snr"] === undefined ? null : Number(values["min-snr"]);
+  const knobs = { lr: Number(values.lr), emaDecay: Number(values.ema), captionDropout: Number(values["caption-dropout"]), minSnrGamma };
   const deadline = values.minutes ? Date.now() + Number(values.minutes) * 60_000 : Infinity;
   const controller = new AbortController();
   const started = Date.now();
   const recent: number[] = [];
   const result = await td.train(joint, dataset, {
     objective: "v_prediction",
-    noiseSchedule: { betaSchedule: "squaredcos_cap_v2" },
+    noiseSchedule,
+    loss: minSnrGamma === null ? undefined : td.minSnrLoss({ objective: "v_prediction", noiseSchedule, gamma: minSnrGamma }),
     steps,
     batchSize: Number(values.batch),
     seed: 0,
-    lr: 5e-4,
+    lr: knobs.lr,
     lrSchedule: { kind: "cosine", warmupSteps: 200 },
     optimizer: { weightDecay: 0.01 },
     maxGradNorm: 1,
-    ema: { decay: 0.999 },
+    ema: { decay: knobs.emaDecay },
     condition: td.captionCondition((captions) => td.tensor(tokenizer.encode(captions).inputIds, undefined, { dtype: "int64" })),
-    conditionDropout: 0.1,
+    conditionDropout: knobs.captionDropout,
     checkpoint: { dir: values.work!, every: 100, keep: 2 },
     resume: true,
     signal: controller.signal,
@@ -103,7 +121,7 @@ async function main(): Promise<void> {
   exportComponents(result.emaModel ?? joint, initModel, values.out!);
   fs.writeFileSync(
     path.join(values.out!, "recipe.json"),
-    JSON.stringify({ recipe: "scripts/train-builtin.ts", init: "scripts/build_builtin_init.py --seed 0", seed: 0, steps: result.step, plannedSteps: steps, batchSize: Number(values.batch), objective: "v_prediction", schedule: "squaredcos_cap_v2", emaDecay: 0.999, finalLossAvg50: finalLoss, aborted: result.aborted, libtorch: td.buildInfo.torchVersion }, null, 2) + "\n",
+    JSON.stringify({ recipe: "scripts/train-builtin.ts", init: readInitRecord(values.init!), seed: 0, steps: result.step, plannedSteps: steps, batchSize: Number(values.batch), objective: "v_prediction", schedule: "squaredcos_cap_v2", ...knobs, finalLossAvg50: finalLoss, aborted: result.aborted, libtorch: td.buildInfo.torchVersion }, null, 2) + "\n",
   );
   td.writeDirectoryChecksums(values.out!);
   console.log(`exported ${values.out} after ${result.step} steps (loss avg of last 50: ${finalLoss.toFixed(4)})${result.aborted ? "; stopped by --minutes, rerun to continue" : ""}`);

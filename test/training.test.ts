@@ -4,7 +4,7 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
 import * as tr from "../lib/training";
-import { fromEncoded, maxRelativeError } from "./helpers";
+import { fromEncoded, maxRelativeError, readFixture } from "./helpers";
 import { modelPath, optionsFor, referenceDataset, refs, settledTensorCount, weights } from "./helpers/training";
 
 const values = (t: td.Tensor) => Array.from(t.toFloat32Array());
@@ -47,6 +47,37 @@ describe("objectives equal PyTorch/diffusers", () => {
     expect(() => tr.ddpmTargets("epsilon", td.zeros([1, 1, 2, 2]), td.zeros([1, 1, 2, 2]), [1000], ac)).toThrow(
       "Expected integer timestep in [0, 1000) for timesteps but received 1000 of type number",
     );
+  });
+});
+
+interface MinSnrCase { name: string; schedule: Record<string, unknown>; objective: "epsilon" | "v_prediction" | "sample"; gamma: number; shape: number[]; prediction: number[]; target: number[]; timesteps: number[]; loss: number; probe_timesteps: number[]; probe_weights: number[] }
+const minSnrRef = readFixture<{ cases: MinSnrCase[] }>("min_snr_ref.json");
+const trainerSchedule = (s: Record<string, unknown>): td.TrainNoiseSchedule => (s.beta_schedule === "linear"
+  ? { betaSchedule: "linear", betaStart: s.beta_start as number, betaEnd: s.beta_end as number, numTrainTimesteps: 1000 }
+  : { betaSchedule: "squaredcos_cap_v2", numTrainTimesteps: 1000 });
+
+describe("min-SNR-γ loss weighting equals diffusers' --snr_gamma", () => {
+  it.each(minSnrRef.cases.map((c) => [c.name, c] as const))("%s", (_, c) => {
+    const loss = td.minSnrLoss({ objective: c.objective, gamma: c.gamma, noiseSchedule: trainerSchedule(c.schedule) });
+    // diffusers takes ᾱ_t (a float32 cumprod) and 1 − ᾱ_t in float32, ours in float64: where 1 − ᾱ_t is small (t < 100) the cancellation alone is up to ~1e-3 relative.
+    c.probe_timesteps.forEach((t, i) => expect(Math.abs(loss.weights[t] - c.probe_weights[i]), `weight at t = ${t}`).toBeLessThanOrEqual((t < 100 ? 2e-3 : 1e-5) * c.probe_weights[i] + 1e-9));
+    td.tidy(() => {
+      const batch = { timesteps: c.timesteps } as unknown as td.TrainBatch;
+      const value = loss(td.tensor(c.prediction, c.shape), td.tensor(c.target, c.shape), batch).item();
+      expect(Math.abs(value - c.loss) / c.loss).toBeLessThan(1e-5);
+    });
+  });
+
+  it("names a bad γ, objective, shape or timestep", () => {
+    expect(() => td.minSnrLoss({ objective: "epsilon", gamma: 0 })).toThrow("minSnrLoss: gamma must be > 0 but got 0");
+    expect(() => td.minSnrLoss({ objective: "flow_matching" as never })).toThrow('minSnrLoss: objective must be "epsilon", "v_prediction" or "sample" but got "flow_matching"');
+    const loss = td.minSnrLoss({ objective: "epsilon" });
+    td.tidy(() => {
+      const x = td.zeros([2, 1, 2, 2]);
+      expect(() => loss(x, td.zeros([2, 1, 2, 3]), { timesteps: [1, 2] } as unknown as td.TrainBatch)).toThrow("minSnrLoss: prediction [2,1,2,2] and target [2,1,2,3] differ");
+      expect(() => loss(x, x, { timesteps: [1, 1000] } as unknown as td.TrainBatch)).toThrow("minSnrLoss: timestep 1000 is outside the schedule's 0..999");
+      expect(() => loss(x, x, {} as td.TrainBatch)).toThrow("minSnrLoss: the batch has no timesteps");
+    });
   });
 });
 

@@ -46,4 +46,5 @@ export {
   hybridLoss, vlbTerms, diffusionCoefficients, coefficientsFromBetas, normalKL, discretizedGaussianLogLikelihood, approxStandardNormalCdf,
   type HybridLossFn, type HybridLossOptions, type HybridTerms, type VLBInputs, type DiffusionCoefficients,
 } from "./hybrid_loss";
+export { minSnrLoss, minSnrWeights, type MinSnrLossOptions } from "./min_snr";
 export { multiscaleLoss, multiscaleMSE, multiscaleResolutions, avgPool } from "./multiscale";
