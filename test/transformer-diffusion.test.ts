@@ -17,7 +17,7 @@ const f32 = (values: number[], shape: number[]) => td.tensor(Float64Array.from(v
 
 interface VlbCase { name: string; timesteps: number[]; shape: number[]; x0: number[]; xt: number[]; noise: number[]; epsilon: number[]; variance_values: number[]; vlb_bits: number[]; mse: number; hybrid_loss: number }
 interface MultiscaleCase { name: string; shape: number[]; base_resolution: number; prediction: number[]; target: number[]; loss: number }
-interface SamplingCase { name: string; scheduler: Record<string, unknown>; labels: number[]; guidance_scale: number; steps: number; seed: number; timesteps: number[]; latents: number[][] }
+interface SamplingCase { name: string; scheduler: Record<string, unknown>; labels: number[]; guidance_scale: number; steps: number; seed: number; use_clipped_model_output?: boolean; timesteps: number[]; latents: number[][] }
 
 const vlbRef = readFixture<{ cases: VlbCase[] }>("transformer-diffusion/vlb_ref.json");
 const multiscaleRef = readFixture<{ cases: MultiscaleCase[] }>("transformer-diffusion/multiscale_ref.json");
@@ -144,7 +144,7 @@ describe("class-conditional sampling (DiT)", () => {
     const timesteps: number[] = [];
     const { images, classLabels } = await pipe.generate({
       classLabels: c.labels, guidanceScale: c.guidance_scale, numInferenceSteps: c.steps, scheduler: td.schedulerFromConfig(c.scheduler),
-      generator: new td.Generator(c.seed), onProgress: ({ latents, timestep }) => { steps.push(Array.from(latents.toFloat64Array())); timesteps.push(timestep); },
+      useClippedModelOutput: c.use_clipped_model_output, generator: new td.Generator(c.seed), onProgress: ({ latents, timestep }) => { steps.push(Array.from(latents.toFloat64Array())); timesteps.push(timestep); },
     });
     expect(classLabels).toEqual(c.labels);
     expect(timesteps).toEqual(c.timesteps);

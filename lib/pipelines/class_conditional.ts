@@ -39,6 +39,12 @@ export interface ClassConditionalOptions extends LoopOptions {
   scheduler?: Scheduler;
   /** Starting noise instead of drawing it (B, C, h, w). */
   latents?: Tensor;
+  /**
+   * DDIM: re-derive ε from the clipped x₀ (diffusers' `use_clipped_model_output`), as improved
+   * DDPM's and DiT's `ddim_sample` always do. Default true: with `clip_sample` on (DiT's configs),
+   * clipping x₀ but stepping with the raw ε leaves the two inconsistent and the samples noisy.
+   */
+  useClippedModelOutput?: boolean;
   height?: number;
   width?: number;
 }
@@ -177,7 +183,7 @@ export class ClassConditionalPipeline {
             return noGrad(() => {
               let out = guider.enabled ? guideEpsilon(prediction, guider, guidanceChannels) : prediction; // (B, Cout, h, w)
               if (!learned && out.shape[1] === 2 * channels) out = out.narrow(1, 0, channels); // schedulers without learned variance take ε
-              return keep(scheduler.step(out, t, current, { generator: options.generator, eta: options.eta }).prevSample);
+              return keep(scheduler.step(out, t, current, { generator: options.generator, eta: options.eta, useClippedModelOutput: options.useClippedModelOutput ?? true }).prevSample);
             });
           });
           latents.dispose();
