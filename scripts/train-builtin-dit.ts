@@ -8,7 +8,7 @@
  * shipped. Sampling: DDPM with the learned-range variance (model_index.json's defaults).
  *
  *   /usr/bin/python3 scripts/build_dit_init.py [--depth 6 --width 96 --patch 4] [--out build/dit-init]
- *   npx tsx scripts/train-builtin-dit.ts [--steps 6000] [--minutes M] [--batch 32] [--lr 3e-4]
+ *   npx tsx scripts/train-builtin-dit.ts [--steps 15000] [--minutes M] [--batch 32] [--lr 3e-4]
  *       [--init build/dit-init] [--work build/dit-train] [--out models/builtin-dit] [--export-only]
  *
  * Checkpoints go to --work every 100 steps; rerunning resumes from the newest (exactly: the same
@@ -26,7 +26,7 @@ const root = path.resolve(__dirname, "..");
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      steps: { type: "string", default: "6000" },
+      steps: { type: "string", default: "15000" },
       minutes: { type: "string" },
       batch: { type: "string", default: "32" },
       lr: { type: "string", default: "3e-4" },

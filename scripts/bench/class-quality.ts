@@ -16,6 +16,12 @@
  *       [--json out.json] [--markdown out.md] [--plot fd-vs-gflops.png]
  *
  * `--steps`, `--guidance` and `--scheduler` default to each model's own defaults.
+ *
+ *   npx tsx scripts/bench/class-quality.ts --from-json a.json,b.json [--markdown out.md] [--plot out.png]
+ *
+ * writes the table and plot of earlier runs' `--json` files together (e.g. models measured in
+ * separate processes as their training finished), measuring nothing; the real-data rows come from
+ * the first file.
  */
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -129,6 +135,37 @@ ${points.join("\n")}
   await sharp(Buffer.from(svg)).png().toFile(file);
 }
 
+interface Baseline { realTestAccuracy: number; fdRealTrainVsTest: number }
+
+function tableHeader(caption: string, baseline: Baseline): string[] {
+  return [
+    caption,
+    "",
+    "| model | denoiser | params | Gflops/image | train steps | sampler | guidance | accuracy | FD | s/image |",
+    "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    `| real train images | – | – | – | – | – | – | ${(baseline.realTestAccuracy * 100).toFixed(1)}% (real test) | ${baseline.fdRealTrainVsTest.toFixed(3)} | – |`,
+  ];
+}
+
+function tableRow(row: QualityRow): string {
+  return `| ${row.model} | ${row.kind} | ${(row.parameters / 1e6).toFixed(2)}M | ${row.gflops.toFixed(3)} | ${row.trainSteps ?? "–"} | ${row.scheduler} ${row.steps} | ${row.guidance} | ${(row.accuracy * 100).toFixed(1)}% | ${row.fd.toFixed(3)} | ${row.secondsPerImage.toFixed(3)} |`;
+}
+
+/** `--from-json`: the table and plot of saved runs, one after another. */
+async function writeSaved(files: string[], values: { markdown?: string; json?: string; plot?: string; title?: string }): Promise<void> {
+  const saved = files.map((file) => JSON.parse(fs.readFileSync(file.trim(), "utf8")) as { perClass: number; real: number; seed: number; baseline: Baseline; rows: QualityRow[] });
+  const first = saved[0];
+  const rows = saved.flatMap((run) => run.rows);
+  const lines = [...tableHeader(`${first.perClass} images per class, FD against ${first.real} real test images, seed ${first.seed} (from ${files.map(shown).join(", ")})`, first.baseline), ...rows.map(tableRow)];
+  console.log(lines.join("\n"));
+  if (values.markdown) fs.writeFileSync(values.markdown, lines.join("\n") + "\n");
+  if (values.json) td.writeFileAtomic(values.json, JSON.stringify({ ...first, rows, from: files }, null, 2) + "\n");
+  if (values.plot) {
+    await writePlot(rows, values.plot, values.title!);
+    console.log(`wrote ${values.plot}`);
+  }
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -145,8 +182,10 @@ async function main(): Promise<void> {
       markdown: { type: "string" },
       plot: { type: "string" },
       title: { type: "string", default: "Fashion-MNIST: FD against forward compute" },
+      "from-json": { type: "string" },
     },
   });
+  if (values["from-json"]) return writeSaved(values["from-json"].split(","), values);
   if (!values.models) throw new Error("--models DIR[,DIR...] is required");
   if (!fs.existsSync(values.classifier!)) throw new Error(`${values.classifier} is missing: run scripts/build_classifier_init.py and scripts/train-classifier.ts first`);
   const dirs = values.models.split(",").map((d) => td.resolveModelPath(d.trim()));
@@ -162,13 +201,7 @@ async function main(): Promise<void> {
   [test.features, train.features].forEach((f) => f.dispose());
   disposeFit(trainFit);
 
-  const header = [
-    `classifier ${shown(values.classifier!)}, ${perClass} images per class, FD against ${values.real} real test images, seed ${seed}, ${td.getNumThreads()} thread(s)`,
-    "",
-    "| model | denoiser | params | Gflops/image | train steps | sampler | guidance | accuracy | FD | s/image |",
-    "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
-    `| real train images | – | – | – | – | – | – | ${(baseline.realTestAccuracy * 100).toFixed(1)}% (real test) | ${baseline.fdRealTrainVsTest.toFixed(3)} | – |`,
-  ];
+  const header = tableHeader(`classifier ${shown(values.classifier!)}, ${perClass} images per class, FD against ${values.real} real test images, seed ${seed}, ${td.getNumThreads()} thread(s)`, baseline);
   const lines = [...header];
   console.log(header.join("\n"));
   const rows: QualityRow[] = [];
@@ -195,7 +228,7 @@ async function main(): Promise<void> {
     scheduler.dispose();
     model.dispose();
     rows.push(row);
-    const line = `| ${row.model} | ${row.kind} | ${(row.parameters / 1e6).toFixed(2)}M | ${row.gflops.toFixed(3)} | ${row.trainSteps ?? "–"} | ${row.scheduler} ${steps} | ${guidance} | ${(row.accuracy * 100).toFixed(1)}% | ${row.fd.toFixed(3)} | ${row.secondsPerImage.toFixed(3)} |`;
+    const line = tableRow(row);
     lines.push(line);
     console.log(line);
   }
