@@ -82,7 +82,7 @@ describe("the packed package, installed into an empty project", () => {
     const installed = path.join(consumer, "node_modules", "torch-diffusion");
     expect(installLog).toMatch(/torch-diffusion: using the prebuilt torch_diffusion\.napi\.glibc\.torch\d+\.\d+\.so[\d.]*\.(cxx11|precxx11)\.(cpu|cuda\d*)\.node/);
     expect(fs.existsSync(path.join(installed, "build"))).toBe(false);
-    const shipped = ["LICENSE", "dist/index.d.ts", "dist/cli.js", "scripts/prebuilt.js", "models/builtin/model_index.json", "models/builtin/recipe.json", "models/builtin-instruct/model_index.json", "models/builtin-instruct/training.json"];
+    const shipped = ["LICENSE", "dist/index.d.ts", "dist/cli.js", "scripts/prebuilt.js", "models/builtin/model_index.json", "models/builtin/recipe.json", "models/builtin-instruct/model_index.json", "models/builtin-instruct/training.json", "models/builtin-dit/model_index.json", "models/builtin-dit/transformer/model.pt"];
     const exporter = ["scripts/export.py", "scripts/safetensors_io.py", ...["__init__", "loading", "unet_2d_condition", "autoencoder_kl", "clip_text", "dit", "signatures"].map((m) => `scripts/torch_diffusion_models/${m}.py`)];
     for (const file of [...shipped, ...exporter]) expect(fs.existsSync(path.join(installed, file)), file).toBe(true);
     expect(fs.existsSync(path.join(installed, "models", "builtin", "TRAINING.json"))).toBe(false);

@@ -1,9 +1,12 @@
+import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
 import { CLASSIFIER_PATH, classify, toClassifierInput } from "../scripts/bench/classifier";
 import { frechetDistance, frechetDistanceOf, gaussianFit } from "../scripts/bench/frechet";
 import { readFixture } from "./helpers";
+import { runCli } from "./helpers/cli";
 
 /** Written by scripts/fixtures/frechet_ref.py (numpy float64). */
 interface FrechetRefs {
@@ -68,5 +71,28 @@ describe("the built-in model", () => {
       recognized[prompt] = predictions.filter((p) => p === label).length;
     }
     for (const [prompt, count] of Object.entries(recognized)) expect(count, `${prompt}: ${count} of 6 recognized`).toBeGreaterThanOrEqual(4);
+  });
+});
+
+describe("the built-in DiT", () => {
+  it("draws the class it is asked for, by id or name; generate --class without --model uses it", async () => {
+    const pipe = new td.ClassConditionalPipeline(td.loadModel(td.BUILTIN_DIT_MODEL_NAME));
+    expect(pipe.labelIds(["sneaker", "Ankle boot", 1])).toEqual([7, 9, 1]);
+    const classifier = td.load(CLASSIFIER_PATH);
+    const labels = [1, 7, 8]; // trouser, sneaker, bag
+    const { images } = await pipe.generate({ classLabels: labels, numImagesPerLabel: 6, numInferenceSteps: 50, generator: new td.Generator(0) });
+    const { predictions, features } = td.tidy(() => classify(classifier, toClassifierInput(images)));
+    features.dispose();
+    images.dispose();
+    labels.forEach((label, i) => {
+      const recognized = predictions.slice(6 * i, 6 * i + 6).filter((p) => p === label).length;
+      expect(recognized, `class ${label}: ${recognized} of 6 recognized`).toBeGreaterThanOrEqual(4);
+    });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "td-builtin-dit-"));
+    const cli = await runCli(["generate", "--class", "sneaker", "--steps", "2", "--out", path.join(dir, "sneaker.png"), "--json"]);
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stderr).toMatch(/^generate: 1 image 32×32 of class 7/);
+    expect(JSON.parse(cli.stdout)).toMatchObject({ model: expect.stringMatching(/models[/\\]builtin-dit$/), classLabels: [7] });
   });
 });

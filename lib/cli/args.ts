@@ -110,7 +110,7 @@ export const OPTIONS = {
   "image-guidance": { type: "string", arg: "S", help: "InstructPix2Pix: how strongly to stay with the input image, s_I (default 1.5)" },
   verbose: { type: "boolean", help: "on failure, print the whole error (TorchScript tracebacks included), not just its first line" },
   help: { type: "boolean", short: "h", help: "show this help" },
-  class: { type: "string", arg: "C[,C...]", help: "class-conditional models (DiT, U-ViT): class ids or label names, e.g. 7 or sneaker,bag, instead of a prompt" },
+  class: { type: "string", arg: "C[,C...]", help: "class-conditional models (DiT, U-ViT): class ids or label names, e.g. 7 or sneaker,bag, instead of a prompt (default model: builtin-dit)" },
 } as const satisfies Record<string, OptionSpec>;
 
 export type OptionName = keyof typeof OPTIONS;

@@ -1,12 +1,14 @@
 /**
  * `generate` on class-conditional models (DiT, U-ViT): `--class 7`, `--class sneaker` or
  * `--class sneaker,bag` (ids or the model's `id2label` names) instead of a prompt. The generate
- * command routes here when `--class` is given or the model directory's model_index.json lists a
- * transformer and no U-Net; everything else goes to the text-to-image runner unchanged.
+ * command routes here when `--class` is given (without `--model`, on the built-in DiT) or the model
+ * directory's model_index.json lists a transformer and no U-Net; everything else goes to the
+ * text-to-image runner unchanged.
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type * as TD from "../index";
+import { BUILTIN_DIT_MODEL_NAME } from "../models/directory";
 import { CliError, schedulerClassName, stringOption, type Values } from "./args";
 import { ProgressBar, printJson, resolveModelDir, secondsSince, type CliIO } from "./output";
 import { runGenerate, samplingOptions, writeOutputs } from "./run";
@@ -29,7 +31,7 @@ export async function runGenerateOrClasses(values: Values, io: CliIO, signal?: A
   const given = stringOption(values, "class");
   let dir: string;
   try {
-    dir = resolveModelDir(stringOption(values, "model"));
+    dir = resolveModelDir(stringOption(values, "model") ?? (given === undefined ? undefined : BUILTIN_DIT_MODEL_NAME));
   } catch (error) {
     if (given === undefined) return runGenerate(values, io, signal); // its own checks come first, as before
     throw error;

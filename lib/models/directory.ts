@@ -16,7 +16,9 @@ import { packagePath } from "../package_root";
 export const BUILTIN_MODEL_NAME = "builtin";
 /** The built-in InstructPix2Pix model: the built-in model taught to follow edit instructions. */
 export const BUILTIN_INSTRUCT_MODEL_NAME = "builtin-instruct";
-const BUILTIN_MODELS = [BUILTIN_MODEL_NAME, BUILTIN_INSTRUCT_MODEL_NAME];
+/** The built-in class-conditional DiT (pixel space, Fashion-MNIST's ten classes by id or name). */
+export const BUILTIN_DIT_MODEL_NAME = "builtin-dit";
+const BUILTIN_MODELS = [BUILTIN_MODEL_NAME, BUILTIN_INSTRUCT_MODEL_NAME, BUILTIN_DIT_MODEL_NAME];
 
 /**
  * Where a built-in model lives: `models/<name>` inside the installed package.
@@ -27,14 +29,14 @@ export function builtinModelPath(name = BUILTIN_MODEL_NAME): string {
   return packagePath("models", name);
 }
 
-/** True when `name` names a built-in model ("builtin", "builtin-instruct"). */
+/** True when `name` names a built-in model ("builtin", "builtin-instruct", "builtin-dit"). */
 export function isBuiltinModelName(name: string): boolean {
   return BUILTIN_MODELS.includes(name);
 }
 
 /**
  * A model directory argument as an absolute path: a built-in model's name (`"builtin"`,
- * `"builtin-instruct"`) is the package's model when the current folder has no folder of that
+ * `"builtin-instruct"`, `"builtin-dit"`) is the package's model when the current folder has no folder of that
  * name; anything else is resolved as a path.
  * @example resolveModelPath("builtin") // "/app/node_modules/torch-diffusion/models/builtin"
  */

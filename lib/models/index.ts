@@ -11,7 +11,7 @@ export { DiTTransformer2DModel, type DiTTransformer2DConfig, type DiTForwardArgs
 export { AutoencoderKL, latentDistribution, type AutoencoderKLConfig, type LatentDistribution } from "./vae";
 export { CLIPTextModel, CLIPTextModelWithProjection, type CLIPTextConfig, type CLIPTextArgs, type CLIPTextOutput } from "./clip";
 export { DiffusionModel, modelDefaults, type ModelDefaults, type ModelIndex, type ModelParts, type PredictArgs, type TextToImageModel } from "./model";
-export { BUILTIN_MODEL_NAME, BUILTIN_INSTRUCT_MODEL_NAME, builtinModelPath, isBuiltinModelName, diffusersFolderMessage, diffusersFolderReason, resolveModelPath } from "./directory";
+export { BUILTIN_MODEL_NAME, BUILTIN_INSTRUCT_MODEL_NAME, BUILTIN_DIT_MODEL_NAME, builtinModelPath, isBuiltinModelName, diffusersFolderMessage, diffusersFolderReason, resolveModelPath } from "./directory";
 export {
   loadModel,
   loadComponent,
