@@ -64,7 +64,7 @@ function measure(): Timings {
   const ditDir = path.join(root, "models", "builtin-dit");
   if (fs.existsSync(ditDir)) {
     const dit = td.loadModel(ditDir).transformer!;
-    const labels = td.tensor(Array.from({ length: batch }, (_, i) => i % 10), { dtype: "int64" });
+    const labels = td.tensor(Array.from({ length: batch }, (_, i) => i % 10), undefined, { dtype: "int64" });
     ditStepMs = medianMs(() => dit.forwardSync({ hiddenStates: sample, timestep, classLabels: labels }).square().mean().backward());
   }
   return { linearGmacPerSecond, unetStepMs, ditStepMs };
