@@ -61,6 +61,19 @@ function exportModel(initModel: string, weights: Record<string, td.Tensor>, out:
   }
 }
 
+/** Writes the run's recipe.json (the recipe, its numbers, `steps` trained) and compute.json into `run.out`, then its checksums. */
+function writeRecord(run: ClassConditionalRun, compute: { gflops: number; parameters: number }, steps: number, extra: Record<string, unknown>): void {
+  const record = {
+    ...run.recipe, seed: 0, steps, batchSize: run.batchSize, lr: run.lr, warmupSteps: run.warmupSteps,
+    objective: run.objective, noiseSchedule: run.noiseSchedule, emaDecay: run.emaDecay, labelDropout: 0.1,
+    gflopsPerImage: compute.gflops, parameters: compute.parameters, trainingGflops: 3 * compute.gflops * run.batchSize * steps,
+    libtorch: td.buildInfo.torchVersion, ...extra,
+  };
+  fs.writeFileSync(path.join(run.out, "recipe.json"), JSON.stringify(record, null, 2) + "\n");
+  fs.writeFileSync(path.join(run.out, "compute.json"), JSON.stringify(compute, null, 2) + "\n");
+  td.writeDirectoryChecksums(run.out);
+}
+
 /** Runs (or resumes) the training and writes the model directory; returns the steps done. */
 export async function trainClassConditional(run: ClassConditionalRun): Promise<number> {
   const initModel = path.join(run.init, "model");
@@ -70,7 +83,7 @@ export async function trainClassConditional(run: ClassConditionalRun): Promise<n
     const latest = td.latestCheckpoint(run.work);
     if (!latest) throw new Error(`no checkpoint in ${run.work}`);
     exportModel(initModel, latest.checkpoint.ema?.shadow ?? latest.checkpoint.model, run.out, run.schedulerConfig);
-    td.writeDirectoryChecksums(run.out);
+    writeRecord(run, compute, latest.checkpoint.step, { exportedFrom: path.basename(latest.file) });
     console.log(`exported ${run.out} from ${latest.file} (step ${latest.checkpoint.step})`);
     return latest.checkpoint.step;
   }
@@ -123,15 +136,7 @@ export async function trainClassConditional(run: ClassConditionalRun): Promise<n
   const recipeFile = path.join(run.out, "recipe.json");
   const history = fs.existsSync(recipeFile) ? (JSON.parse(fs.readFileSync(recipeFile, "utf8")).history ?? []) : [];
   history.push({ steps: `${firstStep ?? result.step}-${result.step}`, seconds: Math.round(seconds), secondsPerStep: stepsThisRun ? seconds / stepsThisRun : null, threads: td.getNumThreads() });
-  const record = {
-    ...run.recipe, seed: 0, steps: result.step, plannedSteps: run.steps, batchSize: run.batchSize, lr: run.lr, warmupSteps: run.warmupSteps,
-    objective: run.objective, noiseSchedule: run.noiseSchedule, emaDecay: run.emaDecay, labelDropout: 0.1,
-    finalLossAvg50: finalLoss, aborted: result.aborted, gflopsPerImage: compute.gflops, parameters: compute.parameters,
-    trainingGflops: 3 * compute.gflops * run.batchSize * result.step, libtorch: td.buildInfo.torchVersion, history,
-  };
-  fs.writeFileSync(recipeFile, JSON.stringify(record, null, 2) + "\n");
-  fs.writeFileSync(path.join(run.out, "compute.json"), JSON.stringify(compute, null, 2) + "\n");
-  td.writeDirectoryChecksums(run.out);
+  writeRecord(run, compute, result.step, { plannedSteps: run.steps, finalLossAvg50: finalLoss, aborted: result.aborted, history });
   console.log(`exported ${run.out} after ${result.step} steps (loss avg of last 50: ${finalLoss.toFixed(4)})${result.aborted ? "; stopped by --minutes, rerun to continue" : ""}`);
   result.emaModel?.dispose();
   model.dispose();
