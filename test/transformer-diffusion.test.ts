@@ -157,6 +157,18 @@ describe("class-conditional sampling (DiT)", () => {
     pipe.model.dispose();
   });
 
+  it("names bad generate options before sampling", async () => {
+    const pipe = td.ClassConditionalPipeline.fromPretrained(DIT_DIR);
+    const before = td.memory().numTensors;
+    await expect(pipe.generate({ classLabels: [1], numImagesPerLabel: 0 })).rejects.toThrow(/numImagesPerLabel/);
+    await expect(pipe.generate({ classLabels: [1], numInferenceSteps: 0 })).rejects.toThrow(/numInferenceSteps/);
+    await expect(pipe.generate({ classLabels: [1], guidanceChannels: 2 })).rejects.toThrow(/guidanceChannels/);
+    await expect(pipe.generate({ classLabels: [1], useClippedModelOutput: "yes" as never })).rejects.toThrow('Expected boolean for useClippedModelOutput but received "yes"');
+    await expect(pipe.generate({ classLabels: ["hat"] })).rejects.toThrow(/class "hat" is not one of the model's labels/);
+    expect(td.memory().numTensors).toBe(before);
+    pipe.model.dispose();
+  });
+
   it("reads labels by id or by the model's id2label names, synonyms included", () => {
     const names = td.labelNames({ "0": "T-shirt/top, t-shirt", "7": "Sneaker" });
     expect(names).toEqual({ "t-shirt/top": 0, "t-shirt": 0, sneaker: 7 });

@@ -159,6 +159,8 @@ export class ClassConditionalPipeline {
     const channels = shape[1];
     const guidanceChannels = options.guidanceChannels ?? channels;
     assertInteger(guidanceChannels, "guidanceChannels", 1);
+    const useClippedModelOutput = options.useClippedModelOutput ?? true;
+    if (typeof useClippedModelOutput !== "boolean") throw invalid("boolean", "useClippedModelOutput", useClippedModelOutput);
     if (guidanceChannels > channels) throw invalid(`integer in [1, ${channels}]`, "guidanceChannels", guidanceChannels);
     const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 4);
     const copies = guider.enabled ? 2 : 1;
@@ -183,7 +185,7 @@ export class ClassConditionalPipeline {
             return noGrad(() => {
               let out = guider.enabled ? guideEpsilon(prediction, guider, guidanceChannels) : prediction; // (B, Cout, h, w)
               if (!learned && out.shape[1] === 2 * channels) out = out.narrow(1, 0, channels); // schedulers without learned variance take ε
-              return keep(scheduler.step(out, t, current, { generator: options.generator, eta: options.eta, useClippedModelOutput: options.useClippedModelOutput ?? true }).prevSample);
+              return keep(scheduler.step(out, t, current, { generator: options.generator, eta: options.eta, useClippedModelOutput }).prevSample);
             });
           });
           latents.dispose();
