@@ -77,6 +77,7 @@ describe("min-SNR-γ loss weighting equals diffusers' --snr_gamma", () => {
       expect(() => loss(x, td.zeros([2, 1, 2, 3]), { timesteps: [1, 2] } as unknown as td.TrainBatch)).toThrow("minSnrLoss: prediction [2,1,2,2] and target [2,1,2,3] differ");
       expect(() => loss(x, x, { timesteps: [1, 1000] } as unknown as td.TrainBatch)).toThrow("minSnrLoss: timestep 1000 is outside the schedule's 0..999");
       expect(() => loss(x, x, {} as td.TrainBatch)).toThrow("minSnrLoss: the batch has no timesteps");
+      expect(() => loss(x, x, { timesteps: [1] } as unknown as td.TrainBatch)).toThrow("minSnrLoss: 1 timesteps for a batch of 2");
     });
   });
 });

@@ -54,6 +54,7 @@ export function minSnrLoss(options: MinSnrLossOptions): LossFn & { weights: numb
     const { timesteps } = batch;
     if (!timesteps) throw new Error("minSnrLoss: the batch has no timesteps (use it as the Trainer's loss with a DDPM objective, not flow matching)");
     if (prediction.shape.join() !== target.shape.join()) throw new Error(`minSnrLoss: prediction [${prediction.shape}] and target [${target.shape}] differ`);
+    if (timesteps.length !== prediction.shape[0]) throw new Error(`minSnrLoss: ${timesteps.length} timesteps for a batch of ${prediction.shape[0]}`);
     return tidy(() => {
       const perSample = prediction.sub(target).square().flatten(1).mean([1]); // (B)
       const w = tensor(timesteps.map((t) => {
