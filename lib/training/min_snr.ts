@@ -8,8 +8,7 @@
  */
 import { assertNumber } from "../errors";
 import { tensor, tidy, type Tensor } from "../tensor";
-import { noiseSchedule } from "../schedulers/schedules";
-import { noiseScheduleConfig, type Objective, type TrainNoiseSchedule } from "./objectives";
+import { alphasCumprodFor, type Objective, type TrainNoiseSchedule } from "./objectives";
 import type { LossFn, TrainBatch } from "./options";
 
 export interface MinSnrLossOptions {
@@ -22,7 +21,8 @@ export interface MinSnrLossOptions {
 }
 
 /**
- * The per-timestep weights, index t: min(SNR_t, γ) over SNR_t, SNR_t + 1 or 1 as the objective asks.
+ * The per-timestep weights, index t: min(SNR_t, γ) over SNR_t, SNR_t + 1 or 1 as the objective asks,
+ * from the ᾱ_t the Trainer noises with (`alphasCumprodFor`).
  * @example minSnrWeights({ objective: "epsilon" })[999] // ≈ 1: at high noise SNR < γ
  */
 export function minSnrWeights(options: MinSnrLossOptions): number[] {
@@ -32,10 +32,7 @@ export function minSnrWeights(options: MinSnrLossOptions): number[] {
   const denominators = { epsilon: (snr: number) => snr, v_prediction: (snr: number) => snr + 1, sample: () => 1 };
   const denominator = denominators[options.objective];
   if (!denominator) throw new Error(`minSnrLoss: objective must be "epsilon", "v_prediction" or "sample" but got ${JSON.stringify(options.objective)}`);
-  const { betas } = noiseSchedule(noiseScheduleConfig(options.noiseSchedule ?? {}));
-  let alphaCumprod = 1;
-  return betas.map((beta) => {
-    alphaCumprod *= 1 - beta;
+  return alphasCumprodFor(options.noiseSchedule).map((alphaCumprod) => {
     const snr = alphaCumprod / (1 - alphaCumprod);
     return Math.min(snr, gamma) / denominator(snr);
   });
