@@ -159,9 +159,9 @@ export class ClassConditionalPipeline {
     const channels = shape[1];
     const guidanceChannels = options.guidanceChannels ?? channels;
     assertInteger(guidanceChannels, "guidanceChannels", 1);
+    if (guidanceChannels > channels) throw invalid(`integer in [1, ${channels}]`, "guidanceChannels", guidanceChannels);
     const useClippedModelOutput = options.useClippedModelOutput ?? true;
     if (typeof useClippedModelOutput !== "boolean") throw invalid("boolean", "useClippedModelOutput", useClippedModelOutput);
-    if (guidanceChannels > channels) throw invalid(`integer in [1, ${channels}]`, "guidanceChannels", guidanceChannels);
     const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 4);
     const copies = guider.enabled ? 2 : 1;
     model.checkMemory(ids.length * copies, { height: options.height, width: options.width }, "generate");
