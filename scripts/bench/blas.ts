@@ -16,6 +16,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import * as td from "../../lib";
+import { timeUs } from "./timing";
 
 const root = path.resolve(__dirname, "../..");
 const REPEATS = 7;
@@ -28,21 +29,8 @@ const CANDIDATES: Record<string, string> = {
 
 interface Timings { linearGmacPerSecond: number; unetStepMs: number; ditStepMs: number | null }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-function medianMs(body: () => void): number {
-  td.tidy(body);
-  const runs: number[] = [];
-  for (let r = 0; r < REPEATS; r++) {
-    const start = process.hrtime.bigint();
-    td.tidy(body);
-    runs.push(Number(process.hrtime.bigint() - start) / 1e6);
-  }
-  return median(runs);
-}
+/** Median of REPEATS timed calls, after one warm-up, in ms. */
+const medianMs = (body: () => void) => timeUs(1, () => td.tidy(body), REPEATS) / 1e3;
 
 function measure(): Timings {
   const tokens = 2048, inFeatures = 96, outFeatures = 384;

@@ -6,27 +6,12 @@
 import { execFileSync } from "node:child_process";
 import * as path from "node:path";
 import * as td from "../../lib";
+import { median, timeUs } from "./timing";
 
 const REPEATS = 7;
 const root = path.resolve(__dirname, "../..");
 const convPath = path.join(root, "test/fixtures/modules/tiny_conv.pt");
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-/** Median over REPEATS of the mean microseconds per iteration of `body`. */
-function timeUs(iterations: number, body: () => void): number {
-  for (let i = 0; i < Math.min(iterations, 200); i++) body();
-  const runs: number[] = [];
-  for (let r = 0; r < REPEATS; r++) {
-    const start = process.hrtime.bigint();
-    for (let i = 0; i < iterations; i++) body();
-    runs.push(Number(process.hrtime.bigint() - start) / 1e3 / iterations);
-  }
-  return median(runs);
-}
 
 async function timeAsyncUs(iterations: number, body: () => Promise<void>): Promise<number> {
   for (let i = 0; i < 20; i++) await body();

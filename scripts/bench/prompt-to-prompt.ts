@@ -19,6 +19,7 @@
  */
 import * as path from "node:path";
 import * as td from "../../lib";
+import { median } from "./timing";
 
 const args = process.argv.slice(2);
 const arg = (name: string, def?: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : def);
@@ -32,7 +33,6 @@ const EXAMPLES: [string, string][] = [
 ];
 
 const TAUS = [0, 0.2, 0.4, 0.6, 0.8, 1];
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function timed(fn: () => Promise<td.Tensor[]>): Promise<number> {
   const started = process.hrtime.bigint();

@@ -11,6 +11,7 @@ import { spawn } from "node:child_process";
 import * as path from "node:path";
 import { Generator, getNumThreads, randn, tidy, type Tensor } from "../../lib";
 import { schedulerFromConfig } from "../../lib/schedulers";
+import { median } from "./timing";
 
 const args = process.argv.slice(2);
 const arg = (name: string, def: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : def);
@@ -44,7 +45,6 @@ const CASES: { label: string; config: Record<string, unknown>; kwargs?: Record<s
   { label: "FlowMatch Euler", config: { _class_name: "FlowMatchEulerDiscreteScheduler", shift: 3.0 } },
 ];
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const stepsFor = (c: (typeof CASES)[number]) => (c.config._class_name === "LCMScheduler" || c.config._class_name === "TCDScheduler" ? 8 : STEPS);
 
 /** One full loop of `scaleModelInput + step`, µs per step. */
