@@ -34,8 +34,9 @@ const medianMs = (body: () => void) => timeUs(1, () => td.tidy(body), REPEATS) /
 
 function measure(): Timings {
   const tokens = 2048, inFeatures = 96, outFeatures = 384;
-  const x = td.randn([tokens, inFeatures], { seed: 0 }).requiresGrad_();
-  const weight = td.randn([outFeatures, inFeatures], { seed: 1 }).requiresGrad_();
+  const generator = new td.Generator(0);
+  const x = td.randn([tokens, inFeatures], { generator }).requiresGrad_();
+  const weight = td.randn([outFeatures, inFeatures], { generator }).requiresGrad_();
   const bias = td.zeros([outFeatures]).requiresGrad_();
   const linearMs = medianMs(() => td.linear(x, weight, bias).sum().backward());
   const linearGmacPerSecond = (3 * tokens * inFeatures * outFeatures) / (linearMs / 1e3) / 1e9; // forward, grad input, grad weight
@@ -43,8 +44,8 @@ function measure(): Timings {
   const batch = 32;
   const builtin = td.loadModel(path.join(root, "models", "builtin"));
   const unet = builtin.unet!;
-  const sample = td.randn([batch, 1, 32, 32], { seed: 2 });
-  const context = td.randn([batch, 77, 64], { seed: 3 });
+  const sample = td.randn([batch, 1, 32, 32], { generator });
+  const context = td.randn([batch, 77, 64], { generator });
   const timestep = td.full([batch], 500, { dtype: "int64" });
   const unetStepMs = medianMs(() => unet.forwardSync({ sample, timestep, encoderHiddenStates: context }).square().mean().backward());
 
