@@ -59,7 +59,7 @@ const trainerSchedule = (s: Record<string, unknown>): td.TrainNoiseSchedule => (
 describe("min-SNR-γ loss weighting equals diffusers' --snr_gamma", () => {
   it.each(minSnrRef.cases.map((c) => [c.name, c] as const))("%s", (_, c) => {
     const loss = td.minSnrLoss({ objective: c.objective, gamma: c.gamma, noiseSchedule: trainerSchedule(c.schedule) });
-    // diffusers takes ᾱ_t (a float32 cumprod) and 1 − ᾱ_t in float32, ours in float64: where 1 − ᾱ_t is small (t < 100) the cancellation alone is up to ~1e-3 relative.
+    // Both start from the same float32 ᾱ_t; diffusers takes √ᾱ_t, √(1 − ᾱ_t) and the SNR in float32, ours in float64: where 1 − ᾱ_t is small (t < 100) that rounding alone is up to ~1e-3 relative.
     c.probe_timesteps.forEach((t, i) => expect(Math.abs(loss.weights[t] - c.probe_weights[i]), `weight at t = ${t}`).toBeLessThanOrEqual((t < 100 ? 2e-3 : 1e-5) * c.probe_weights[i] + 1e-9));
     td.tidy(() => {
       const batch = { timesteps: c.timesteps } as unknown as td.TrainBatch;
