@@ -54,10 +54,11 @@ GeneratorWrap::GeneratorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     } else if (d.is_cpu()) {
       generator_ = at::detail::createCPUGenerator();
     } else {
-      // CUDA generators are created through the registered CUDA hooks, so the CPU build needs no CUDA symbols.
+      // Through the Context (the registered CUDA hooks), so the CPU build needs no CUDA symbols; the hooks'
+      // own getDefaultCUDAGenerator of libtorch 1.x is getDefaultGenerator in 2.x.
       TORCH_CHECK(at::hasCUDA(), "device ", device, " is not available in this build of libtorch");
       TORCH_CHECK(!d.has_index() || d.index() < static_cast<int>(torch::cuda::device_count()), "device ", device, " does not exist");
-      generator_ = at::detail::getCUDAHooks().getDefaultCUDAGenerator(d.has_index() ? d.index() : 0).clone();
+      generator_ = at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, d.has_index() ? d.index() : 0)).clone();
     }
   });
   if (info.Length() > 0 && !info[0].IsUndefined() && !info[0].IsNull()) {
