@@ -18,9 +18,10 @@
 //   any       | f64        |          |      |          | math
 //
 // Forced modes fall back to math when they cannot run (sdpa before 2.0; fused for f32,
-// sm < 80 or head_dim > 256). The table is a starting point to be revisited with GPU
-// measurements (scripts/bench/attention.py); SDPA is preferred where it exists because
-// its flash kernel is tuned far beyond ours (ldmatrix, cp.async pipelining).
+// sm < 80 or head_dim > 256). SDPA is preferred where it exists: on an H100 with libtorch
+// 2.11 its flash kernel was 2.5-4x faster than ours on self-attention (ldmatrix, cp.async
+// pipelining), at the same accuracy; ours only won with a padding mask over 77 keys
+// (scripts/bench/attention_cuda.py, README "On a GPU").
 // Fully masked rows: fused and math give zeros; SDPA may give NaN.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -29,6 +30,7 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
@@ -78,9 +80,24 @@ CudaPath choose_path(const at::Tensor& q, const c10::optional<at::Tensor>& mask,
 #endif
 }
 
-at::Tensor run_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+#if TORCH_VERSION_MAJOR >= 2
+/**
+ * t, or a contiguous copy when its rows are not 16-byte aligned: libtorch 2.11's SDPA returned
+ * wrong float16 values (max error 3.7) for a view starting 2 bytes into its storage with rows of
+ * 41 elements (measured on an H100, scripts/tests/test_attention_cuda.py).
+ */
+at::Tensor aligned_for_sdpa(const at::Tensor& t) {
+  const int64_t item = static_cast<int64_t>(t.element_size());
+  bool aligned = reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && t.stride(3) == 1;
+  for (int d = 0; d < 3 && aligned; ++d) aligned = t.size(d) == 1 || (t.stride(d) * item) % 16 == 0;
+  return aligned ? t : t.contiguous();
+}
+#endif
+
+at::Tensor run_sdpa(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in, double scale,
                     const c10::optional<at::Tensor>& mask) {
 #if TORCH_VERSION_MAJOR >= 2
+  const at::Tensor q = aligned_for_sdpa(q_in), k = aligned_for_sdpa(k_in), v = aligned_for_sdpa(v_in);
   c10::optional<at::Tensor> m;
   if (has_mask(mask)) m = mask->scalar_type() == at::kBool ? *mask : mask->to(q.scalar_type());
 #if TD_TORCH_AT_LEAST(2, 1)
@@ -92,6 +109,7 @@ at::Tensor run_sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
   return at::scaled_dot_product_attention(qs, k, v, m, /*dropout_p=*/0.0, /*is_causal=*/false);
 #endif
 #else
+  (void)q_in, (void)k_in, (void)v_in, (void)scale, (void)mask;
   TORCH_CHECK(false, "torch_diffusion::attention: internal error: SDPA needs libtorch >= 2.0");
 #endif
 }
