@@ -70,9 +70,9 @@ c10::IValue inferIValue(Napi::Env env, const Napi::Value& value, const std::stri
 c10::IValue listToIValue(Napi::Env env, const Napi::Value& value, const c10::ListTypePtr& type, const std::string& what,
                          InputTensors* inputs, c10::optional<int32_t> fixedSize) {
   const auto& elem = type->getElementType();
-  // Python lets `int[2] stride` take a single int and repeat it; so do we.
+  // Python lets `int[2] stride` take a single int and repeat it; so do we (libtorch 2.x: `SymInt[2]`).
   if (!value.IsArray()) {
-    if (fixedSize && value.IsNumber() && elem->kind() == c10::TypeKind::IntType) {
+    if (fixedSize && value.IsNumber() && (elem->kind() == c10::TypeKind::IntType || elem->kind() == c10::TypeKind::SymIntType)) {
       return c10::List<int64_t>(std::vector<int64_t>(*fixedSize, toInt(env, value, what)));
     }
     mismatch(env, what, "an array (" + type->str() + ")", value);

@@ -65,7 +65,8 @@ describe("bad input never crashes the process", () => {
     expect(() => x.matmul(td.ones([2, 3]))).toThrow("aten::matmul: mat1 and mat2 shapes cannot be multiplied (2x3 and 2x3) (self: [2, 3] float32 cpu, other: [2, 3] float32 cpu)");
     expect(() => x.reshape([4, 4])).toThrow("aten::reshape: shape '[4, 4]' is invalid for input of size 6");
     expect(() => x.add(td.ones([4]))).toThrow(/aten::add.Tensor: The size of tensor a \(3\) must match the size of tensor b \(4\)/);
-    expect(() => x.to("cuda")).toThrow(/aten::to.device: .*(not linked with support for cuda|no CUDA GPUs|CUDA)/);
+    // A device this machine lacks: any CUDA one here, a 100th GPU on a CUDA machine.
+    expect(() => x.to(td.cuda.isAvailable() ? "cuda:99" : "cuda")).toThrow(/aten::to.device: .*(not linked with support for cuda|no CUDA GPUs|CUDA|device)/);
     expect(() => x.to("float99" as td.DType)).toThrow("aten::to.device: argument 'device': Invalid device string: 'float99'");
     expect(() => td.tensor([1, 2, 3], [2, 2])).toThrow("tensor: 3 values do not fill shape [2, 2] (4 elements)");
     expect(() => td.tensor([[1, 2], [3]])).toThrow("tensor: ragged nested array (length 1 at depth 1, expected 2)");
