@@ -24,7 +24,12 @@ export function emptyCpuCache(): void {
   binding.emptyCpuCache();
 }
 
-/** Sets libtorch's intra-op thread count (default: the machine's cores). */
+/**
+ * Sets libtorch's intra-op thread count (default: the machine's cores). It applies where the heavy
+ * work runs: one executor thread takes every module call (sync or async), `backward` and every op
+ * on 65,536 elements or more; the JS thread runs smaller ops on one thread, so that only one
+ * OpenMP team competes for the cores (native/executor.h says what two cost).
+ */
 export function setNumThreads(n: number): void {
   assertInteger(n, "setNumThreads(n)", 1);
   binding.setNumThreads(n);

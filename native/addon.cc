@@ -16,6 +16,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   DisableGraphOptimizationByDefault();
   auto* data = new AddonData();
   env.SetInstanceData(data);
+  data->executor = makeExecutorChannel(env);
+  initComputeThreads();
 
   auto tensorClass = TensorWrap::Init(env);
   data->nativeTensorClass = Napi::Persistent(tensorClass);

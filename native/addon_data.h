@@ -1,7 +1,12 @@
-// Per-environment state: the JS constructors C++ uses to hand objects back to JS.
+// Per-environment state: the JS constructors C++ uses to hand objects back to JS, and the
+// channel through which the executor thread hands results back.
 #pragma once
 
 #include <napi.h>
+
+#include <memory>
+
+#include "executor.h"
 
 namespace td {
 
@@ -10,6 +15,7 @@ struct AddonData {
   Napi::FunctionReference nativeTensorClass;
   Napi::FunctionReference moduleClass;
   Napi::FunctionReference generatorClass;
+  std::unique_ptr<ExecutorChannel> executor;  // async libtorch calls (executor.h)
 };
 
 inline AddonData& addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }

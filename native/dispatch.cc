@@ -9,6 +9,7 @@
 
 #include "checks.h"
 #include "convert.h"
+#include "executor.h"
 #include "tensor.h"
 
 namespace td {
@@ -93,6 +94,19 @@ std::vector<c10::IValue> convertArguments(Napi::Env env, const OpEntry& entry, c
   return stack;
 }
 
+// Elements in the call's tensor arguments: what decides whether it is worth the executor (executor.h).
+int64_t elementsIn(const std::vector<c10::IValue>& stack) {
+  int64_t total = 0;
+  for (const auto& value : stack) {
+    if (value.isTensor()) {
+      total += value.toTensor().numel();
+    } else if (value.isTensorList()) {
+      for (const at::Tensor& t : value.toTensorList().vec()) total += t.defined() ? t.numel() : 0;
+    }
+  }
+  return total;
+}
+
 }  // namespace
 
 Napi::Value ResolveOp(const Napi::CallbackInfo& info) {
@@ -159,7 +173,15 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
     return converted;
   });
   try {
-    entry.handle.callBoxed(&stack);
+    if (elementsIn(stack) >= kExecutorMinElements) {
+      const bool gradEnabled = at::GradMode::is_enabled();
+      runOnExecutorAndWait([&] {
+        at::AutoGradMode mode(gradEnabled);
+        entry.handle.callBoxed(&stack);
+      });
+    } else {
+      entry.handle.callBoxed(&stack);
+    }
   } catch (const std::exception& e) {
     // Our own ops already name themselves in their messages.
     std::string message = errorMessage(e);

@@ -10,6 +10,7 @@
 #include "addon_data.h"
 #include "checks.h"
 #include "convert.h"
+#include "executor.h"
 #include "tensor.h"
 
 namespace td {
@@ -18,13 +19,12 @@ namespace {
 
 thread_local torch::jit::Module* pendingModule = nullptr;
 
-// Runs one TorchScript method on libuv's pool. Holds only libtorch values, never JS ones.
-class MethodWorker : public Napi::AsyncWorker {
+// Runs one TorchScript method on the executor thread (executor.h). Holds only libtorch values, never JS ones.
+class MethodTask : public ExecutorTask {
  public:
-  MethodWorker(Napi::Env env, torch::jit::Module module, std::string method, std::vector<c10::IValue> args,
-               std::unordered_map<std::string, c10::IValue> kwargs)
-      : Napi::AsyncWorker(env),
-        deferred_(Napi::Promise::Deferred::New(env)),
+  MethodTask(Napi::Env env, torch::jit::Module module, std::string method, std::vector<c10::IValue> args,
+             std::unordered_map<std::string, c10::IValue> kwargs)
+      : ExecutorTask(env),
         module_(std::move(module)),
         method_(std::move(method)),
         args_(std::move(args)),
@@ -32,11 +32,9 @@ class MethodWorker : public Napi::AsyncWorker {
         gradEnabled_(at::GradMode::is_enabled()),
         graphOptimize_(torch::jit::getGraphExecutorOptimize()) {}
 
-  Napi::Promise promise() { return deferred_.Promise(); }
-
   void Execute() override {
     try {
-      // Grad mode is thread-local: carry the caller's noGrad() scope onto the worker thread.
+      // Grad mode is thread-local: carry the caller's noGrad() scope onto the executor thread.
       at::AutoGradMode mode(gradEnabled_);
       // So is the graph executor's optimization switch (see runtime.cc).
       torch::jit::GraphOptimizerEnabledGuard optimize(graphOptimize_);
@@ -46,19 +44,13 @@ class MethodWorker : public Napi::AsyncWorker {
     }
   }
 
-  void OnOK() override {
-    try {
-      deferred_.Resolve(fromIValue(Env(), result_));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
+  Napi::Value Result(Napi::Env env) override {
+    const c10::IValue result = std::move(result_);
     result_ = c10::IValue();
+    return fromIValue(env, result);
   }
 
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
-
  private:
-  Napi::Promise::Deferred deferred_;
   torch::jit::Module module_;
   std::string method_;
   std::vector<c10::IValue> args_;
@@ -191,7 +183,17 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
   std::unordered_map<std::string, c10::IValue> kwargs;
   auto args = convertArguments(env, method, info, kwargs);
   auto& module = live(env);
-  auto result = guarded(env, "Module." + method, [&] { return module.get_method(method)(std::move(args), kwargs); });
+  const bool gradEnabled = at::GradMode::is_enabled();
+  const bool graphOptimize = torch::jit::getGraphExecutorOptimize();
+  auto result = guarded(env, "Module." + method, [&] {
+    c10::IValue out;
+    runOnExecutorAndWait([&] {
+      at::AutoGradMode mode(gradEnabled);
+      torch::jit::GraphOptimizerEnabledGuard optimize(graphOptimize);
+      out = module.get_method(method)(std::move(args), kwargs);
+    });
+    return out;
+  });
   return fromIValue(env, result);
 }
 
@@ -200,10 +202,7 @@ Napi::Value ModuleWrap::RunAsync(const Napi::CallbackInfo& info) {
   const std::string method = methodName(env, info[0], "Module.runAsync");
   std::unordered_map<std::string, c10::IValue> kwargs;
   auto args = convertArguments(env, method, info, kwargs);
-  auto* worker = new MethodWorker(env, live(info.Env()), method, std::move(args), std::move(kwargs));
-  auto promise = worker->promise();
-  worker->Queue();
-  return promise;
+  return runOnExecutor(env, new MethodTask(env, live(info.Env()), method, std::move(args), std::move(kwargs)));
 }
 
 Napi::Value ModuleWrap::MethodNames(const Napi::CallbackInfo& info) {

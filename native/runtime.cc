@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "addon_data.h"
+#include "executor.h"
 
 namespace td {
 
@@ -19,12 +20,12 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   if (!(n >= 1 && n <= kMaxThreads) || n != std::trunc(n)) {
     throwTypeError(env, "setNumThreads: expected an integer from 1 to 1024 but received " + describeJsValue(info[0]));
   }
-  at::set_num_threads(static_cast<int>(n));
+  setComputeThreads(static_cast<int>(n));
   return env.Undefined();
 }
 
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), at::get_num_threads());
+  return Napi::Number::New(info.Env(), computeThreads());
 }
 
 Napi::Value SetGradEnabled(const Napi::CallbackInfo& info) {

@@ -7,6 +7,7 @@
 
 #include "addon_data.h"
 #include "checks.h"
+#include "executor.h"
 
 namespace td {
 
@@ -274,7 +275,13 @@ Napi::Value TensorWrap::Backward(const Napi::CallbackInfo& info) {
   c10::optional<bool> retain;
   if (info.Length() > 1 && info[1].IsBoolean()) retain = info[1].As<Napi::Boolean>().Value();
   const bool create = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
-  guarded(env, "Tensor.backward", [&] { t.backward(gradient, retain, create); });
+  const bool gradEnabled = at::GradMode::is_enabled();
+  guarded(env, "Tensor.backward", [&] {
+    runOnExecutorAndWait([&] {
+      at::AutoGradMode mode(gradEnabled);
+      t.backward(gradient, retain, create);
+    });
+  });
   return env.Undefined();
 }
 

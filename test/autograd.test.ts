@@ -106,3 +106,46 @@ describe("optimizers match torch.optim", () => {
     expect(() => new td.SGD([td.ones([1])], { lr: -1 })).toThrow("Expected non-negative number for SGD lr but received -1 of type number");
   });
 });
+
+// Ops on ≥ 65,536 elements, module calls and backward run on the executor thread (native/executor.h);
+// the caller's grad mode, errors and thread count must cross over with them.
+describe("work on the executor thread", () => {
+  const big = 300 * 300;
+
+  it("records grad for large ops like small ones, and not under noGrad", () => {
+    td.tidy(() => {
+      for (const n of [16, big]) {
+        const x = td.full([n], 3).requiresGrad_();
+        const y = x.mul(x).sum(); // d/dx = 2x = 6
+        expect(y.requiresGrad).toBe(true);
+        y.backward();
+        expect(Array.from(new Set(x.grad!.toFloat32Array()))).toEqual([6]);
+        expect(td.noGrad(() => x.mul(2)).requiresGrad).toBe(false);
+      }
+    });
+  });
+
+  it("gives large ops' errors in the same words", () => {
+    td.tidy(() => {
+      const [a, b] = [td.zeros([big]), td.zeros([big + 1])];
+      expect(() => a.add(b)).toThrow(/^aten::add\.Tensor: The size of tensor a \(90000\) must match the size of tensor b \(90001\).* \(self: \[90000\] float32 cpu, other: \[90001\] float32 cpu\)$/s);
+    });
+  });
+
+  it("getNumThreads reports what setNumThreads set; large matmuls give the same values at any count", () => {
+    const before = td.getNumThreads();
+    try {
+      td.tidy(() => {
+        const m = td.randn([256, 256], { generator: new td.Generator(1) });
+        const reference = m.matmul(m).toFloat32Array();
+        for (const threads of [1, 2, 1]) {
+          td.setNumThreads(threads);
+          expect(td.getNumThreads()).toBe(threads);
+          expect(maxRelativeError(m.matmul(m).toFloat32Array(), reference)).toBeLessThan(1e-5);
+        }
+      });
+    } finally {
+      td.setNumThreads(before);
+    }
+  });
+});
