@@ -7,7 +7,10 @@
 #   4. the whole vitest suite against this libtorch, as far as the time allows.
 # Node and node_modules may come packed: .gpu/node.xz (a static node binary, xz) and
 # .gpu/nm.tar.xz (node_modules and dist/, without typescript and sharp's binaries: sharp is
-# replaced by a stub there, so image files cannot be read or written in this check).
+# replaced by a stub there, so image files cannot be read or written in this check). To pack
+# them on a development machine (the 64 MiB a device call carries leaves no room for sharp):
+#   mkdir -p .gpu && xz -9 -c "$(command -v node)" > .gpu/node.xz && npm run build:ts
+#   tar -cf - --exclude=node_modules/typescript --exclude=node_modules/@img node_modules dist | xz > .gpu/nm.tar.xz
 # Logs go to $OUT (default /tmp/gpu-check). Env: CUDAARCHS (default 90), BUDGET_S (default 480),
 # BENCH=0 skips the SDPA probe and the benchmark, FULL_SUITE=0 the whole-suite run, VITEST_FILES
 # replaces the focused test files.
