@@ -133,8 +133,8 @@ export interface Binding {
   getNumThreads(): number;
   setGradEnabled(enabled: boolean): void;
   isGradEnabled(): boolean;
-  setGraphOptimization(enabled: boolean): void;
-  isGraphOptimizationEnabled(): boolean;
+  setGraphOptimization(mode: boolean | "inference"): void;
+  isGraphOptimizationEnabled(): boolean | "inference";
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   cudaSynchronize(): void;

@@ -11,6 +11,7 @@
 #include "checks.h"
 #include "convert.h"
 #include "executor.h"
+#include "runtime.h"
 #include "tensor.h"
 
 namespace td {
@@ -30,13 +31,13 @@ class MethodTask : public ExecutorTask {
         args_(std::move(args)),
         kwargs_(std::move(kwargs)),
         gradEnabled_(at::GradMode::is_enabled()),
-        graphOptimize_(torch::jit::getGraphExecutorOptimize()) {}
+        graphOptimize_(graphOptimizationFor(gradEnabled_)) {}
 
   void Execute() override {
     try {
       // Grad mode is thread-local: carry the caller's noGrad() scope onto the executor thread.
       at::AutoGradMode mode(gradEnabled_);
-      // So is the graph executor's optimization switch (see runtime.cc).
+      // So is the graph executor's optimization switch (see runtime.h).
       torch::jit::GraphOptimizerEnabledGuard optimize(graphOptimize_);
       result_ = module_.get_method(method_)(std::move(args_), kwargs_);
     } catch (const std::exception& e) {
@@ -184,7 +185,7 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
   auto args = convertArguments(env, method, info, kwargs);
   auto& module = live(env);
   const bool gradEnabled = at::GradMode::is_enabled();
-  const bool graphOptimize = torch::jit::getGraphExecutorOptimize();
+  const bool graphOptimize = graphOptimizationFor(gradEnabled);
   auto result = guarded(env, "Module." + method, [&] {
     c10::IValue out;
     runOnExecutorAndWait([&] {

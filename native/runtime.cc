@@ -5,6 +5,7 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <atomic>
 #include <cmath>
 
 #include "addon_data.h"
@@ -40,14 +41,32 @@ Napi::Value IsGradEnabled(const Napi::CallbackInfo& info) {
 
 void DisableGraphOptimizationByDefault() { torch::jit::setGraphExecutorOptimize(false); }
 
+namespace {
+enum GraphOptimization : int { kGraphOptimizationOff, kGraphOptimizationOn, kGraphOptimizationInference };
+std::atomic<int> graphOptimization{kGraphOptimizationInference};
+}  // namespace
+
+bool graphOptimizationFor(bool gradEnabled) {
+  const int mode = graphOptimization.load();
+  return mode == kGraphOptimizationOn || (mode == kGraphOptimizationInference && !gradEnabled);
+}
+
 Napi::Value SetGraphOptimization(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsBoolean()) throwTypeError(info.Env(), "setGraphOptimization: expected a boolean");
-  torch::jit::setGraphExecutorOptimize(info[0].As<Napi::Boolean>().Value());
-  return info.Env().Undefined();
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && info[0].IsBoolean()) {
+    graphOptimization.store(info[0].As<Napi::Boolean>().Value() ? kGraphOptimizationOn : kGraphOptimizationOff);
+  } else if (info.Length() > 0 && info[0].IsString() && info[0].As<Napi::String>().Utf8Value() == "inference") {
+    graphOptimization.store(kGraphOptimizationInference);
+  } else {
+    throwTypeError(env, "setGraphOptimization: expected true, false or \"inference\" but received " + describeJsValue(info[0]));
+  }
+  return env.Undefined();
 }
 
 Napi::Value IsGraphOptimizationEnabled(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), torch::jit::getGraphExecutorOptimize());
+  const int mode = graphOptimization.load();
+  if (mode == kGraphOptimizationInference) return Napi::String::New(info.Env(), "inference");
+  return Napi::Boolean::New(info.Env(), mode == kGraphOptimizationOn);
 }
 
 Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {

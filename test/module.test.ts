@@ -126,19 +126,38 @@ describe("graph-executor optimization", () => {
     });
   }
 
-  it("is off by default, so a module's first and later calls give bit-identical gradients, sync and async", async () => {
-    expect(td.isGraphOptimizationEnabled()).toBe(false);
+  it("is off by default for calls that record gradients: first and later calls give bit-identical gradients, sync and async", async () => {
+    expect(td.isGraphOptimizationEnabled()).toBe("inference");
     const unet = td.load(path.join(fixtures, "models", "tiny-sd", "unet", "model.pt"));
     const first = await gradients(unet, false);
     for (const async of [false, true, false, true]) expect(await gradients(unet, async)).toEqual(first);
   });
 
-  it("can be switched on and back off", () => {
+  it("leaves no-grad calls bit-identical from the first call on, optimized or not", async () => {
+    const unet = td.load(path.join(fixtures, "models", "tiny-sd", "unet", "model.pt"));
+    const g = new td.Generator(0);
+    const args = [td.randn([2, 4, 16, 16], { generator: g }), td.tensor([500], undefined, { dtype: "int64" }), td.randn([2, 77, 16], { generator: g })];
+    const run = async (async: boolean) => td.tidyAsync(async () => Array.from((await td.noGradAsync(async () => (async ? await unet.forward(...args) : unet.forwardSync(...args)) as Tensor)).toFloat32Array()));
+    const first = await run(false);
+    for (const async of [true, false, true, false]) expect(await run(async)).toEqual(first);
+    td.setGraphOptimization(false);
+    try {
+      expect(await run(false)).toEqual(first);
+    } finally {
+      td.setGraphOptimization("inference");
+    }
+    for (const a of args) a.dispose();
+    unet.dispose();
+  });
+
+  it("can be switched on, off and back to inference only", () => {
     td.setGraphOptimization(true);
     expect(td.isGraphOptimizationEnabled()).toBe(true);
     td.setGraphOptimization(false);
     expect(td.isGraphOptimizationEnabled()).toBe(false);
-    expect(() => td.setGraphOptimization("yes" as unknown as boolean)).toThrow('Expected boolean for setGraphOptimization(enabled) but received "yes" of type string');
+    td.setGraphOptimization("inference");
+    expect(td.isGraphOptimizationEnabled()).toBe("inference");
+    expect(() => td.setGraphOptimization("yes" as unknown as boolean)).toThrow('Expected boolean or "inference" for setGraphOptimization(mode) but received "yes" of type string');
   });
 });
 
