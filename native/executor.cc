@@ -112,14 +112,26 @@ void deliverCompletedTask(Napi::Env env, Napi::Function, std::nullptr_t*, Execut
   }
   std::unique_ptr<ExecutorTask> owned(task);
   ExecutorChannel& channel = *addonData(env).executor;
-  if (--channel.pending == 0) channel.completions.Unref(env);
+  if (--channel.pending == 0) channel.back->completions.Unref(env);
   owned->Complete(env);
 }
 
 std::unique_ptr<ExecutorChannel> makeExecutorChannel(Napi::Env env) {
   auto channel = std::make_unique<ExecutorChannel>();
-  channel->completions = ExecutorCompletions::New(env, "torch-diffusion executor", 0, 1);
-  channel->completions.Unref(env);
+  channel->back = std::make_shared<ExecutorReturn>();
+  channel->back->completions = ExecutorCompletions::New(env, "torch-diffusion executor", 0, 1);
+  channel->back->completions.Unref(env);
+  // Cleanup hooks run last-added first: this one closes the way back before Node frees the
+  // thread-safe function (its own hook, added just above).
+  auto* hold = new std::shared_ptr<ExecutorReturn>(channel->back);
+  napi_add_env_cleanup_hook(
+      env,
+      [](void* arg) {
+        std::unique_ptr<std::shared_ptr<ExecutorReturn>> back(static_cast<std::shared_ptr<ExecutorReturn>*>(arg));
+        std::lock_guard<std::mutex> lock((*back)->mutex);
+        (*back)->open = false;
+      },
+      hold);
   return channel;
 }
 
@@ -127,8 +139,8 @@ Napi::Promise runOnExecutor(Napi::Env env, ExecutorTask* task) {
   Napi::Promise promise = task->promise();
   ExecutorChannel& channel = *addonData(env).executor;
   // Referenced while tasks are out, so Node waits for their results.
-  if (channel.pending++ == 0) channel.completions.Ref(env);
-  enqueue([task, completions = channel.completions]() mutable {
+  if (channel.pending++ == 0) channel.back->completions.Ref(env);
+  enqueue([task, back = channel.back]() {
     try {
       task->Execute();
     } catch (const std::exception& e) {
@@ -136,9 +148,10 @@ Napi::Promise runOnExecutor(Napi::Env env, ExecutorTask* task) {
     } catch (...) {
       task->SetError("unknown C++ exception");
     }
-    // Fails only while the environment shuts down; nobody waits for the Promise then, and its
-    // async context must not be destroyed off the JS thread: leak it.
-    if (completions.NonBlockingCall(task) != napi_ok) task->abandon();
+    // Once the environment shuts down nobody waits for the Promise, and its async context must
+    // not be destroyed off the JS thread: leak it.
+    std::lock_guard<std::mutex> lock(back->mutex);
+    if (!back->open || back->completions.NonBlockingCall(task) != napi_ok) task->abandon();
   });
   return promise;
 }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 
 namespace td {
@@ -57,9 +58,20 @@ class ExecutorTask {
 void deliverCompletedTask(Napi::Env env, Napi::Function unused, std::nullptr_t* context, ExecutorTask* task);
 using ExecutorCompletions = Napi::TypedThreadSafeFunction<std::nullptr_t, ExecutorTask, deliverCompletedTask>;
 
-/** Per environment: where the executor hands finished tasks back, and how many are out (JS thread only). */
-struct ExecutorChannel {
+/**
+ * Where finished tasks go back to one environment. Node frees the thread-safe function when the
+ * environment (a worker thread, say) shuts down, while the executor may still finish tasks for it:
+ * `open` says, under `mutex`, whether it may still be called.
+ */
+struct ExecutorReturn {
+  std::mutex mutex;
+  bool open = true;
   ExecutorCompletions completions;
+};
+
+/** Per environment: its return path, and how many tasks are out (JS thread only). */
+struct ExecutorChannel {
+  std::shared_ptr<ExecutorReturn> back;
   size_t pending = 0;
 };
 

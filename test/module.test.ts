@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -191,5 +192,18 @@ describe("async call errors", () => {
     const error = await conv.forward(td.zeros([1, 1, 2, 2])).then(() => null, (e: Error) => e);
     expect(error?.message).toMatch(/^Module\.forward: /);
     expect(error?.stack).toContain("module.test.ts");
+  });
+});
+
+describe("worker threads", () => {
+  it("a worker terminated with async calls in flight takes nothing down; the main thread's calls go on", () => {
+    const child = spawnSync(process.execPath, ["--import", "tsx", path.join(__dirname, "helpers", "worker-terminate.ts")], { encoding: "utf8", timeout: 120_000 });
+    expect(child.stderr).toBe("");
+    expect(child.status).toBe(0);
+    expect(child.stdout.trim().split("\n")).toEqual([
+      "worker result 4x1x32x32", "round 0: terminated with calls in flight",
+      "worker result 4x1x32x32", "round 1: terminated with calls in flight",
+      "main result 4x1x32x32",
+    ]);
   });
 });
