@@ -122,6 +122,8 @@ export interface Binding {
   emptyCpuCache(): void;
   resolveOp(name: string): number;
   callOp(handle: number, args: unknown[], kwargs?: Record<string, unknown>): unknown;
+  /** add / sub / mul / div (codes 0–3) unboxed; undefined where callOp must take the call. */
+  binaryOp(code: number, self: unknown, other: unknown, alpha?: unknown): unknown;
   opSchema(handle: number): string;
   /** [sync] Every registered op as "namespace::name[.overload]". */
   opNames(): string[];

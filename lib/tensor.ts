@@ -24,8 +24,16 @@ export const disposeSymbol: typeof Symbol.dispose = ((Symbol as { dispose?: symb
 
 const isTensorOrScalarScalar = (v: unknown): v is Scalar => typeof v === "number" || typeof v === "boolean";
 
+/** The ops binding.binaryOp calls unboxed (native/dispatch.cc), by its codes. */
+const UNBOXED_BINARY = new Map([["add", 0], ["sub", 1], ["mul", 2], ["div", 3]]);
+
 /** `aten::<name>.Tensor` or `aten::<name>.Scalar` by the kind of `other`. */
 function binary(name: string, self: Tensor, other: TensorOrScalar, extra: unknown[] = []): Tensor {
+  const code = UNBOXED_BINARY.get(name);
+  if (code !== undefined) {
+    const out = binding.binaryOp(code, self, other, extra[0]);
+    if (out !== undefined) return out as Tensor;
+  }
   if (isTensorOrScalarScalar(other)) return call(`aten::${name}.Scalar`, [self, other, ...extra]);
   return call(`aten::${name}.Tensor`, [self, other, ...extra]);
 }

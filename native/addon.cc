@@ -35,6 +35,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New<TensorWrap::Memory>(env, "memory"));
   exports.Set("resolveOp", Napi::Function::New<ResolveOp>(env, "resolveOp"));
   exports.Set("callOp", Napi::Function::New<CallOp>(env, "callOp"));
+  exports.Set("binaryOp", Napi::Function::New<BinaryOp>(env, "binaryOp"));
   exports.Set("opNames", Napi::Function::New<OpNames>(env, "opNames"));
   exports.Set("opSchema", Napi::Function::New<OpSchema>(env, "opSchema"));
   exports.Set("loadModule", Napi::Function::New<LoadModule>(env, "loadModule"));

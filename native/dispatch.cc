@@ -195,4 +195,45 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
   return results;
 }
 
+// add / sub / mul / div of a Tensor and a Tensor or number, called unboxed. Most of a small op's
+// cost was the schema-driven path around it (scripts/bench/sampling-loop.ts, section 3). Anything
+// else (other argument kinds, tensors for the executor, any error) gives undefined and the caller
+// takes CallOp, which also words the errors; these ops change nothing, so a retry is harmless.
+Napi::Value BinaryOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto tensorAt = [&](size_t i) -> const at::Tensor* {
+    if (info.Length() <= i || !TensorWrap::IsTensor(env, info[i])) return nullptr;
+    auto* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(info[i].As<Napi::Object>());
+    return wrap->disposed() ? nullptr : &wrap->tensor();
+  };
+  const at::Tensor* self = tensorAt(1);
+  if (!info[0].IsNumber() || self == nullptr) return env.Undefined();
+  const int code = info[0].As<Napi::Number>().Int32Value();
+  const at::Tensor* other = tensorAt(2);
+  c10::Scalar otherScalar;
+  if (other == nullptr) {
+    if (info.Length() < 3 || !(info[2].IsNumber() || info[2].IsBoolean())) return env.Undefined();
+    otherScalar = toIValue(env, info[2], c10::NumberType::get(), "other").toScalar();
+  }
+  c10::Scalar alpha = 1;
+  if (info.Length() > 3 && !info[3].IsUndefined()) {
+    if (!info[3].IsNumber()) return env.Undefined();
+    alpha = toIValue(env, info[3], c10::NumberType::get(), "alpha").toScalar();
+  }
+  if (self->numel() + (other ? other->numel() : 0) >= kExecutorMinElements) return env.Undefined();
+  at::Tensor out;
+  try {
+    switch (code) {
+      case 0: out = other ? at::add(*self, *other, alpha) : at::add(*self, otherScalar, alpha); break;
+      case 1: out = other ? at::sub(*self, *other, alpha) : at::sub(*self, otherScalar, alpha); break;
+      case 2: out = other ? at::mul(*self, *other) : at::mul(*self, otherScalar); break;
+      case 3: out = other ? at::div(*self, *other) : at::div(*self, otherScalar); break;
+      default: return env.Undefined();
+    }
+  } catch (const std::exception&) {
+    return env.Undefined();
+  }
+  return TensorWrap::Wrap(env, std::move(out));
+}
+
 }  // namespace td

@@ -14,5 +14,8 @@ Napi::Value CallOp(const Napi::CallbackInfo& info);
 Napi::Value OpNames(const Napi::CallbackInfo& info);
 // opSchema(handle) -> the schema string, for error messages and docs.
 Napi::Value OpSchema(const Napi::CallbackInfo& info);
+// binaryOp(code 0 add | 1 sub | 2 mul | 3 div, self, other: Tensor | number | boolean, alpha?) ->
+// Tensor, or undefined where callOp must take the call (see dispatch.cc).
+Napi::Value BinaryOp(const Napi::CallbackInfo& info);
 
 }  // namespace td
