@@ -1,5 +1,6 @@
 #include "distributed.h"
 
+#include <ATen/Parallel.h>
 #include <torch/version.h>
 
 #include <algorithm>
@@ -143,6 +144,9 @@ class GroupWorker : public Napi::AsyncWorker {
   void Execute() override {
     InTurn turn(*state_, ticket_);
     try {
+      // Bucket copies stay on this libuv thread's one core: a second OpenMP team beside the
+      // executor's would slow both (executor.h).
+      if (at::get_num_threads() != 1) at::set_num_threads(1);
       at::NoGradGuard noGrad;  // in-place writes into parameters (leaves that require grad)
       run(*state_);
     } catch (const std::exception& e) {
