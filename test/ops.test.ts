@@ -109,3 +109,38 @@ describe("tensor creation and reading", () => {
     expect(td.opSchema("aten::add.Tensor")).toContain("Tensor self, Tensor other");
   });
 });
+
+// add / sub / mul / div are called unboxed (binding.binaryOp); the schema path must agree with them.
+describe("unboxed arithmetic equals the aten op by schema", () => {
+  it("in values and dtypes, for tensor and number operands of every kind", () => {
+    td.tidy(() => {
+      const operands: td.Tensor[] = [
+        td.tensor([1.5, -2, 3]), td.tensor([1, 2, 3], undefined, { dtype: "int64" }), td.tensor([1, 0, 1], undefined, { dtype: "bool" }),
+        td.tensor([0.5, 2, -1], undefined, { dtype: "float16" }), td.tensor([2, 3, 4], undefined, { dtype: "int32" }), td.tensor([7.25]),
+      ];
+      const numbers = [2, 2.5, -3, true];
+      for (const [name, alpha] of [["add", 2], ["sub", 1], ["mul", undefined], ["div", undefined]] as const) {
+        for (const a of operands) {
+          for (const b of [...operands, ...numbers]) {
+            const kind = typeof b === "object" ? "Tensor" : "Scalar";
+            const args = alpha === undefined ? [a, b] : [a, b, alpha];
+            let viaSchema: td.Tensor | Error;
+            try {
+              viaSchema = td.op(`aten::${name}.${kind}`, ...args) as td.Tensor;
+            } catch (error) {
+              viaSchema = error as Error;
+            }
+            const method = (a[name] as (...x: unknown[]) => td.Tensor).bind(a);
+            if (viaSchema instanceof Error) {
+              expect(() => method(...args.slice(1)), `${a.dtype} ${name} ${String(b)}`).toThrow(viaSchema.message);
+              continue;
+            }
+            const unboxed = method(...args.slice(1));
+            expect([unboxed.dtype, unboxed.shape], `${a.dtype} ${name} ${String(b)}`).toEqual([viaSchema.dtype, viaSchema.shape]);
+            expect(Array.from(unboxed.toFloat64Array())).toEqual(Array.from(viaSchema.toFloat64Array()));
+          }
+        }
+      }
+    });
+  });
+});
