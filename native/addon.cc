@@ -13,7 +13,6 @@ namespace td {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   installCachingCpuAllocator();
-  DisableGraphOptimizationByDefault();
   auto* data = new AddonData();
   env.SetInstanceData(data);
   data->executor = makeExecutorChannel(env);

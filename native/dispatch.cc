@@ -101,7 +101,11 @@ int64_t elementsIn(const std::vector<c10::IValue>& stack) {
     if (value.isTensor()) {
       total += value.toTensor().numel();
     } else if (value.isTensorList()) {
-      for (const at::Tensor& t : value.toTensorList().vec()) total += t.defined() ? t.numel() : 0;
+      const auto list = value.toTensorList();
+      for (size_t i = 0; i < list.size(); ++i) {
+        const at::Tensor t = list.get(i);
+        total += t.defined() ? t.numel() : 0;
+      }
     }
   }
   return total;
@@ -174,11 +178,7 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
   });
   try {
     if (elementsIn(stack) >= kExecutorMinElements) {
-      const bool gradEnabled = at::GradMode::is_enabled();
-      runOnExecutorAndWait([&] {
-        at::AutoGradMode mode(gradEnabled);
-        entry.handle.callBoxed(&stack);
-      });
+      runOnExecutorAndWait([&] { entry.handle.callBoxed(&stack); });
     } else {
       entry.handle.callBoxed(&stack);
     }

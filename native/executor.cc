@@ -1,6 +1,7 @@
 #include "executor.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 
 #include <atomic>
 #include <chrono>
@@ -66,10 +67,12 @@ void executorLoop() {
 
 std::atomic<int> threadsForCompute{0};
 
-// The intra-op thread count is set per thread (OpenMP), and ATen reads its global setting into a
-// thread only once: apply the current one on every job, so setNumThreads() applies at once.
+// Per-thread state the job runs under: the caller's grad mode (noGrad scopes), and the intra-op
+// thread count (OpenMP keeps it per thread, and ATen reads its global setting into a thread only
+// once: apply the current one on every job, so setNumThreads() applies at once).
 void enqueue(std::function<void()> job) {
   const int threads = computeThreads();
+  const bool gradEnabled = at::GradMode::is_enabled();
   Queue& q = queue();
   {
     std::lock_guard<std::mutex> lock(q.mutex);
@@ -77,8 +80,9 @@ void enqueue(std::function<void()> job) {
       std::thread(executorLoop).detach();
       q.started = true;
     }
-    q.jobs.emplace_back([threads, job = std::move(job)] {
+    q.jobs.emplace_back([threads, gradEnabled, job = std::move(job)] {
       if (at::get_num_threads() != threads) at::set_num_threads(threads);
+      const at::AutoGradMode mode(gradEnabled);
       job();
     });
     q.queued.fetch_add(1, std::memory_order_release);

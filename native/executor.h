@@ -87,10 +87,10 @@ void setComputeThreads(int threads);
 /** Ops whose tensor arguments hold at least this many elements in all run on the executor (CallOp). */
 constexpr int64_t kExecutorMinElements = 1 << 16;
 
-/** JS thread: queues `task` (ownership passes) and returns its Promise. */
+/** JS thread: queues `task` (ownership passes) and returns its Promise. Jobs run under the caller's grad mode. */
 Napi::Promise runOnExecutor(Napi::Env env, ExecutorTask* task);
 
-/** JS thread: runs `job` on the executor thread after the queued tasks and waits; rethrows what it throws. */
+/** JS thread: runs `job` on the executor thread after the queued tasks, under the caller's grad mode, and waits; rethrows what it throws. */
 void runOnExecutorAndWait(const std::function<void()>& job);
 
 }  // namespace td

@@ -20,6 +20,14 @@ namespace {
 
 thread_local torch::jit::Module* pendingModule = nullptr;
 
+// On the executor thread. The graph executor's optimization switch is thread-local: the caller
+// decides it (graphOptimizationFor, runtime.h) from its grad mode, which the executor carries over.
+c10::IValue callMethod(torch::jit::Module& module, const std::string& method, std::vector<c10::IValue> args,
+                       const std::unordered_map<std::string, c10::IValue>& kwargs, bool graphOptimize) {
+  torch::jit::GraphOptimizerEnabledGuard optimize(graphOptimize);
+  return module.get_method(method)(std::move(args), kwargs);
+}
+
 // Runs one TorchScript method on the executor thread (executor.h). Holds only libtorch values, never JS ones.
 class MethodTask : public ExecutorTask {
  public:
@@ -30,16 +38,11 @@ class MethodTask : public ExecutorTask {
         method_(std::move(method)),
         args_(std::move(args)),
         kwargs_(std::move(kwargs)),
-        gradEnabled_(at::GradMode::is_enabled()),
-        graphOptimize_(graphOptimizationFor(gradEnabled_)) {}
+        graphOptimize_(graphOptimizationFor(at::GradMode::is_enabled())) {}
 
   void Execute() override {
     try {
-      // Grad mode is thread-local: carry the caller's noGrad() scope onto the executor thread.
-      at::AutoGradMode mode(gradEnabled_);
-      // So is the graph executor's optimization switch (see runtime.h).
-      torch::jit::GraphOptimizerEnabledGuard optimize(graphOptimize_);
-      result_ = module_.get_method(method_)(std::move(args_), kwargs_);
+      result_ = callMethod(module_, method_, std::move(args_), kwargs_, graphOptimize_);
     } catch (const std::exception& e) {
       SetError("Module." + method_ + ": " + errorMessage(e));
     }
@@ -56,7 +59,6 @@ class MethodTask : public ExecutorTask {
   std::string method_;
   std::vector<c10::IValue> args_;
   std::unordered_map<std::string, c10::IValue> kwargs_;
-  bool gradEnabled_;
   bool graphOptimize_;
   c10::IValue result_;
 };
@@ -184,15 +186,10 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
   std::unordered_map<std::string, c10::IValue> kwargs;
   auto args = convertArguments(env, method, info, kwargs);
   auto& module = live(env);
-  const bool gradEnabled = at::GradMode::is_enabled();
-  const bool graphOptimize = graphOptimizationFor(gradEnabled);
+  const bool graphOptimize = graphOptimizationFor(at::GradMode::is_enabled());
   auto result = guarded(env, "Module." + method, [&] {
     c10::IValue out;
-    runOnExecutorAndWait([&] {
-      at::AutoGradMode mode(gradEnabled);
-      torch::jit::GraphOptimizerEnabledGuard optimize(graphOptimize);
-      out = module.get_method(method)(std::move(args), kwargs);
-    });
+    runOnExecutorAndWait([&] { out = callMethod(module, method, std::move(args), kwargs, graphOptimize); });
     return out;
   });
   return fromIValue(env, result);

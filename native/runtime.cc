@@ -1,7 +1,6 @@
 #include "runtime.h"
 
 #include <ATen/Parallel.h>
-#include <torch/csrc/jit/python/update_graph_executor_opt.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
 
@@ -38,8 +37,6 @@ Napi::Value SetGradEnabled(const Napi::CallbackInfo& info) {
 Napi::Value IsGradEnabled(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), at::GradMode::is_enabled());
 }
-
-void DisableGraphOptimizationByDefault() { torch::jit::setGraphExecutorOptimize(false); }
 
 namespace {
 enum GraphOptimization : int { kGraphOptimizationOff, kGraphOptimizationOn, kGraphOptimizationInference };

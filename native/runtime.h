@@ -17,7 +17,6 @@ Napi::Value IsGradEnabled(const Napi::CallbackInfo& info);
 // without gradient recording are optimized; setGraphOptimization(true / false) forces it for all.
 // The switch is thread-local in libtorch: each module call applies graphOptimizationFor() on the
 // executor thread.
-void DisableGraphOptimizationByDefault();
 bool graphOptimizationFor(bool gradEnabled);
 Napi::Value SetGraphOptimization(const Napi::CallbackInfo& info);
 Napi::Value IsGraphOptimizationEnabled(const Napi::CallbackInfo& info);

@@ -275,13 +275,7 @@ Napi::Value TensorWrap::Backward(const Napi::CallbackInfo& info) {
   c10::optional<bool> retain;
   if (info.Length() > 1 && info[1].IsBoolean()) retain = info[1].As<Napi::Boolean>().Value();
   const bool create = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
-  const bool gradEnabled = at::GradMode::is_enabled();
-  guarded(env, "Tensor.backward", [&] {
-    runOnExecutorAndWait([&] {
-      at::AutoGradMode mode(gradEnabled);
-      t.backward(gradient, retain, create);
-    });
-  });
+  guarded(env, "Tensor.backward", [&] { runOnExecutorAndWait([&] { t.backward(gradient, retain, create); }); });
   return env.Undefined();
 }
 
