@@ -10,10 +10,9 @@ dtype (on an H100 ours matched torch's flash kernel to the printed digits).
 Run:  python3 -m unittest scripts.tests.test_attention_cuda -v   (from the repo root)
 """
 
-import os
 import unittest
 
-from test_attention_kernel import load_kernels, reference, rel_err, torch
+from test_attention_kernel import env_var, load_kernels, reference, rel_err, torch
 
 CUDA = torch is not None and torch.cuda.is_available()
 PATHS = ["fused", "sdpa", "math", "auto"]
@@ -32,19 +31,8 @@ SHAPES = [
 ]
 
 
-class _Path:
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        self.old = os.environ.get("TORCH_DIFFUSION_CUDA_ATTENTION")
-        os.environ["TORCH_DIFFUSION_CUDA_ATTENTION"] = self.name
-
-    def __exit__(self, *exc):
-        if self.old is None:
-            os.environ.pop("TORCH_DIFFUSION_CUDA_ATTENTION", None)
-        else:
-            os.environ["TORCH_DIFFUSION_CUDA_ATTENTION"] = self.old
+def attention_path(name):
+    return env_var("TORCH_DIFFUSION_CUDA_ATTENTION", name)
 
 
 def has_cuda_kernel():
@@ -68,7 +56,7 @@ class AttentionCudaTest(unittest.TestCase):
         torch.manual_seed(0)
 
     def run_path(self, path, q, k, v, scale=None, mask=None):
-        with _Path(path):
+        with attention_path(path):
             out = self.attention(q, k, v, scale, mask)
         torch.cuda.synchronize()
         return out
@@ -151,7 +139,7 @@ class AttentionCudaTest(unittest.TestCase):
         self.assertTrue(torch.equal(first, self.run_path("fused", q, k, v)))
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), _Path("fused"):
+        with torch.cuda.stream(stream), attention_path("fused"):
             side = self.attention(q, k, v, None, None)
         torch.cuda.current_stream().wait_stream(stream)
         torch.cuda.synchronize()
@@ -162,7 +150,7 @@ class AttentionCudaTest(unittest.TestCase):
             q0, k0, v0 = (torch.randn(1, 2, 80, 64, device="cuda", dtype=torch.float16) for _ in range(3))
             up = torch.randn(1, 2, 80, 64, device="cuda", dtype=torch.float16)
             q, k, v = (t.clone().requires_grad_() for t in (q0, k0, v0))
-            with _Path(path):
+            with attention_path(path):
                 (self.attention(q, k, v, None, None).float() * up.float()).sum().backward()
             qr, kr, vr = (t.double().requires_grad_() for t in (q0, k0, v0))
             (reference(qr, kr, vr) * up.double()).sum().backward()

@@ -7,6 +7,7 @@ Run:  python3 -m unittest discover -s scripts/tests -v
 Env:  TORCH_DIFFUSION_KERNELS_LIB=/path/lib.so  use a prebuilt library instead of building.
 """
 
+import contextlib
 import os
 import random
 import subprocess
@@ -83,24 +84,27 @@ def kernel_variants():
     return ["default", "avx2", "generic"]
 
 
-class _KernelEnv:
-    """Context manager selecting the CPU kernel build via TORCH_DIFFUSION_CPU_KERNEL."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        self.old = os.environ.get("TORCH_DIFFUSION_CPU_KERNEL")
-        if self.name == "default":
-            os.environ.pop("TORCH_DIFFUSION_CPU_KERNEL", None)
+@contextlib.contextmanager
+def env_var(name, value):
+    """Sets (or, with None, unsets) environment variable `name` inside the block, then restores it.
+    The kernels read their switches per call (TORCH_DIFFUSION_CPU_KERNEL, TORCH_DIFFUSION_CUDA_ATTENTION)."""
+    old = os.environ.get(name)
+    try:
+        if value is None:
+            os.environ.pop(name, None)
         else:
-            os.environ["TORCH_DIFFUSION_CPU_KERNEL"] = self.name
-
-    def __exit__(self, *exc):
-        if self.old is None:
-            os.environ.pop("TORCH_DIFFUSION_CPU_KERNEL", None)
+            os.environ[name] = value
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
         else:
-            os.environ["TORCH_DIFFUSION_CPU_KERNEL"] = self.old
+            os.environ[name] = old
+
+
+def kernel_env(variant):
+    """Selects the CPU kernel build: "default" is the widest the CPU has."""
+    return env_var("TORCH_DIFFUSION_CPU_KERNEL", None if variant == "default" else variant)
 
 
 @unittest.skipIf(torch is None, "PyTorch is not installed for this Python")
@@ -114,7 +118,7 @@ class AttentionKernelTest(unittest.TestCase):
     def check(self, q, k, v, scale=None, mask=None, tol=1e-5, variants=None):
         ref = reference(q, k, v, scale, mask)
         for variant in variants or kernel_variants():
-            with _KernelEnv(variant):
+            with kernel_env(variant):
                 out = self.attention(q, k, v, scale, mask)
             self.assertEqual(out.dtype, q.dtype)
             self.assertEqual(tuple(out.shape), tuple(q.shape))
@@ -180,7 +184,7 @@ class AttentionKernelTest(unittest.TestCase):
         mask = torch.ones(10, 120, dtype=torch.bool)
         mask[3] = False
         for variant in kernel_variants():
-            with _KernelEnv(variant):
+            with kernel_env(variant):
                 out = self.attention(q, k, v, None, mask)
             self.assertTrue(torch.equal(out[:, :, 3], torch.zeros_like(out[:, :, 3])))
             keep = [i for i in range(10) if i != 3]
