@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from "vitest";
 import * as td from "../lib";
 import { runCli, type CliResult as Result } from "./helpers/cli";
-import { fixtures } from "./helpers";
+import { fixtures, withEnv } from "./helpers";
 
 const raw = path.join(fixtures, "diffusers", "tiny-sd"); // model_index.json + safetensors, as save_pretrained writes it
 const rawUnet = path.join(fixtures, "diffusers", "tiny-unet"); // one component folder
@@ -21,20 +21,6 @@ const converted = path.join(tmp, "tiny-sd");
 const hasTorch = spawnSync("/usr/bin/python3", ["-c", "import torch"]).status === 0;
 
 const cli = (args: string[]) => runCli(args);
-
-/** Runs `fn` with environment variables set (undefined removes one), restoring them after. */
-async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
-  const apply = (values: Record<string, string | undefined>) => {
-    for (const [k, v] of Object.entries(values)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
-  };
-  apply(vars);
-  try {
-    return await fn();
-  } finally {
-    apply(saved);
-  }
-}
 
 function requireTorch(ctx: TestContext): void {
   if (!hasTorch) {

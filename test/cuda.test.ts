@@ -11,21 +11,12 @@ import * as path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import * as td from "../lib";
 import type { Tensor } from "../lib";
-import { fixtures, maxRelativeError } from "./helpers";
+import { fixtures, maxRelativeError, withEnv } from "./helpers";
 
 const cuda = td.cuda.isAvailable();
 const ATTENTION_PATHS = ["auto", "fused", "sdpa", "math"] as const;
 
-function withAttentionPath<T>(name: string, fn: () => T): T {
-  const old = process.env.TORCH_DIFFUSION_CUDA_ATTENTION;
-  process.env.TORCH_DIFFUSION_CUDA_ATTENTION = name;
-  try {
-    return fn();
-  } finally {
-    if (old === undefined) delete process.env.TORCH_DIFFUSION_CUDA_ATTENTION;
-    else process.env.TORCH_DIFFUSION_CUDA_ATTENTION = old;
-  }
-}
+const withAttentionPath = <T>(name: string, fn: () => T): T => withEnv({ TORCH_DIFFUSION_CUDA_ATTENTION: name }, fn);
 
 const maxAbsDiff = (a: Tensor, b: Tensor) => td.tidy(() => a.to("cpu").float().sub(b.to("cpu").float()).abs().max().item());
 

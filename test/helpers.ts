@@ -31,3 +31,26 @@ export function expectClose(got: Tensor, ref: EncodedTensor, tolerance = 1e-5): 
   expect(got.shape).toEqual(ref.shape);
   expect(maxRelativeError(got.toFloat64Array(), ref.values)).toBeLessThanOrEqual(tolerance);
 }
+
+/**
+ * Runs `fn` with environment variables set (undefined removes one) and restores them when it
+ * returns, or, for a promise, when that settles.
+ * @example const out = withEnv({ TORCH_DIFFUSION_CUDA_ATTENTION: "fused" }, () => td.attention(q, k, v));
+ */
+export function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+  const apply = (values: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(values)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+  };
+  apply(vars);
+  let result: T;
+  try {
+    result = fn();
+  } catch (error) {
+    apply(saved);
+    throw error;
+  }
+  if (result instanceof Promise) return result.finally(() => apply(saved)) as T;
+  apply(saved);
+  return result;
+}

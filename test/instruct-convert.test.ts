@@ -13,7 +13,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, type TestContext } from "vitest";
 import * as td from "../lib";
-import { fixtures, maxRelativeError } from "./helpers";
+import { fixtures, maxRelativeError, withEnv } from "./helpers";
 import { runCli, type CliResult } from "./helpers/cli";
 
 interface RefTensor {
@@ -66,14 +66,7 @@ let conversion: CliResult;
 let model: td.DiffusionModel;
 beforeAll(async () => {
   if (!hasTorch) return;
-  const saved = process.env.TORCH_DIFFUSION_PYTHON;
-  process.env.TORCH_DIFFUSION_PYTHON = "/usr/bin/python3";
-  try {
-    conversion = await runCli(["convert", "--from", raw, "--to", converted]);
-  } finally {
-    if (saved === undefined) delete process.env.TORCH_DIFFUSION_PYTHON;
-    else process.env.TORCH_DIFFUSION_PYTHON = saved;
-  }
+  conversion = await withEnv({ TORCH_DIFFUSION_PYTHON: "/usr/bin/python3" }, () => runCli(["convert", "--from", raw, "--to", converted]));
   if (conversion.code === 0) model = td.loadModel(converted);
 });
 afterAll(() => {

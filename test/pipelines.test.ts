@@ -3,7 +3,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
-import { fixtures } from "./helpers";
+import { fixtures, withEnv } from "./helpers";
 import { settledTensorCount } from "./helpers/training";
 
 const modelDir = path.join(fixtures, "models", "tiny-sd");
@@ -136,19 +136,14 @@ describe("Text2ImagePipeline", () => {
     const perImage = pipe.model.estimateDenoiseBytes(1, { height: 16, width: 16 });
     expect(perImage).toBeGreaterThan(0);
     expect(pipe.model.estimateDenoiseBytes(4, { height: 32, width: 32 })).toBeGreaterThan(4 * 4 * perImage); // attention grows as (hw)²
-    const saved = process.env.TORCH_DIFFUSION_MEMORY_LIMIT_MB;
-    process.env.TORCH_DIFFUSION_MEMORY_LIMIT_MB = String((10 * perImage) / 2 ** 20);
-    try {
+    await withEnv({ TORCH_DIFFUSION_MEMORY_LIMIT_MB: String((10 * perImage) / 2 ** 20) }, async () => {
       const before = td.memory().numTensors;
       await expect(pipe.generate({ ...base, numImagesPerPrompt: 8 })).rejects.toThrow(/^generate: 16 denoiser inputs of 16×16 would need about [\d.]+ GiB, more than the [\d.]+ GiB limit \(90% of this machine's memory, or TORCH_DIFFUSION_MEMORY_LIMIT_MB\): use fewer images or a smaller size$/);
       await expect(editor.edit({ image: td.rand([1, 3, 64, 64]), prompt: "x", numInferenceSteps: 2 })).rejects.toThrow(/^edit: 2 denoiser inputs of 64×64 would need/);
       expect(td.memory().numTensors).toBeLessThanOrEqual(before + 1);
       const { images } = await pipe.generate({ ...base, numImagesPerPrompt: 2, numInferenceSteps: 1 }); // 4 inputs: within the limit
       images.dispose();
-    } finally {
-      if (saved === undefined) delete process.env.TORCH_DIFFUSION_MEMORY_LIMIT_MB;
-      else process.env.TORCH_DIFFUSION_MEMORY_LIMIT_MB = saved;
-    }
+    });
   });
 
   it("validates its options", async () => {

@@ -5,6 +5,7 @@ import * as path from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLIPTokenizer } from "../lib/tokenizers";
+import { withEnv } from "./helpers";
 
 // Expected ids come from scripts/fixtures/clip_tokenizer_ref.py (see its docstring to regenerate).
 interface RefCase { group: string; text: string; ids: number[]; decoded: string; ids77?: number[] }
@@ -154,16 +155,9 @@ describe("CLIPTokenizer files", () => {
   });
 
   it("TORCH_DIFFUSION_CLIP_VOCAB selects the builtin file", () => {
-    const old = process.env.TORCH_DIFFUSION_CLIP_VOCAB;
-    try {
-      process.env.TORCH_DIFFUSION_CLIP_VOCAB = path.join(tmp, "missing.txt.gz");
-      expect(() => CLIPTokenizer.fromBuiltin()).toThrow(/TORCH_DIFFUSION_CLIP_VOCAB.*missing\.txt\.gz/);
-      process.env.TORCH_DIFFUSION_CLIP_VOCAB = VOCAB_GZ;
-      expect(CLIPTokenizer.fromBuiltin().vocabSize).toBe(49408);
-    } finally {
-      if (old === undefined) delete process.env.TORCH_DIFFUSION_CLIP_VOCAB;
-      else process.env.TORCH_DIFFUSION_CLIP_VOCAB = old;
-    }
+    withEnv({ TORCH_DIFFUSION_CLIP_VOCAB: path.join(tmp, "missing.txt.gz") }, () =>
+      expect(() => CLIPTokenizer.fromBuiltin()).toThrow(/TORCH_DIFFUSION_CLIP_VOCAB.*missing\.txt\.gz/));
+    withEnv({ TORCH_DIFFUSION_CLIP_VOCAB: VOCAB_GZ }, () => expect(CLIPTokenizer.fromBuiltin().vocabSize).toBe(49408));
   });
 });
 
