@@ -2,10 +2,12 @@
 
 #include <c10/core/CPUAllocator.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace td {
@@ -24,6 +26,34 @@ size_t binSize(size_t n) {
   size_t step = power / 8;
   return (n + step - 1) / step * step;
 }
+
+// Guards the free lists: held for a map lookup and a vector push or pop. With the batch of a
+// denoiser call split across threads (runConcurrently), two threads allocate at once all the
+// time; a std::mutex there sleeps in the kernel when contended, and cost 2.4 ms of a 15.5 ms
+// built-in U-Net call. Spinning costs nothing measurable.
+class SpinLock {
+ public:
+  void lock() {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
+    }
+  }
+  void unlock() { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+// Every block starts kHeader bytes before the data it hands out, and the header holds the
+// block's size: freeing a small block then needs no shared state at all (glibc's per-thread
+// arenas take it), and a cached one only the free lists. The data pointer is also the DataPtr's
+// context, as c10::Allocator::raw_allocate requires.
+constexpr size_t kHeader = kAlignment;
+
+struct CachedBlock {
+  void* block;
+  std::thread::id freedBy;
+};
 
 class CachingCpuAllocator final : public c10::Allocator {
  public:
@@ -44,17 +74,20 @@ class CachingCpuAllocator final : public c10::Allocator {
     size_t cachedBytes, hits, misses;
   };
   Stats stats() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<SpinLock> lock(lock_);
     return {cachedBytes_, hits_, misses_};
   }
 
   void emptyCache() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto& bin : free_) {
-      for (void* p : bin.second) std::free(p);
+    std::map<size_t, std::vector<CachedBlock>> blocks;
+    {
+      std::lock_guard<SpinLock> lock(lock_);
+      blocks.swap(free_);
+      cachedBytes_ = 0;
     }
-    free_.clear();
-    cachedBytes_ = 0;
+    for (auto& bin : blocks) {
+      for (const CachedBlock& cached : bin.second) std::free(cached.block);
+    }
   }
 
   static CachingCpuAllocator& instance() {
@@ -66,56 +99,63 @@ class CachingCpuAllocator final : public c10::Allocator {
  private:
   c10::DataPtr allocateImpl(size_t n) {
     const size_t size = n < kMinCachedSize ? n : binSize(n);
-    void* data = nullptr;
+    void* block = nullptr;
     if (size >= kMinCachedSize) {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::lock_guard<SpinLock> lock(lock_);
       auto it = free_.find(size);
       if (it != free_.end() && !it->second.empty()) {
-        data = it->second.back();
-        it->second.pop_back();
+        block = takeNearest(it->second);
         cachedBytes_ -= size;
         ++hits_;
       } else {
         ++misses_;
       }
-      if (data) sizes_[data] = size;
     }
-    if (!data) {
-      if (posix_memalign(&data, kAlignment, size == 0 ? kAlignment : size) != 0 || !data) {
+    if (!block) {
+      if (posix_memalign(&block, kAlignment, kHeader + size) != 0 || !block) {
         TORCH_CHECK(false, "out of CPU memory: failed to allocate ", n, " bytes");
       }
-      if (size >= kMinCachedSize) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        sizes_[data] = size;
-      }
+      *static_cast<size_t*>(block) = size;
     }
+    void* data = static_cast<char*>(block) + kHeader;
     return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
   }
 
   static void release(void* data) {
     if (!data) return;
-    auto& self = instance();
-    std::unique_lock<std::mutex> lock(self.mutex_);
-    auto it = self.sizes_.find(data);
-    if (it == self.sizes_.end()) {
-      lock.unlock();
-      std::free(data);
-      return;
+    void* block = static_cast<char*>(data) - kHeader;
+    const size_t size = *static_cast<size_t*>(block);
+    if (size >= kMinCachedSize) {
+      auto& self = instance();
+      std::lock_guard<SpinLock> lock(self.lock_);
+      if (self.cachedBytes_ + size <= self.budget_) {
+        self.free_[size].push_back({block, std::this_thread::get_id()});
+        self.cachedBytes_ += size;
+        return;
+      }
     }
-    const size_t size = it->second;
-    self.sizes_.erase(it);
-    if (self.cachedBytes_ + size > self.budget_) {
-      lock.unlock();
-      std::free(data);
-      return;
-    }
-    self.free_[size].push_back(data);
-    self.cachedBytes_ += size;
+    std::free(block);
   }
 
-  std::mutex mutex_;
-  std::map<size_t, std::vector<void*>> free_;
-  std::unordered_map<void*, size_t> sizes_;
+  // The most recently freed block of the bin that this thread freed (its lines are likely still in
+  // this core's cache), else the most recent one. Two threads running halves of one batch took
+  // each other's blocks otherwise, and the split call ran 15% slower than on glibc's malloc.
+  static void* takeNearest(std::vector<CachedBlock>& bin) {
+    const auto self = std::this_thread::get_id();
+    size_t pick = bin.size() - 1;
+    for (size_t i = bin.size(), looked = 0; i-- > 0 && looked < 8; ++looked) {
+      if (bin[i].freedBy == self) {
+        pick = i;
+        break;
+      }
+    }
+    void* block = bin[pick].block;
+    bin.erase(bin.begin() + static_cast<std::ptrdiff_t>(pick));
+    return block;
+  }
+
+  SpinLock lock_;
+  std::map<size_t, std::vector<CachedBlock>> free_;
   size_t cachedBytes_ = 0;
   size_t budget_ = kDefaultBudget;
   size_t hits_ = 0;
