@@ -39,8 +39,10 @@ export interface NativeGeneratorInstance {
 export interface NativeModuleInstance {
   /** [sync] Calls a TorchScript method; arguments are converted by its schema. */
   run(method: string, args: unknown[], kwargs?: Record<string, unknown>): unknown;
-  /** [async] Same, on libuv's thread pool. */
+  /** [async] Same, off the JS thread (native/executor.h). */
   runAsync(method: string, args: unknown[], kwargs?: Record<string, unknown>): Promise<unknown>;
+  /** [async] One call per argument list, all at once on threads of their own; the results in order. */
+  runConcurrentlyAsync(method: string, argLists: unknown[][]): Promise<unknown[]>;
   methodNames(): string[];
   methodSchema(method: string): string;
   namedParameters(recurse?: boolean): Record<string, NativeTensorInstance>;

@@ -1,6 +1,6 @@
 /**
  * TorchScript modules: `load(pathOrBuffer, {device, dtype})`. `forward` and named
- * methods are async (libuv's pool, off the event loop) with sync twins; arguments are
+ * methods are async (the executor thread, off the event loop) with sync twins; arguments are
  * converted by the method's TorchScript schema.
  */
 import type { DType, NativeModuleInstance } from "./binding";
@@ -37,6 +37,15 @@ export class Module extends NativeModule {
   /** [async] Runs any TorchScript method by name, with optional keyword arguments. */
   callMethod(method: string, args: unknown[] = [], kwargs?: Record<string, unknown>): Promise<unknown> {
     return withCallerStack(this.runAsync(method, args, kwargs), new Error());
+  }
+  /**
+   * [async] Calls `method` once per argument list, the calls at once on threads of their own that
+   * share the `setNumThreads` threads; the results in order. Inference only: the pieces of one
+   * batch (what {@link setBatchParallelism} does to denoiser calls).
+   * @example const [a, b] = await unet.callMethodConcurrently("forward", [[x1, t, c1], [x2, t, c2]]);
+   */
+  callMethodConcurrently(method: string, argLists: unknown[][]): Promise<unknown[]> {
+    return withCallerStack(this.runConcurrentlyAsync(method, argLists), new Error());
   }
   /** [sync] Runs any TorchScript method by name. */
   callMethodSync(method: string, args: unknown[] = [], kwargs?: Record<string, unknown>): unknown {

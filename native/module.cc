@@ -63,6 +63,45 @@ class MethodTask : public ExecutorTask {
   c10::IValue result_;
 };
 
+// Runs one method on several argument lists at once, each on its own thread (executor.h,
+// runConcurrently): the pieces of a split batch. Results come back as an array, in order.
+class ParallelMethodTask : public ExecutorTask {
+ public:
+  ParallelMethodTask(Napi::Env env, torch::jit::Module module, std::string method, std::vector<std::vector<c10::IValue>> argLists)
+      : ExecutorTask(env),
+        module_(std::move(module)),
+        method_(std::move(method)),
+        argLists_(std::move(argLists)),
+        results_(argLists_.size()),
+        graphOptimize_(graphOptimizationFor(at::GradMode::is_enabled())) {}
+
+  void Execute() override {
+    std::vector<std::function<void()>> pieces;
+    for (size_t i = 0; i < argLists_.size(); ++i) {
+      pieces.emplace_back([this, i] { results_[i] = callMethod(module_, method_, std::move(argLists_[i]), {}, graphOptimize_); });
+    }
+    try {
+      runConcurrently(pieces);
+    } catch (const std::exception& e) {
+      SetError("Module." + method_ + ": " + errorMessage(e));
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    std::vector<c10::IValue> results = std::move(results_);
+    auto array = Napi::Array::New(env, results.size());
+    for (size_t i = 0; i < results.size(); ++i) array.Set(static_cast<uint32_t>(i), fromIValue(env, results[i]));
+    return array;
+  }
+
+ private:
+  torch::jit::Module module_;
+  std::string method_;
+  std::vector<std::vector<c10::IValue>> argLists_;
+  std::vector<c10::IValue> results_;
+  bool graphOptimize_;
+};
+
 torch::jit::Module submoduleFor(Napi::Env env, torch::jit::Module root, const std::string& dotted, std::string& leaf) {
   size_t start = 0;
   for (size_t dot; (dot = dotted.find('.', start)) != std::string::npos; start = dot + 1) {
@@ -95,6 +134,7 @@ Napi::Function ModuleWrap::Init(Napi::Env env) {
                      {
                          InstanceMethod<&ModuleWrap::Run>("run"),
                          InstanceMethod<&ModuleWrap::RunAsync>("runAsync"),
+                         InstanceMethod<&ModuleWrap::RunConcurrentlyAsync>("runConcurrentlyAsync"),
                          InstanceMethod<&ModuleWrap::MethodNames>("methodNames"),
                          InstanceMethod<&ModuleWrap::MethodSchema>("methodSchema"),
                          InstanceMethod<&ModuleWrap::NamedParameters>("namedParameters"),
@@ -141,21 +181,21 @@ Napi::Value ModuleWrap::Wrap(Napi::Env env, torch::jit::Module module) {
   }
 }
 
-std::vector<c10::IValue> ModuleWrap::convertArguments(Napi::Env env, const std::string& method, const Napi::CallbackInfo& info,
-                                                      std::unordered_map<std::string, c10::IValue>& kwargs) {
+std::vector<c10::IValue> ModuleWrap::convertArguments(Napi::Env env, const std::string& method, const Napi::Value& positionalValue,
+                                                      const Napi::Value& keywordValue, std::unordered_map<std::string, c10::IValue>& kwargs) {
   const std::string where = "Module." + method;
-  auto found = live(info.Env()).find_method(method);
+  auto found = live(env).find_method(method);
   if (!found) {
     std::string names;
-    for (const auto& m : live(info.Env()).get_methods()) names += (names.empty() ? "" : ", ") + m.name();
+    for (const auto& m : live(env).get_methods()) names += (names.empty() ? "" : ", ") + m.name();
     throwError(env, where + ": the module has no method \"" + method + "\" (methods: " + names + ")");
   }
   const auto& params = found->function().getSchema().arguments();  // params[0] is self
-  if (!info[1].IsArray()) throwTypeError(env, where + ": expected the arguments as an array but received " + describeJsValue(info[1]));
-  if (!info[2].IsUndefined() && !info[2].IsNull() && !info[2].IsObject()) {
-    throwTypeError(env, where + ": expected keyword arguments as an object but received " + describeJsValue(info[2]));
+  if (!positionalValue.IsArray()) throwTypeError(env, where + ": expected the arguments as an array but received " + describeJsValue(positionalValue));
+  if (!keywordValue.IsUndefined() && !keywordValue.IsNull() && !keywordValue.IsObject()) {
+    throwTypeError(env, where + ": expected keyword arguments as an object but received " + describeJsValue(keywordValue));
   }
-  auto positional = info[1].As<Napi::Array>();
+  auto positional = positionalValue.As<Napi::Array>();
   if (positional.Length() + 1 > params.size()) {
     throwError(env, where + ": expected at most " + std::to_string(params.size() - 1) + " arguments but received " +
                         std::to_string(positional.Length()) + "; schema: " + c10::toString(found->function().getSchema()));
@@ -165,8 +205,8 @@ std::vector<c10::IValue> ModuleWrap::convertArguments(Napi::Env env, const std::
     const auto& param = params[i + 1];
     args.push_back(toIValue(env, positional.Get(i), param.type(), where + ": argument '" + param.name() + "'"));
   }
-  if (info[2].IsObject()) {
-    auto object = info[2].As<Napi::Object>();
+  if (keywordValue.IsObject()) {
+    auto object = keywordValue.As<Napi::Object>();
     auto keys = object.GetPropertyNames();
     for (uint32_t i = 0; i < keys.Length(); ++i) {
       const std::string key = keys.Get(i).As<Napi::String>().Utf8Value();
@@ -184,7 +224,7 @@ Napi::Value ModuleWrap::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string method = methodName(env, info[0], "Module.run");
   std::unordered_map<std::string, c10::IValue> kwargs;
-  auto args = convertArguments(env, method, info, kwargs);
+  auto args = convertArguments(env, method, info[1], info[2], kwargs);
   auto& module = live(env);
   const bool graphOptimize = graphOptimizationFor(at::GradMode::is_enabled());
   auto result = guarded(env, "Module." + method, [&] {
@@ -199,8 +239,23 @@ Napi::Value ModuleWrap::RunAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string method = methodName(env, info[0], "Module.runAsync");
   std::unordered_map<std::string, c10::IValue> kwargs;
-  auto args = convertArguments(env, method, info, kwargs);
+  auto args = convertArguments(env, method, info[1], info[2], kwargs);
   return runOnExecutor(env, new MethodTask(env, live(info.Env()), method, std::move(args), std::move(kwargs)));
+}
+
+Napi::Value ModuleWrap::RunConcurrentlyAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string method = stringArg(env, info[0], "Module.runConcurrentlyAsync: method name");
+  if (!info[1].IsArray() || info[1].As<Napi::Array>().Length() == 0) {
+    throwTypeError(env, "Module.runConcurrentlyAsync: expected a non-empty array of argument arrays but received " + describeJsValue(info[1]));
+  }
+  auto lists = info[1].As<Napi::Array>();
+  std::vector<std::vector<c10::IValue>> argLists;
+  for (uint32_t i = 0; i < lists.Length(); ++i) {
+    std::unordered_map<std::string, c10::IValue> none;
+    argLists.push_back(convertArguments(env, method, lists.Get(i), env.Undefined(), none));
+  }
+  return runOnExecutor(env, new ParallelMethodTask(env, live(env), method, std::move(argLists)));
 }
 
 Napi::Value ModuleWrap::MethodNames(const Napi::CallbackInfo& info) {

@@ -1,5 +1,5 @@
-// NativeModule: a TorchScript module. Methods run sync on the main thread or async on
-// libuv's pool; JS arguments are converted by the method's schema before queuing.
+// NativeModule: a TorchScript module. Methods run on the executor thread (executor.h), sync
+// or async; JS arguments are converted by the method's schema before queuing.
 #pragma once
 
 #include <optional>
@@ -18,6 +18,8 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
  private:
   Napi::Value Run(const Napi::CallbackInfo& info);       // [sync]  run(method, args[], kwargs?)
   Napi::Value RunAsync(const Napi::CallbackInfo& info);  // [async] runAsync(method, args[], kwargs?) -> Promise
+  // [async] runConcurrentlyAsync(method, argLists[][]) -> Promise<results[]>: one call per list, all at once.
+  Napi::Value RunConcurrentlyAsync(const Napi::CallbackInfo& info);
   Napi::Value MethodNames(const Napi::CallbackInfo& info);
   Napi::Value MethodSchema(const Napi::CallbackInfo& info);
   Napi::Value NamedParameters(const Napi::CallbackInfo& info);
@@ -37,8 +39,8 @@ class ModuleWrap : public Napi::ObjectWrap<ModuleWrap> {
   Napi::Value IsDisposed(const Napi::CallbackInfo& info);
   torch::jit::Module& live(Napi::Env env);  // throws "used after dispose()"
 
-  std::vector<c10::IValue> convertArguments(Napi::Env env, const std::string& method, const Napi::CallbackInfo& info,
-                                            std::unordered_map<std::string, c10::IValue>& kwargs);
+  std::vector<c10::IValue> convertArguments(Napi::Env env, const std::string& method, const Napi::Value& positional,
+                                            const Napi::Value& keywords, std::unordered_map<std::string, c10::IValue>& kwargs);
 
   std::optional<torch::jit::Module> module_;
 };
