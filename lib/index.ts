@@ -14,7 +14,7 @@ export { op, opSchema } from "./dispatch";
 export { noGrad, noGradAsync, enableGrad, isGradEnabled } from "./autograd";
 export { AdamW, SGD, clipGradNorm, type AdamWOptions, type SGDOptions, type OptimizerState } from "./optim";
 export { Module, load, type LoadOptions } from "./module";
-export { memory, setNumThreads, getNumThreads, setGraphOptimization, isGraphOptimizationEnabled, cuda, buildInfo, cpuAllocatorStats, emptyCpuCache } from "./runtime";
+export { memory, setNumThreads, getNumThreads, setBatchParallelism, getBatchParallelism, setGraphOptimization, isGraphOptimizationEnabled, cuda, buildInfo, cpuAllocatorStats, emptyCpuCache } from "./runtime";
 export * from "./training";
 export {
   initProcessGroup, distributedEnv, distributedBackends, isProcessGroup, ProcessGroup, DistributedError, DEFAULT_DISTRIBUTED_TIMEOUT_MS,

@@ -39,6 +39,40 @@ export function getNumThreads(): number {
   return binding.getNumThreads();
 }
 
+const MAX_BATCH_PIECES = 64;
+let batchParallelism: number | "auto" = "auto";
+
+/**
+ * How many pieces a CPU model call's batch is split into, run at once on threads of their own
+ * that share the {@link setNumThreads} threads (at least one each). It applies to calls made
+ * without gradient recording (noGrad) of the denoisers' `forward` (and so `predict` and every
+ * pipeline) and the VAE's `encode` / `decode`; calls on CUDA and calls that record gradients
+ * are never split. "auto" (the default) is 2 with 2 or more threads, else 1. On this 2-core
+ * machine, two half batches at one thread each ran 1.25–2.2× faster than the whole batch on two
+ * threads: convolutions on small images split across threads poorly. Results match the unsplit
+ * call to float32 rounding (bit for bit where the kernels do not depend on the batch size).
+ * @example td.setBatchParallelism(1); // never split
+ */
+export function setBatchParallelism(pieces: number | "auto"): void {
+  if (pieces !== "auto") {
+    assertInteger(pieces, "setBatchParallelism(pieces)", 1);
+    if (pieces > MAX_BATCH_PIECES) throw new Error(`setBatchParallelism(pieces): at most ${MAX_BATCH_PIECES} pieces (each runs on a thread of its own) but received ${pieces}`);
+  }
+  batchParallelism = pieces;
+}
+
+/** The setting ("auto" or a count), as given to {@link setBatchParallelism}. */
+export function getBatchParallelism(): number | "auto" {
+  return batchParallelism;
+}
+
+/** How many pieces a call with this batch on this device splits into now (1: not at all). */
+export function batchPiecesFor(batch: number, device: string): number {
+  if (device !== "cpu" || batch < 2 || binding.isGradEnabled()) return 1;
+  const pieces = batchParallelism === "auto" ? (binding.getNumThreads() >= 2 ? 2 : 1) : batchParallelism;
+  return Math.min(pieces, batch);
+}
+
 /**
  * TorchScript's graph-executor optimization (profiling, fusion, symbolic autodiff). By default
  * ("inference") it is on for module calls made without gradient recording (noGrad) and off for

@@ -1,6 +1,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { expect } from "vitest";
+import * as td from "../lib";
 import { tensor, type Tensor } from "../lib";
 
 export const fixtures = path.join(__dirname, "fixtures");
@@ -38,19 +39,44 @@ export function expectClose(got: Tensor, ref: EncodedTensor, tolerance = 1e-5): 
  * @example const out = withEnv({ TORCH_DIFFUSION_CUDA_ATTENTION: "fused" }, () => td.attention(q, k, v));
  */
 export function withEnv<T>(vars: Record<string, string | undefined>, fn: () => T): T {
-  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
   const apply = (values: Record<string, string | undefined>) => {
     for (const [k, v] of Object.entries(values)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
   };
-  apply(vars);
+  return withSetting(() => {
+    const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, process.env[k]]));
+    apply(vars);
+    return () => apply(saved);
+  }, fn);
+}
+
+/**
+ * Runs `fn` with `threads` compute threads and batch calls split into `pieces`, then restores both
+ * (sync or async, like withEnv).
+ * @example await withBatchPieces(2, 2, () => unet.forward(args));
+ */
+export function withBatchPieces<T>(threads: number, pieces: number | "auto", fn: () => T): T {
+  return withSetting(() => {
+    const [savedThreads, savedPieces] = [td.getNumThreads(), td.getBatchParallelism()];
+    td.setNumThreads(threads);
+    td.setBatchParallelism(pieces);
+    return () => {
+      td.setNumThreads(savedThreads);
+      td.setBatchParallelism(savedPieces);
+    };
+  }, fn);
+}
+
+/** Applies a setting (`apply` returns its undo), runs `fn`, and undoes it when `fn` ends, returns or settles. */
+function withSetting<T>(apply: () => () => void, fn: () => T): T {
+  const undo = apply();
   let result: T;
   try {
     result = fn();
   } catch (error) {
-    apply(saved);
+    undo();
     throw error;
   }
-  if (result instanceof Promise) return result.finally(() => apply(saved)) as T;
-  apply(saved);
+  if (result instanceof Promise) return result.finally(undo) as T;
+  undo();
   return result;
 }

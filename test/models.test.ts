@@ -1,7 +1,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import * as td from "../lib";
 import type { Tensor } from "../lib";
 import {
@@ -16,7 +16,7 @@ import {
   type AnyModelComponent,
 } from "../lib/models";
 import { PNDMScheduler } from "../lib/schedulers";
-import { fixtures, maxRelativeError } from "./helpers";
+import { fixtures, maxRelativeError, withBatchPieces } from "./helpers";
 
 const modelsDir = path.join(fixtures, "models");
 const tinySd = path.join(modelsDir, "tiny-sd");
@@ -138,6 +138,8 @@ describe("typed model wrappers match PyTorch on every fixture", () => {
         // async with tensors, sync with plain numbers where the wrappers accept them
         expectMatches(await runCase(component, c.method, tensors, false), c, ref.atol);
         expectMatches(await runCase(component, c.method, plain, true), c, ref.atol);
+        // and, without gradients, with the batch split in two pieces run at once (setBatchParallelism)
+        expectMatches(await td.noGradAsync(() => withBatchPieces(2, 2, () => runCase(component, c.method, tensors, false))), c, ref.atol);
       }
       component.dispose();
     });
@@ -195,6 +197,96 @@ describe("LatentDistribution", () => {
       expect(dist.mode().toArray()).toEqual(dist.mean.toArray());
     });
     expect(td.memory().numTensors).toBe(before);
+  });
+});
+
+describe("batch parallelism (setBatchParallelism)", () => {
+  const shapesOf = (lists: unknown[][]) => lists.map((args) => args.map((a) => (td.isTensor(a) ? a.shape : a)));
+
+  it("splits no-grad CPU calls into pieces run at once, matching the whole call", async () => {
+    const before = td.memory().numTensors;
+    const model = loadModel(tinySd);
+    const unet = model.unet!;
+    const module = unet.module;
+    const original = module.callMethodConcurrently.bind(module);
+    const seen: ReturnType<typeof shapesOf>[] = []; // the pieces' shapes (they are freed after the call)
+    const spy = vi.spyOn(module, "callMethodConcurrently").mockImplementation((method, lists) => {
+      seen.push(shapesOf(lists));
+      return original(method, lists);
+    });
+    await td.tidyAsync(async () => {
+      const g = new td.Generator(3);
+      const sample = td.randn([5, 4, 8, 8], { generator: g });
+      const encoderHiddenStates = td.randn([5, 6, 16], { generator: g });
+      const timestep = td.tensor(BigInt64Array.from([1, 200, 400, 600, 999], BigInt), [5]);
+      const args = { sample, timestep, encoderHiddenStates };
+      const whole = await td.noGradAsync(() => withBatchPieces(2, 1, () => model.predict(args)));
+      expect(spy).not.toHaveBeenCalled();
+      for (const pieces of [2, 3, 5]) {
+        const split = await td.noGradAsync(() => withBatchPieces(2, pieces, () => model.predict(args)));
+        expect(split.shape).toEqual([5, 4, 8, 8]);
+        expect(maxRelativeError(split.toFloat64Array(), whole.toFloat64Array()), `${pieces} pieces`).toBeLessThan(1e-5);
+      }
+      // slices of ceil(5 / 2) items; the per-item timesteps are sliced with the batch
+      expect(seen[0]).toEqual([
+        [[3, 4, 8, 8], [3], [3, 6, 16], null, null],
+        [[2, 4, 8, 8], [2], [2, 6, 16], null, null],
+      ]);
+      expect(spy.mock.calls.map((call) => call[1].length)).toEqual([2, 3, 5]);
+      // the VAE's encode and decode split too; a shared 0-d timestep stays whole
+      const images = td.rand([3, 3, 16, 16], { generator: g });
+      const encoded = await td.noGradAsync(() => withBatchPieces(2, 1, () => model.vae!.encode(images)));
+      const encodedSplit = await td.noGradAsync(() => withBatchPieces(2, 2, () => model.vae!.encode(images)));
+      expect(maxRelativeError(encodedSplit.moments.toFloat64Array(), encoded.moments.toFloat64Array())).toBeLessThan(1e-5);
+      const decoded = await td.noGradAsync(() => withBatchPieces(2, 1, () => model.vae!.decode(encoded.mean)));
+      const decodedSplit = await td.noGradAsync(() => withBatchPieces(2, 2, () => model.vae!.decode(encoded.mean)));
+      expect(maxRelativeError(decodedSplit.toFloat64Array(), decoded.toFloat64Array())).toBeLessThan(1e-5);
+      await td.noGradAsync(() => withBatchPieces(2, 2, () => model.predict({ sample: sample.narrow(0, 0, 2), timestep: 500, encoderHiddenStates: encoderHiddenStates.narrow(0, 0, 2) })));
+      expect(seen[3].map((args) => args[1])).toEqual([[], []]);
+      encoded.dispose();
+    });
+    model.dispose();
+    expect(td.memory().numTensors).toBe(before);
+  });
+
+  it("leaves whole the calls that record gradients, run sync, have one item, or have one thread under \"auto\"", async () => {
+    const model = loadModel(tinySd);
+    const spy = vi.spyOn(model.unet!.module, "callMethodConcurrently");
+    await td.tidyAsync(async () => {
+      const args = { sample: td.randn([2, 4, 8, 8]), timestep: 500, encoderHiddenStates: td.randn([2, 6, 16]) };
+      await withBatchPieces(2, 2, () => model.predict(args)); // grad mode on
+      td.noGrad(() => withBatchPieces(2, 2, () => model.predictSync(args)));
+      await td.noGradAsync(() => withBatchPieces(2, 2, () => model.predict({ ...args, sample: args.sample.narrow(0, 0, 1), encoderHiddenStates: args.encoderHiddenStates.narrow(0, 0, 1) })));
+      await td.noGradAsync(() => withBatchPieces(1, "auto", () => model.predict(args)));
+      expect(spy).not.toHaveBeenCalled();
+      await td.noGradAsync(() => withBatchPieces(2, "auto", () => model.predict(args)));
+      expect(spy).toHaveBeenCalledTimes(1);
+    });
+    model.dispose();
+  });
+
+  it("concurrent split calls equal sequential ones", async () => {
+    const model = loadModel(tinySd);
+    await td.tidyAsync(async () => {
+      const g = new td.Generator(5);
+      const calls = [0, 1, 2, 3].map((i) => ({ sample: td.randn([4, 4, 8, 8], { generator: g }), timestep: 100 + 250 * i, encoderHiddenStates: td.randn([4, 6, 16], { generator: g }) }));
+      await withBatchPieces(2, 2, async () => {
+        const sequential: Tensor[] = [];
+        for (const args of calls) sequential.push(await td.noGradAsync(() => model.predict(args)));
+        const concurrent = await td.noGradAsync(() => Promise.all(calls.map((args) => model.predict(args))));
+        concurrent.forEach((out, i) => expect(out.toFloat64Array()).toEqual(sequential[i].toFloat64Array()));
+      });
+    });
+    model.dispose();
+  });
+
+  it("validates the setting", () => {
+    expect(td.getBatchParallelism()).toBe("auto");
+    expect(() => td.setBatchParallelism(0)).toThrow("setBatchParallelism(pieces)");
+    expect(() => td.setBatchParallelism(1.5)).toThrow("setBatchParallelism(pieces)");
+    expect(() => td.setBatchParallelism("two" as never)).toThrow("setBatchParallelism(pieces)");
+    expect(() => td.setBatchParallelism(65)).toThrow("setBatchParallelism(pieces): at most 64 pieces (each runs on a thread of its own) but received 65");
+    expect(td.getBatchParallelism()).toBe("auto");
   });
 });
 

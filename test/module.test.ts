@@ -5,7 +5,7 @@ import * as path from "node:path";
 import { describe, expect, it } from "vitest";
 import * as td from "../lib";
 import type { Tensor } from "../lib";
-import { expectClose, fixtures, fromEncoded, readFixture, type EncodedTensor } from "./helpers";
+import { expectClose, fixtures, fromEncoded, maxRelativeError, readFixture, withBatchPieces, type EncodedTensor } from "./helpers";
 
 const refs = readFixture<{ modules: Record<string, EncodedTensor> }>("bridge_refs.json").modules;
 const echoPath = path.join(fixtures, "modules", "echo.pt");
@@ -43,6 +43,27 @@ describe("TorchScript modules", () => {
     const expected = inputs.map((x) => conv.forwardSync(x) as Tensor);
     const results = (await Promise.all(inputs.map((x) => conv.forward(x)))) as Tensor[];
     results.forEach((r, i) => expect(Array.from(r.toFloat32Array())).toEqual(Array.from(expected[i].toFloat32Array())));
+  });
+
+  it("callMethodConcurrently runs one call per argument list at once, equal to separate calls", async () => {
+    const conv = td.load(convPath);
+    const before = td.memory().numTensors;
+    await td.tidyAsync(async () => {
+      const inputs = [1, 2, 3].map((i) => fromEncoded(refs.x).mul(i));
+      const expected = inputs.map((x) => conv.forwardSync(x) as Tensor);
+      for (const threads of [1, 2]) {
+        const results = (await withBatchPieces(threads, 1, () => conv.callMethodConcurrently("forward", inputs.map((x) => [x])))) as Tensor[];
+        results.forEach((r, i) => expect(maxRelativeError(r.toFloat32Array(), expected[i].toFloat32Array()), `${threads} threads`).toBeLessThan(1e-6));
+      }
+      // a failing piece rejects the whole call, after every piece has finished, and names the method
+      await expect(conv.callMethodConcurrently("forward", [[inputs[0]], [td.zeros([1, 3, 4, 4])]])).rejects.toThrow(/^Module\.forward: .*channels/);
+      // malformed calls throw before anything is queued, as callMethod's do
+      expect(() => conv.callMethodConcurrently("forward", [])).toThrow("Module.runConcurrentlyAsync: expected a non-empty array of argument arrays but received array");
+      expect(() => conv.callMethodConcurrently("forward", [inputs[0]] as never)).toThrow("Module.forward: expected the arguments as an array but received");
+      expect(() => conv.callMethodConcurrently("nope", [[inputs[0]]])).toThrow('Module.nope: the module has no method "nope"');
+      expect(() => conv.callMethodConcurrently(7 as never, [[inputs[0]]])).toThrow("Module.runConcurrentlyAsync: method name");
+    });
+    expect(td.memory().numTensors).toBe(before);
   });
 
   it("honours noGrad inside async work", async () => {

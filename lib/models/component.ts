@@ -7,6 +7,8 @@
 import type { DType } from "../binding";
 import { assertInteger, describe, invalid } from "../errors";
 import type { Module } from "../module";
+import { cat } from "../functional";
+import { batchPiecesFor } from "../runtime";
 import { disposeSymbol, isTensor, tensor, type Tensor } from "../tensor";
 
 /** `torch_diffusion.json` of an exported component (written by scripts/export.py). */
@@ -122,9 +124,41 @@ export class CallInputs {
     return this.temp(tensor(Float32Array.from(values as number[]), shape, { device }));
   }
 
+  /**
+   * The arguments of a call on `batch` items as `pieces` argument lists over consecutive slices:
+   * tensors whose first dimension is the batch, alone or in a list, are sliced (views); everything
+   * else is shared.
+   */
+  splitBatch(args: unknown[], batch: number, pieces: number): unknown[][] {
+    const size = Math.ceil(batch / pieces);
+    const lists: unknown[][] = [];
+    for (let start = 0; start < batch; start += size) {
+      const length = Math.min(size, batch - start);
+      const slice = (a: unknown): unknown => (isTensor(a) && a.ndim > 0 && a.shape[0] === batch ? this.temp(a.narrow(0, start, length)) : a);
+      lists.push(args.map((a) => (Array.isArray(a) ? a.map(slice) : slice(a))));
+    }
+    return lists;
+  }
+
   dispose(): void {
     for (const t of this.temps) t.dispose();
     this.temps.length = 0;
+  }
+}
+
+/** The results of a split call's pieces joined along the batch (tensors, or lists of them); frees the pieces. */
+function joinBatchPieces(results: unknown[], who: string): unknown {
+  const join = (parts: unknown[]): unknown => {
+    if (parts.every(isTensor)) return cat(parts as Tensor[], 0);
+    if (parts.every((r) => Array.isArray(r) && r.length === (parts[0] as unknown[]).length)) {
+      return (parts[0] as unknown[]).map((_, i) => join(parts.map((r) => (r as unknown[])[i])));
+    }
+    throw new Error(`${who}: the pieces of a split batch returned ${describe(parts[0])}, which cannot be joined; call setBatchParallelism(1)`);
+  };
+  try {
+    return join(results);
+  } finally {
+    results.forEach(disposeResult);
   }
 }
 
@@ -252,13 +286,20 @@ export abstract class ModelComponent<C extends object = Record<string, unknown>>
     this.dispose();
   }
 
-  /** [async] Calls `method` with inputs built by `build`, maps the result, frees the converted inputs. */
-  protected async invoke<R>(who: string, method: string, build: (inputs: CallInputs) => unknown[], map: (out: unknown) => R): Promise<R> {
+  /**
+   * [async] Calls `method` with inputs built by `build`, maps the result, frees the converted inputs.
+   * `splitBatch` says the method is batch-first in and out (the first argument is the batch):
+   * then a no-grad CPU call runs in pieces at once, as {@link setBatchParallelism} says.
+   */
+  protected async invoke<R>(who: string, method: string, build: (inputs: CallInputs) => unknown[], map: (out: unknown) => R, splitBatch = false): Promise<R> {
     const module = this.module;
     const inputs = new CallInputs(this, who);
     try {
       const args = build(inputs);
-      return map(await module.callMethod(method, args));
+      const batch = splitBatch && isTensor(args[0]) && args[0].ndim > 0 ? args[0].shape[0] : 0;
+      const pieces = batchPiecesFor(batch, this.device);
+      if (pieces === 1) return map(await module.callMethod(method, args));
+      return map(joinBatchPieces(await module.callMethodConcurrently(method, inputs.splitBatch(args, batch, pieces)), who));
     } finally {
       inputs.dispose();
     }

@@ -55,7 +55,7 @@ export class DiTTransformer2DModel extends ModelComponent<DiTTransformer2DConfig
   /** [async] The model output (B, out_channels, H, W). */
   forward(args: DiTForwardArgs): Promise<Tensor> {
     const who = `${this.className}.forward`;
-    return this.invoke(who, "forward", (inputs) => this.inputs(args, inputs), (out) => expectTensor(out, who));
+    return this.invoke(who, "forward", (inputs) => this.inputs(args, inputs), (out) => expectTensor(out, who), true);
   }
 
   /** [sync] The twin of {@link forward}. @example const out = dit.forwardSync({ hiddenStates, timestep: 250, classLabels: 3 }); */

@@ -84,7 +84,7 @@ export class UNet2DConditionModel extends ModelComponent<UNet2DConditionConfig> 
   /** [async] The noise prediction (B, out_channels, H, W). */
   forward(args: UNetForwardArgs): Promise<Tensor> {
     const who = "UNet2DConditionModel.forward";
-    return this.invoke(who, "forward", (inputs) => this.inputs(args, inputs), (out) => expectTensor(out, who));
+    return this.invoke(who, "forward", (inputs) => this.inputs(args, inputs), (out) => expectTensor(out, who), true);
   }
 
   /** [sync] The twin of {@link forward}. @example const eps = unet.forwardSync({ sample, timestep: 500, encoderHiddenStates }); */
@@ -114,7 +114,7 @@ export class UNet2DConditionModel extends ModelComponent<UNet2DConditionConfig> 
     if (!this.hasAttentionControl) {
       throw new Error(`${who}: this U-Net was exported without ${CONTROL_METHOD}: re-export it with torch-diffusion convert`);
     }
-    return this.invoke(who, CONTROL_METHOD, (inputs) => this.controlInputs(args, inputs), (out) => controlOutput(out, who));
+    return this.invoke(who, CONTROL_METHOD, (inputs) => this.controlInputs(args, inputs), (out) => controlOutput(out, who), true);
   }
 
   private controlInputs(args: UNetAttentionControlArgs, inputs: CallInputs): unknown[] {

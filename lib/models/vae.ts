@@ -114,7 +114,7 @@ export class AutoencoderKL extends ModelComponent<AutoencoderKLConfig> {
   /** [async] The posterior over latents of `x` (B, in_channels, H, W). */
   async encode(x: Tensor): Promise<LatentDistribution> {
     const who = "AutoencoderKL.encode";
-    return latentDistribution(await this.invoke(who, "encode", (i) => [i.float(x, "x")], (out) => expectTensor(out, who)));
+    return latentDistribution(await this.invoke(who, "encode", (i) => [i.float(x, "x")], (out) => expectTensor(out, who), true));
   }
   /** [sync] The twin of {@link encode}. */
   encodeSync(x: Tensor): LatentDistribution {
@@ -125,7 +125,7 @@ export class AutoencoderKL extends ModelComponent<AutoencoderKLConfig> {
   /** [async] The image (B, out_channels, h*f, w*f) of unscaled latents `z` (B, latent_channels, h, w). */
   decode(z: Tensor): Promise<Tensor> {
     const who = "AutoencoderKL.decode";
-    return this.invoke(who, "decode", (i) => [i.float(z, "z")], (out) => expectTensor(out, who));
+    return this.invoke(who, "decode", (i) => [i.float(z, "z")], (out) => expectTensor(out, who), true);
   }
   /** [sync] The twin of {@link decode}. */
   decodeSync(z: Tensor): Tensor {

@@ -10,7 +10,9 @@
  *    unet/model.pt, the DDIM update by hand with python-float scalars) on the same libtorch,
  *    for {1, 2 threads} × {glibc malloc settings}; both sides run in fresh processes started
  *    with that environment, their loops alternating; medians of the repeats.
- * 2. Async `forward` vs `forwardSync` on the same U-Net call, interleaved, medians.
+ *    With 2 threads ours splits the CFG batch in two pieces run at once (setBatchParallelism's
+ *    default); those rows also time ours with the batch whole.
+ * 2. Async `forward` vs `forwardSync` on the same U-Net call (batch whole), interleaved, medians.
  * 3. `add` of two [16] float32 tensors, ours vs `torch.add`, ns per op, median over batches.
  * Ratios are ours / PyTorch (lower is better).
  *   npx tsx scripts/bench/sampling-loop.ts [--repeats 3] [--calls 30] [--python /usr/bin/python3]
@@ -18,7 +20,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import * as os from "node:os";
 import * as path from "node:path";
-import { arange, buildInfo, getNumThreads, loadModel, noGrad, rand, setNumThreads, type DiffusionModel, type Scheduler, type Tensor } from "../../lib";
+import { arange, buildInfo, getNumThreads, loadModel, noGrad, rand, setBatchParallelism, setNumThreads, type DiffusionModel, type Scheduler, type Tensor } from "../../lib";
 import { ClassifierFreeGuidance } from "../../lib/guidance";
 import { denoise } from "../../lib/pipelines/common";
 
@@ -80,6 +82,7 @@ async function worker(): Promise<void> {
       }
       case "loop": {
         const m = loaded.get(req.key)!;
+        setBatchParallelism(req.pieces ?? "auto");
         m.scheduler.setTimesteps(STEPS);
         const start = process.hrtime.bigint();
         const out = await denoise({ model: m.model, scheduler: m.scheduler, guider: new ClassifierFreeGuidance(SCALE), latents: m.x.clone(), context: m.ctx, timesteps: m.scheduler.timesteps } as never);
@@ -89,8 +92,10 @@ async function worker(): Promise<void> {
         return { ms, checksum };
       }
       case "fwd": {
-        // Item 2: the first U-Net call of the loop (uncond + cond batch), async vs sync, interleaved.
+        // Item 2: the first U-Net call of the loop (uncond + cond batch), async vs sync, interleaved,
+        // both unsplit (predictSync never splits the batch): this measures the executor hop.
         const m = loaded.get(req.key)!;
+        setBatchParallelism(1);
         const sample = noGrad(() => m.x.repeat([2, 1, 1, 1]));
         const unetArgs = { sample, timestep: m.scheduler.timesteps[0], encoderHiddenStates: m.ctx };
         const asyncMs: number[] = [];
@@ -167,7 +172,7 @@ function startWorker(command: string, argv: string[], env: Record<string, string
 
 interface ConfigResult {
   threads: number; malloc: string;
-  loops: Record<string, { ours: number[]; torch: number[]; oursSum: number; torchSum: number }>;
+  loops: Record<string, { ours: number[]; oursUnsplit: number[]; torch: number[]; oursSum: number; torchSum: number }>;
   fwd: Record<string, { asyncMs: number[]; syncMs: number[] }>;
   addOurs: number[]; addTorch: number[];
 }
@@ -182,13 +187,15 @@ async function runConfig(threads: number, malloc: (typeof MALLOCS)[number]): Pro
   for (const m of MODELS) {
     const spec = await ours.ask({ cmd: "model", key: m.key });
     await torch.ask(spec);
-    const r = (result.loops[m.key] = { ours: [] as number[], torch: [] as number[], oursSum: 0, torchSum: 0 });
+    const r = (result.loops[m.key] = { ours: [] as number[], oursUnsplit: [] as number[], torch: [] as number[], oursSum: 0, torchSum: 0 });
     for (let i = 0; i <= REPEATS; i++) {
       const a = await ours.ask({ cmd: "loop", key: m.key });
       const b = await torch.ask({ cmd: "loop", key: m.key });
+      // With 2 threads the default splits the CFG batch in two (setBatchParallelism): also time it whole.
+      const c = threads > 1 ? await ours.ask({ cmd: "loop", key: m.key, pieces: 1 }) : a;
       r.oursSum = a.checksum;
       r.torchSum = b.checksum;
-      if (i > 0) { r.ours.push(a.ms); r.torch.push(b.ms); } // the first round warms up both
+      if (i > 0) { r.ours.push(a.ms); r.torch.push(b.ms); r.oursUnsplit.push(c.ms); } // the first round warms up both
     }
     result.fwd[m.key] = (await ours.ask({ cmd: "fwd", key: m.key, n: CALLS })) as ConfigResult["fwd"][string];
   }
@@ -225,13 +232,14 @@ async function main(): Promise<void> {
   for (const m of MODELS) {
     const bestTorch = Math.min(...results.map((r) => median(r.loops[m.key].torch)));
     console.log(`**${m.label}**\n`);
-    console.log(`| threads | malloc | ours ms | PyTorch ms | ours / PyTorch (same row) | ours / best PyTorch | ours ms/step − sync U-Net ms | checksum ours / torch |`);
-    console.log(`|---|---|---|---|---|---|---|---|`);
+    console.log(`| threads | malloc | ours ms | ours ms, batch unsplit | PyTorch ms | ours / PyTorch (same row) | ours / best PyTorch | ours unsplit ms/step − sync U-Net ms | checksum ours / torch |`);
+    console.log(`|---|---|---|---|---|---|---|---|---|`);
     for (const r of results) {
       const l = r.loops[m.key];
       const [o, t] = [median(l.ours), median(l.torch)];
-      const overhead = o / STEPS - median(r.fwd[m.key].syncMs);
-      console.log(`| ${r.threads} | ${r.malloc} | ${o.toFixed(1)} | ${t.toFixed(1)} | ${(o / t).toFixed(3)} | ${(o / bestTorch).toFixed(3)} | ${overhead.toFixed(3)} | ${l.oursSum.toFixed(3)} / ${l.torchSum.toFixed(3)} |`);
+      const unsplit = median(l.oursUnsplit);
+      const overhead = unsplit / STEPS - median(r.fwd[m.key].syncMs);
+      console.log(`| ${r.threads} | ${r.malloc} | ${o.toFixed(1)} | ${unsplit.toFixed(1)} | ${t.toFixed(1)} | ${(o / t).toFixed(3)} | ${(o / bestTorch).toFixed(3)} | ${overhead.toFixed(3)} | ${l.oursSum.toFixed(3)} / ${l.torchSum.toFixed(3)} |`);
     }
     console.log(`\nbest PyTorch: ${bestTorch.toFixed(1)} ms; best ours: ${Math.min(...results.map((r) => median(r.loops[m.key].ours))).toFixed(1)} ms\n`);
   }
