@@ -338,7 +338,7 @@ withGloo("torch-diffusion train --nproc-per-node", () => {
     }
   };
 
-  it("2 ranks on this machine write the model 1 process writes (within 1e-4, Adam steps of 1e-3); rank 0 alone prints", async () => {
+  it("2 ranks on this machine write the model 1 process writes (within 2e-4, Adam steps of 1e-3); rank 0 alone prints", async () => {
     const args = ["train", "--model", tinySd, "--data", "fashion-mnist", "--steps", "3", "--batch", "2", "--checkpoint-every", "2", "--lr", "1e-3"];
     const two = io();
     expect(await main([...args, "--out", path.join(tmp, "cli-two"), "--nproc-per-node", "2"], two.io), two.out.stderr).toBe(0);
@@ -349,8 +349,9 @@ withGloo("torch-diffusion train --nproc-per-node", () => {
     const one = io();
     expect(await main([...args, "--out", path.join(tmp, "cli-one")], one.io), one.out.stderr).toBe(0);
     // Adam divides by √v: where a gradient element is near zero, the float-rounding difference of
-    // the two gradients becomes a difference of the step. Measured: max 3.3e-5 against 3e-3 moved.
-    expect(maxDifference(unetWeights(path.join(tmp, "cli-two")), unetWeights(path.join(tmp, "cli-one")))).toBeLessThan(1e-4);
+    // the two gradients becomes a difference of the step. Measured: max 3.3e-5 against 3e-3 moved
+    // with 1 intra-op thread, 1.02e-4 with 2 (OMP_NUM_THREADS=2, other reduction orders).
+    expect(maxDifference(unetWeights(path.join(tmp, "cli-two")), unetWeights(path.join(tmp, "cli-one")))).toBeLessThan(2e-4);
   });
 
   it("bad values fail before launching anything", async () => {
