@@ -37,6 +37,34 @@ describe("Text2ImagePipeline", () => {
     expect(unguided.images.sub(guided.images).abs().max().item()).toBeGreaterThan(1e-5);
   });
 
+  it("guidanceInterval guides only the steps inside it and runs the conditional pass alone elsewhere", async () => {
+    const run = async (guidanceInterval?: [number, number], guidanceScale = 7.5) => {
+      const batches: number[] = [];
+      const predict = pipe.model.predict;
+      pipe.model.predict = (args) => (batches.push(args.sample.shape[0]), predict.call(pipe.model, args));
+      try {
+        const { images } = await pipe.generate({ ...base, prompt: ["a bag", "a coat"], guidanceScale, guidanceInterval, scheduler: ddim(), generator: new td.Generator(3) });
+        return { images: Array.from(images.toFloat32Array()), batches };
+      } finally {
+        pipe.model.predict = predict;
+      }
+    };
+    const always = await run();
+    const ddimTimesteps = (() => { const s = ddim(); s.setTimesteps(4); return s.timesteps; })(); // [751, 501, 251, 1]
+    expect(await run([0, 1000])).toEqual(always);
+    // no step inside: the unguided images (guidance scale 1), bit for bit
+    const never = await run([2000, 3000]);
+    expect(never.batches).toEqual([2, 2, 2, 2]);
+    expect(never.images).toEqual((await run(undefined, 1)).images);
+    // the middle steps only
+    const middle = await run([ddimTimesteps[2], ddimTimesteps[1]]);
+    expect(middle.batches).toEqual([2, 4, 4, 2]);
+    expect(middle.images).not.toEqual(always.images);
+    expect(middle.images).not.toEqual(never.images);
+    await expect(pipe.generate({ ...base, guidanceInterval: [700, 100] })).rejects.toThrow("Expected [low, high] timesteps with low ≤ high for guidanceInterval but received");
+    await expect(pipe.generate({ ...base, guidanceInterval: "all" as never })).rejects.toThrow("for guidanceInterval");
+  });
+
   it("leaks no tensors across calls", async () => {
     const scheduler = ddim();
     const first = await pipe.generate({ ...base, scheduler, generator: new td.Generator(0) });

@@ -79,13 +79,20 @@ export async function denoise(args: DenoiseArgs): Promise<Tensor> {
     for (let i = 0; i < timesteps.length; i++) {
       throwIfAborted(args.signal);
       const t = timesteps[i];
+      // Outside the guider's interval only its full condition runs, unguided.
+      const guided = guider !== null && (guider.activeAt?.(t) ?? true);
       const next = await tidyAsync(async () => {
         const prediction = await noGrad(() => {
-          const input = modelInput(latents, copies, scheduler, t, args.extraInput);
-          return model.predict({ sample: input, timestep: t, encoderHiddenStates: args.context });
+          if (guided || guider === null) {
+            const input = modelInput(latents, copies, scheduler, t, args.extraInput);
+            return model.predict({ sample: input, timestep: t, encoderHiddenStates: args.context });
+          }
+          const slice = (x: Tensor) => x.narrow(0, (guider.fullCondition ?? 0) * latents.shape[0], latents.shape[0]);
+          const input = modelInput(latents, 1, scheduler, t, args.extraInput && slice(args.extraInput));
+          return model.predict({ sample: input, timestep: t, encoderHiddenStates: slice(args.context) });
         });
         return noGrad(() => {
-          let stepped = guidedStep(prediction, guider, scheduler, t, latents, args);
+          let stepped = guidedStep(prediction, guided ? guider : null, scheduler, t, latents, args);
           if (args.afterStep) stepped = args.afterStep(stepped, i);
           return keep(stepped);
         });

@@ -18,6 +18,7 @@
  *
  *   npx tsx scripts/bench/builtin-quality.ts [--model models/builtin] [--per-class 50]
  *       [--guidance 1,3,5] [--steps 20,50] [--real 2000] [--batch 50] [--seed 0] [--json out.json]
+ *       [--guidance-interval low,high]   (guide only timesteps in [low, high]: ClassifierFreeGuidance)
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -52,7 +53,7 @@ const numberList = (text: string, name: string): number[] => {
 };
 
 /** Generates `perClass` images per class prompt and returns the classifier's predictions and features. */
-async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { guidance: number; steps: number; perClass: number; batch: number; seed: number }) {
+async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { guidance: number; steps: number; perClass: number; batch: number; seed: number; interval?: [number, number] }) {
   const predictions: number[] = [];
   const labels: number[] = [];
   const features: td.Tensor[] = [];
@@ -63,7 +64,7 @@ async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { 
     for (let done = 0; done < o.perClass; done += o.batch) {
       const count = Math.min(o.batch, o.perClass - done);
       const out = await td.tidyAsync(async () => {
-        const { images } = await pipe.generate({ prompt, numImagesPerPrompt: count, guidanceScale: o.guidance, numInferenceSteps: o.steps, generator });
+        const { images } = await pipe.generate({ prompt, numImagesPerPrompt: count, guidanceScale: o.guidance, guidanceInterval: o.interval, numInferenceSteps: o.steps, generator });
         intensities.push(...meanIntensities(images));
         return classify(classifier, toClassifierInput(images));
       });
@@ -142,6 +143,7 @@ async function main(): Promise<void> {
       batch: { type: "string", default: "50" },
       seed: { type: "string", default: "0" },
       json: { type: "string" },
+      "guidance-interval": { type: "string" },
     },
   });
   const modelDir = values.model ?? (fs.existsSync(BUILTIN) ? BUILTIN : FALLBACK);
@@ -153,6 +155,8 @@ async function main(): Promise<void> {
   const seed = Number(values.seed);
   const guidances = numberList(values.guidance!, "guidance");
   const stepCounts = numberList(values.steps!, "steps");
+  const interval = values["guidance-interval"] === undefined ? undefined : numberList(values["guidance-interval"], "guidance-interval");
+  if (interval && interval.length !== 2) throw new Error(`--guidance-interval: expected low,high but received "${values["guidance-interval"]}"`);
   const classifier = td.load(values.classifier!);
   const pipe = td.Text2ImagePipeline.fromPretrained(modelDir);
 
@@ -175,7 +179,7 @@ async function main(): Promise<void> {
   disposeFit(trainFit);
 
   const rows = [
-    `model ${shown(modelDir)}, classifier ${shown(values.classifier!)}, ${perClass} images per class, FD against ${real} real test images, seed ${seed}, ${td.getNumThreads()} thread(s)`,
+    `model ${shown(modelDir)}, classifier ${shown(values.classifier!)}, ${perClass} images per class, FD against ${real} real test images, seed ${seed}, ${td.getNumThreads()} thread(s)${interval ? `, guidance only at timesteps ${interval[0]}–${interval[1]}` : ""}`,
     "",
     "| guidance | steps | accuracy | FD | per-class FD | diversity | dark share | s/image |",
     "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -186,7 +190,7 @@ async function main(): Promise<void> {
   for (const guidance of guidances) {
     for (const steps of stepCounts) {
       const started = Date.now();
-      const out = await measure(pipe, classifier, { guidance, steps, perClass, batch, seed });
+      const out = await measure(pipe, classifier, { guidance, steps, perClass, batch, seed, interval: interval as [number, number] | undefined });
       const fit = gaussianFit(out.features);
       const classes = classMeasures(out.features, out.labels, test);
       const setting: Setting = {
@@ -210,7 +214,7 @@ async function main(): Promise<void> {
   test.features.dispose();
 
   if (values.json) {
-    const report = { model: modelDir, classifier: values.classifier, perClass, real, seed, prompt: "a photo of {a} {name}", baseline, settings, libtorch: td.buildInfo.torchVersion };
+    const report = { model: modelDir, classifier: values.classifier, perClass, real, seed, prompt: "a photo of {a} {name}", guidanceInterval: interval ?? null, baseline, settings, libtorch: td.buildInfo.torchVersion };
     td.writeFileAtomic(values.json, JSON.stringify(report, null, 2) + "\n");
     console.log(`\nwrote ${values.json}`);
   }
