@@ -114,6 +114,25 @@ describe("a model's recommended defaults", () => {
     expect(cli3).toMatchObject({ steps: 3, guidanceScale: 1.5, scheduler: "EulerDiscreteScheduler" });
   });
 
+  it("a recommended guidance interval applies to text-to-image calls that give none", async () => {
+    const dir = withDefaults("interval", { guidance_scale: 3, num_inference_steps: 4, scheduler: "DDIMScheduler", guidance_interval: [300, 600] });
+    const model = td.loadModel(dir);
+    expect(model.defaults.guidanceInterval).toEqual([300, 600]);
+    const pipe = new td.Text2ImagePipeline(model);
+    const draw = async (options: Partial<td.GenerateOptions>) => {
+      const { images } = await pipe.generate({ prompt: "a cat", height: 16, width: 16, generator: new td.Generator(0), ...options });
+      return td.tidy(() => Array.from(images.toFloat32Array()));
+    };
+    const byDefault = await draw({});
+    expect(await draw({ guidanceInterval: [300, 600] })).toEqual(byDefault);
+    expect(await draw({ guidanceInterval: [0, 1000] })).not.toEqual(byDefault);
+    model.dispose();
+    const info = await cli(["info", "--model", dir]);
+    expect(info.stdout).toContain("defaults: guidance 3, 4 steps, DDIMScheduler, guidance at timesteps 300–600");
+    const bad = withDefaults("bad-interval", { guidance_interval: [600, 300] });
+    expect(() => td.loadModel(bad)).toThrow('model_index.json "torch_diffusion.defaults".guidance_interval must be [low, high] timesteps with low ≤ high but is [600,300]');
+  });
+
   it("bad defaults are a load error naming the key and the file", async () => {
     const dir = withDefaults("bad-defaults", { guidance_scale: "lots" });
     expect(() => td.loadModel(dir)).toThrow(`loadModel: model_index.json "torch_diffusion.defaults".guidance_scale must be a number but is "lots" (${path.join(dir, "model_index.json")})`);

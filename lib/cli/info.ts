@@ -57,6 +57,7 @@ export function modelInfo(dir: string): string[] {
     defaults.guidanceScale === undefined ? null : `guidance ${defaults.guidanceScale}`,
     defaults.numInferenceSteps === undefined ? null : `${defaults.numInferenceSteps} steps`,
     defaults.scheduler ?? null,
+    defaults.guidanceInterval === undefined ? null : `guidance at timesteps ${defaults.guidanceInterval[0]}–${defaults.guidanceInterval[1]}`,
   ].filter((d) => d !== null);
   if (recommended.length > 0) lines.push(`  defaults: ${recommended.join(", ")} (the image commands use them unless given)`);
   lines.push("components:");

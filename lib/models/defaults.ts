@@ -7,7 +7,7 @@ import type { ModelIndex } from "./model";
 /**
  * The sampling settings a model directory recommends, from `model_index.json`'s
  * `torch_diffusion.defaults` (`{"guidance_scale": 2, "num_inference_steps": 30, "scheduler":
- * "DDIMScheduler"}`). Pipelines and the command line use them when the caller gives no value
+ * "DDIMScheduler", "guidance_interval": [200, 800]}`). Pipelines and the command line use them when the caller gives no value
  * of their own (the caller's always win), and fall back to diffusers' 7.5 and 50 when a model
  * names none. `scheduler` becomes the model's default scheduler (on its scheduler config).
  */
@@ -16,6 +16,8 @@ export interface ModelDefaults {
   numInferenceSteps?: number;
   /** A diffusers scheduler class name. */
   scheduler?: string;
+  /** Text-to-image guidance only at timesteps in [low, high] (ClassifierFreeGuidance's interval). */
+  guidanceInterval?: [number, number];
 }
 
 /**
@@ -36,6 +38,13 @@ export function modelDefaults(index: ModelIndex): ModelDefaults {
   if (d.num_inference_steps !== undefined) {
     if (!Number.isInteger(d.num_inference_steps) || (d.num_inference_steps as number) < 1) throw new Error(`${where}.num_inference_steps must be a positive integer but is ${JSON.stringify(d.num_inference_steps)}`);
     out.numInferenceSteps = d.num_inference_steps as number;
+  }
+  if (d.guidance_interval !== undefined) {
+    const v = d.guidance_interval;
+    if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => typeof x === "number" && Number.isFinite(x)) || v[0] > v[1]) {
+      throw new Error(`${where}.guidance_interval must be [low, high] timesteps with low ≤ high but is ${JSON.stringify(v)}`);
+    }
+    out.guidanceInterval = [v[0], v[1]];
   }
   if (d.scheduler !== undefined) {
     if (typeof d.scheduler !== "string" || d.scheduler === "") throw new Error(`${where}.scheduler must be a scheduler class name but is ${JSON.stringify(d.scheduler)}`);

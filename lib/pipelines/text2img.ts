@@ -16,7 +16,7 @@ export interface GenerateOptions extends LoopOptions, PromptOptions {
   guidanceRescale?: number;
   /**
    * Guide only the steps whose timestep lies in [low, high] (0–1000 for the usual 1,000 training
-   * steps); the others run the conditional pass alone. Default: every step.
+   * steps); the others run the conditional pass alone. Default: the model's (`model.defaults`), else every step.
    */
   guidanceInterval?: [number, number];
   /** Denoising steps. Default: the model's (`model.defaults`), else 50. */
@@ -61,7 +61,7 @@ export class Text2ImagePipeline {
     const steps = options.numInferenceSteps ?? model.defaults.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
     const shape = model.latentShape(prompts.count * prompts.perPrompt, { height: options.height, width: options.width }); // (B, C, h, w)
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
     model.checkMemory(shape[0] * (guider.enabled ? guider.conditions.length : 1), { height: options.height, width: options.width }, "generate");
     throwIfAborted(options.signal);
 

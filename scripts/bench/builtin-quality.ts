@@ -19,6 +19,7 @@
  *   npx tsx scripts/bench/builtin-quality.ts [--model models/builtin] [--per-class 50]
  *       [--guidance 1,3,5] [--steps 20,50] [--real 2000] [--batch 50] [--seed 0] [--json out.json]
  *       [--guidance-interval low,high]   (guide only timesteps in [low, high]: ClassifierFreeGuidance)
+ *       [--scheduler DPMSolverMultistepScheduler]   (default: the model's)
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -53,7 +54,7 @@ const numberList = (text: string, name: string): number[] => {
 };
 
 /** Generates `perClass` images per class prompt and returns the classifier's predictions and features. */
-async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { guidance: number; steps: number; perClass: number; batch: number; seed: number; interval?: [number, number] }) {
+async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { guidance: number; steps: number; perClass: number; batch: number; seed: number; interval?: [number, number]; scheduler?: string }) {
   const predictions: number[] = [];
   const labels: number[] = [];
   const features: td.Tensor[] = [];
@@ -64,7 +65,7 @@ async function measure(pipe: td.Text2ImagePipeline, classifier: td.Module, o: { 
     for (let done = 0; done < o.perClass; done += o.batch) {
       const count = Math.min(o.batch, o.perClass - done);
       const out = await td.tidyAsync(async () => {
-        const { images } = await pipe.generate({ prompt, numImagesPerPrompt: count, guidanceScale: o.guidance, guidanceInterval: o.interval, numInferenceSteps: o.steps, generator });
+        const { images } = await pipe.generate({ prompt, numImagesPerPrompt: count, guidanceScale: o.guidance, guidanceInterval: o.interval, numInferenceSteps: o.steps, generator, scheduler: o.scheduler && pipe.model.newScheduler(o.scheduler) });
         intensities.push(...meanIntensities(images));
         return classify(classifier, toClassifierInput(images));
       });
@@ -144,6 +145,7 @@ async function main(): Promise<void> {
       seed: { type: "string", default: "0" },
       json: { type: "string" },
       "guidance-interval": { type: "string" },
+      scheduler: { type: "string" },
     },
   });
   const modelDir = values.model ?? (fs.existsSync(BUILTIN) ? BUILTIN : FALLBACK);
@@ -179,7 +181,7 @@ async function main(): Promise<void> {
   disposeFit(trainFit);
 
   const rows = [
-    `model ${shown(modelDir)}, classifier ${shown(values.classifier!)}, ${perClass} images per class, FD against ${real} real test images, seed ${seed}, ${td.getNumThreads()} thread(s)${interval ? `, guidance only at timesteps ${interval[0]}–${interval[1]}` : ""}`,
+    `model ${shown(modelDir)}, classifier ${shown(values.classifier!)}, ${perClass} images per class, FD against ${real} real test images, seed ${seed}, ${td.getNumThreads()} thread(s)${interval ? `, guidance only at timesteps ${interval[0]}–${interval[1]}` : ""}${values.scheduler ? `, ${values.scheduler}` : ""}`,
     "",
     "| guidance | steps | accuracy | FD | per-class FD | diversity | dark share | s/image |",
     "|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -190,7 +192,7 @@ async function main(): Promise<void> {
   for (const guidance of guidances) {
     for (const steps of stepCounts) {
       const started = Date.now();
-      const out = await measure(pipe, classifier, { guidance, steps, perClass, batch, seed, interval: interval as [number, number] | undefined });
+      const out = await measure(pipe, classifier, { guidance, steps, perClass, batch, seed, interval: interval as [number, number] | undefined, scheduler: values.scheduler });
       const fit = gaussianFit(out.features);
       const classes = classMeasures(out.features, out.labels, test);
       const setting: Setting = {
@@ -214,7 +216,7 @@ async function main(): Promise<void> {
   test.features.dispose();
 
   if (values.json) {
-    const report = { model: modelDir, classifier: values.classifier, perClass, real, seed, prompt: "a photo of {a} {name}", guidanceInterval: interval ?? null, baseline, settings, libtorch: td.buildInfo.torchVersion };
+    const report = { model: modelDir, classifier: values.classifier, perClass, real, seed, prompt: "a photo of {a} {name}", guidanceInterval: interval ?? null, scheduler: values.scheduler ?? null, baseline, settings, libtorch: td.buildInfo.torchVersion };
     td.writeFileAtomic(values.json, JSON.stringify(report, null, 2) + "\n");
     console.log(`\nwrote ${values.json}`);
   }
