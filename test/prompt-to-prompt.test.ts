@@ -142,6 +142,18 @@ describe("PromptToPromptPipeline on the built-in model", () => {
     }
   });
 
+  it("with a guidance interval the source is still text2img's image, and identical prompts at τ = 1 still reproduce it", async () => {
+    const guidanceInterval: [number, number] = [300, 800]; // of DDIM's 999, 832, 666, 499, 332, 166: the middle three guided
+    const { source, target } = await pipe.generate({ prompt: sources, target: swapped, crossReplace: 1, numInferenceSteps: steps, guidanceInterval, generator: new td.Generator(5) });
+    const { images: plain } = await text2img.generate({ prompt: sources, numInferenceSteps: steps, guidanceInterval, generator: new td.Generator(5) });
+    const { images: everyStep } = await text2img.generate({ prompt: sources, numInferenceSteps: steps, generator: new td.Generator(5) });
+    expect(sameBits(source, plain)).toBe(true);
+    expect(maxDiff(plain, everyStep)).toBeGreaterThan(1e-3);
+    expect(sameBits(row(target, 1), row(source, 1))).toBe(true); // sneaker → sneaker
+    expect(maxDiff(row(target, 0), row(source, 0))).toBeGreaterThan(1e-2); // shirt → dress
+    for (const t of [source, target, plain, everyStep]) t.dispose();
+  });
+
   it("word swap at τ = 0.8 differs from the source and from the independently drawn target; re-weighting by 1 changes nothing", async () => {
     const options = { prompt: sources[0], target: swapped[0], crossReplace: 0.8, numInferenceSteps: steps, generator: new td.Generator(5) } as const;
     const { source, target } = await pipe.generate(options);

@@ -80,16 +80,12 @@ export async function denoise(args: DenoiseArgs): Promise<Tensor> {
       throwIfAborted(args.signal);
       const t = timesteps[i];
       // Outside the guider's interval only its full condition runs, unguided.
-      const guided = guider !== null && (guider.activeAt?.(t) ?? true);
+      const guided = guidesAt(guider, t);
       const next = await tidyAsync(async () => {
         const prediction = await noGrad(() => {
-          if (guided || guider === null) {
-            const input = modelInput(latents, copies, scheduler, t, args.extraInput);
-            return model.predict({ sample: input, timestep: t, encoderHiddenStates: args.context });
-          }
-          const slice = (x: Tensor) => x.narrow(0, (guider.fullCondition ?? 0) * latents.shape[0], latents.shape[0]);
-          const input = modelInput(latents, 1, scheduler, t, args.extraInput && slice(args.extraInput));
-          return model.predict({ sample: input, timestep: t, encoderHiddenStates: slice(args.context) });
+          const rows = (x: Tensor) => conditionRows(x, guider, guided, latents.shape[0]);
+          const input = modelInput(latents, guided ? copies : 1, scheduler, t, args.extraInput && rows(args.extraInput));
+          return model.predict({ sample: input, timestep: t, encoderHiddenStates: rows(args.context) });
         });
         return noGrad(() => {
           let stepped = guidedStep(prediction, guided ? guider : null, scheduler, t, latents, args);
@@ -106,6 +102,20 @@ export async function denoise(args: DenoiseArgs): Promise<Tensor> {
     latents.dispose();
     throw error;
   }
+}
+
+/** Whether `guider` guides the step at `t` (false without a guider). */
+export function guidesAt(guider: Guider | null, t: number): boolean {
+  return guider !== null && (guider.activeAt?.(t) ?? true);
+}
+
+/**
+ * A per-condition stack (copies·B, ...) as a step runs it: whole when it is guided (or there is
+ * no guider), else only the guider's full condition's B rows.
+ * @example const context = conditionRows(args.context, guider, guidesAt(guider, t), latents.shape[0]);
+ */
+export function conditionRows(x: Tensor, guider: Guider | null, guided: boolean, batch: number): Tensor {
+  return guided || guider === null ? x : x.narrow(0, (guider.fullCondition ?? 0) * batch, batch);
 }
 
 /**

@@ -39,7 +39,7 @@ import { loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImage
 import { defaultGenerator, Generator } from "../random";
 import type { Scheduler } from "../schedulers";
 import { cat, keep, ones, tensor, tidy, tidyAsync, zerosLike, type Tensor } from "../tensor";
-import { callScheduler, guidedStep, modelInput, throwIfAborted, type LoopOptions } from "./common";
+import { callScheduler, conditionRows, guidedStep, guidesAt, modelInput, throwIfAborted, type LoopOptions } from "./common";
 import { checkPrompts, promptContext, type Prompts } from "./prompts";
 import { drawLatents } from "./text2img";
 
@@ -62,6 +62,8 @@ export interface PromptToPromptOptions extends LoopOptions {
   numImagesPerPrompt?: number;
   /** Classifier-free guidance scale; ≤ 1 disables guidance. Default: the model's, else 7.5. */
   guidanceScale?: number;
+  /** Guide only timesteps in [low, high], as Text2ImagePipeline does. Default: the model's, else every step. */
+  guidanceInterval?: [number, number];
   /** Denoising steps. Default: the model's, else 50. */
   numInferenceSteps?: number;
   /** What to steer away from, one per prompt pair (for both images). Default "". */
@@ -140,7 +142,7 @@ export class PromptToPromptPipeline {
   async generate(options: PromptToPromptOptions): Promise<PromptToPromptOutput> {
     const model = this.model;
     const o = checkOptions(model, options);
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
     const copies = guider.enabled ? guider.conditions.length : 1;
     const size = { height: options.height, width: options.width };
     const shape = model.latentShape(o.source.count * o.source.perPrompt, size); // (N, C, h, w)
@@ -187,26 +189,31 @@ export class PromptToPromptPipeline {
     for (let i = 0; i < timesteps.length; i++) {
       throwIfAborted(options.signal);
       const t = timesteps[i];
+      // Outside the guidance interval both sides run their conditional rows alone, as text2img does.
+      const guided = guidesAt(guider, t);
+      const stepCopies = guided ? copies : 1;
+      const rows = (x: Tensor) => conditionRows(x, guider, guided, source.latents.shape[0]);
       const [sourceNext, targetNext] = await tidyAsync(async () => {
-        const sourceInput = noGrad(() => modelInput(source.latents, copies, source.scheduler, t)); // (copies·N, C, h, w)
-        const targetInput = noGrad(() => modelInput(target.latents, copies, target.scheduler, t));
+        const sourceInput = noGrad(() => modelInput(source.latents, stepCopies, source.scheduler, t)); // (stepCopies·N, C, h, w)
+        const targetInput = noGrad(() => modelInput(target.latents, stepCopies, target.scheduler, t));
+        const [sourceContext, targetContext, ownWeight] = noGrad(() => [rows(source.context), rows(target.context), rows(edits.ownWeight)]);
         let sourcePrediction: Tensor;
         let targetPrediction: Tensor;
         if (i < injectSteps) {
-          const recorded = await noGrad(() => unet.forwardAttentionControl({ sample: sourceInput, timestep: t, encoderHiddenStates: source.context }));
+          const recorded = await noGrad(() => unet.forwardAttentionControl({ sample: sourceInput, timestep: t, encoderHiddenStates: sourceContext }));
           sourcePrediction = recorded.sample;
-          const replacements = noGrad(() => recorded.attentionProbs.map((probs) => injectedMaps(probs, edits.weights, copies)));
+          const replacements = noGrad(() => recorded.attentionProbs.map((probs) => injectedMaps(probs, edits.weights, stepCopies)));
           const edited = await noGrad(() =>
-            unet.forwardAttentionControl({ sample: targetInput, timestep: t, encoderHiddenStates: target.context, replacements, ownWeight: edits.ownWeight }),
+            unet.forwardAttentionControl({ sample: targetInput, timestep: t, encoderHiddenStates: targetContext, replacements, ownWeight }),
           );
           targetPrediction = edited.sample;
         } else {
-          sourcePrediction = await noGrad(() => model.predict({ sample: sourceInput, timestep: t, encoderHiddenStates: source.context }));
-          targetPrediction = await noGrad(() => model.predict({ sample: targetInput, timestep: t, encoderHiddenStates: target.context }));
+          sourcePrediction = await noGrad(() => model.predict({ sample: sourceInput, timestep: t, encoderHiddenStates: sourceContext }));
+          targetPrediction = await noGrad(() => model.predict({ sample: targetInput, timestep: t, encoderHiddenStates: targetContext }));
         }
         return noGrad(() => [
-          keep(guidedStep(sourcePrediction, guider, source.scheduler, t, source.latents, { generator: source.generator, eta: options.eta })),
-          keep(guidedStep(targetPrediction, guider, target.scheduler, t, target.latents, { generator: target.generator, eta: options.eta })),
+          keep(guidedStep(sourcePrediction, guided ? guider : null, source.scheduler, t, source.latents, { generator: source.generator, eta: options.eta })),
+          keep(guidedStep(targetPrediction, guided ? guider : null, target.scheduler, t, target.latents, { generator: target.generator, eta: options.eta })),
         ]);
       });
       source.latents.dispose();
