@@ -86,9 +86,9 @@ describe("--json", () => {
 });
 
 describe("a model's recommended defaults", () => {
-  it("the built-in model's (guidance 2 on timesteps 200–900, 20 DPM-Solver++ steps) apply unless given; given values win", async () => {
+  it("the built-in model's (guidance 2, 30 DDIM steps) apply unless given; given values win", async () => {
     const byDefault = json(await cli(["generate", "a photo of a bag", "--seed", "0", "--out", file("builtin.png"), "--json"]));
-    expect(byDefault).toMatchObject({ model: td.builtinModelPath(), steps: 20, stepsRun: 20, guidanceScale: 2, scheduler: "DPMSolverMultistepScheduler" });
+    expect(byDefault).toMatchObject({ model: td.builtinModelPath(), steps: 30, stepsRun: 30, guidanceScale: 2, scheduler: "DDIMScheduler" });
     const given = json(await cli(["generate", "a photo of a bag", "--seed", "0", "--steps", "3", "--guidance", "1", "--scheduler", "euler", "--out", file("given.png"), "--json"]));
     expect(given).toMatchObject({ steps: 3, stepsRun: 3, guidanceScale: 1, scheduler: "EulerDiscreteScheduler" });
   });
@@ -150,7 +150,7 @@ describe("train: one training record", () => {
     fs.mkdirSync(data);
     for (let i = 0; i < 2; i++) await td.writeImage(td.rand([1, 32, 32], { generator: new td.Generator(i) }), path.join(data, `bag${i}.png`));
     const recipe = JSON.parse(fs.readFileSync(path.join(td.builtinModelPath(), "recipe.json"), "utf8"));
-    expect(recipe).toMatchObject({ recipe: "scripts/train-builtin.ts", steps: 30000 });
+    expect(recipe).toMatchObject({ recipe: "scripts/train-builtin.ts", steps: 6000 });
     expect(fs.existsSync(path.join(td.builtinModelPath(), "TRAINING.json"))).toBe(false);
 
     const first = file("bags-1");
