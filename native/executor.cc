@@ -115,9 +115,15 @@ Lane& lane(size_t index) {
   return *(*lanes)[index];
 }
 
-// Per-thread state the job runs under: the caller's grad mode (noGrad scopes), and the intra-op
-// thread count (OpenMP keeps it per thread, and ATen reads its global setting into a thread only
-// once: apply the current one on every job, so setNumThreads() applies at once).
+// Per-thread state a job (or a piece of one) runs under: the caller's grad mode (noGrad scopes),
+// and the intra-op thread count (OpenMP keeps it per thread, and ATen reads its global setting into
+// a thread only once: apply the current one on every job, so setNumThreads() applies at once).
+void runUnderThreadState(int threads, bool gradEnabled, const std::function<void()>& work) {
+  if (at::get_num_threads() != threads) at::set_num_threads(threads);
+  const at::AutoGradMode mode(gradEnabled);
+  work();
+}
+
 void enqueue(std::function<void()> job) {
   const int threads = computeThreads();
   const bool gradEnabled = at::GradMode::is_enabled();
@@ -128,11 +134,7 @@ void enqueue(std::function<void()> job) {
       std::thread(executorLoop).detach();
       q.started = true;
     }
-    q.jobs.emplace_back([threads, gradEnabled, job = std::move(job)] {
-      if (at::get_num_threads() != threads) at::set_num_threads(threads);
-      const at::AutoGradMode mode(gradEnabled);
-      job();
-    });
+    q.jobs.emplace_back([threads, gradEnabled, job = std::move(job)] { runUnderThreadState(threads, gradEnabled, job); });
     q.queued.fetch_add(1, std::memory_order_release);
   }
   q.ready.notify_one();
@@ -233,11 +235,7 @@ void runConcurrently(const std::vector<std::function<void()>>& pieces) {
   const int threads = std::max(1, at::get_num_threads() / static_cast<int>(pieces.size()));
   const bool gradEnabled = at::GradMode::is_enabled();
   const auto underJobState = [threads, gradEnabled](const std::function<void()>& piece) {
-    return [threads, gradEnabled, &piece] {
-      if (at::get_num_threads() != threads) at::set_num_threads(threads);
-      const at::AutoGradMode mode(gradEnabled);
-      piece();
-    };
+    return [threads, gradEnabled, &piece] { runUnderThreadState(threads, gradEnabled, piece); };
   };
   for (size_t i = 1; i < pieces.size(); ++i) {
     Lane& helper = lane(i - 1);
