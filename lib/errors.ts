@@ -16,6 +16,11 @@ export function isInteger(value: unknown): value is number {
   return typeof value === "number" && Number.isInteger(value);
 }
 
+/** True for `[low, high]`: two numbers (not NaN), low ≤ high. @example isTimestepInterval([200, 900]) // true */
+export function isTimestepInterval(value: unknown): value is [number, number] {
+  return Array.isArray(value) && value.length === 2 && value.every((v) => typeof v === "number" && !Number.isNaN(v)) && value[0] <= value[1];
+}
+
 export function assertInteger(value: unknown, name: string, min = -Infinity): asserts value is number {
   if (!isInteger(value) || value < min) {
     throw invalid(min === 1 ? "positive integer" : min === 0 ? "non-negative integer" : "integer", name, value);

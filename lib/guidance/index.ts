@@ -3,7 +3,7 @@
  * it needs per step (the conditions, stacked along the batch) and combines their
  * predictions into one.
  */
-import { assertNumber, invalid } from "../errors";
+import { assertNumber, invalid, isTimestepInterval } from "../errors";
 import { tidy, type Tensor } from "../tensor";
 
 export interface Guider {
@@ -37,7 +37,7 @@ export class ClassifierFreeGuidance implements Guider {
   constructor(readonly scale: number, readonly guidanceRescale = 0, interval: readonly [number, number] = [-Infinity, Infinity]) {
     assertNumber(scale, "guidance scale");
     assertNumber(guidanceRescale, "guidanceRescale");
-    if (!Array.isArray(interval) || interval.length !== 2 || interval.some((v) => typeof v !== "number" || Number.isNaN(v)) || interval[0] > interval[1]) {
+    if (!isTimestepInterval(interval)) {
       throw invalid("[low, high] timesteps with low ≤ high", "guidanceInterval", interval);
     }
     this.interval = [interval[0], interval[1]];

@@ -2,6 +2,7 @@
  * A model directory's recommended sampling settings (`model_index.json`'s
  * `torch_diffusion.defaults`), read without libtorch so `torch-diffusion info` can show them.
  */
+import { isTimestepInterval } from "../errors";
 import type { ModelIndex } from "./model";
 
 /**
@@ -41,9 +42,8 @@ export function modelDefaults(index: ModelIndex): ModelDefaults {
   }
   if (d.guidance_interval !== undefined) {
     const v = d.guidance_interval;
-    if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => typeof x === "number" && Number.isFinite(x)) || v[0] > v[1]) {
-      throw new Error(`${where}.guidance_interval must be [low, high] timesteps with low ≤ high but is ${JSON.stringify(v)}`);
-    }
+    // JSON holds no NaN or Infinity, so this is the guider's own check.
+    if (!isTimestepInterval(v)) throw new Error(`${where}.guidance_interval must be [low, high] timesteps with low ≤ high but is ${JSON.stringify(v)}`);
     out.guidanceInterval = [v[0], v[1]];
   }
   if (d.scheduler !== undefined) {
