@@ -9,6 +9,7 @@ import {
   SCHEDULERS,
   schedulerFromConfig,
   DDIMScheduler,
+  DDIMInverseScheduler,
   DDPMScheduler,
   DPMSolverMultistepScheduler,
   EulerDiscreteScheduler,
@@ -318,5 +319,33 @@ describe("schedule math", () => {
     expect(singlestepOrders(9, 3, true, true)).toEqual([1, 2, 3, 1, 2, 3, 1, 2, 1]);
     expect(calculateShift(4096, { base_image_seq_len: 256, max_image_seq_len: 4096, base_shift: 0.5, max_shift: 1.15 })).toBeCloseTo(1.15, 12);
     expect(lmsCoefficient([2, 1, 0.5], 1, 1, 0)).toBeCloseTo(-0.5, 14);
+  });
+
+  it("DDIMInverseScheduler.solveStep is the x_t that DDIMScheduler.step takes back to the sample, for every prediction type", () => {
+    for (const prediction_type of ["epsilon", "v_prediction", "sample"]) {
+      for (const [timestep_spacing, steps_offset, set_alpha_to_one] of [["leading", 1, false], ["trailing", 0, true]] as const) {
+        const config = { beta_schedule: "scaled_linear", beta_start: 0.00085, beta_end: 0.012, prediction_type, timestep_spacing, steps_offset, set_alpha_to_one, clip_sample: false };
+        const forward = new DDIMScheduler(config);
+        const inverse = new DDIMInverseScheduler(config);
+        forward.setTimesteps(7);
+        inverse.setTimesteps(7);
+        expect(inverse.timesteps).toEqual([...forward.timesteps].reverse());
+        const g = new Generator(3);
+        let apart = 0;
+        for (const t of inverse.timesteps) {
+          const [previous, output] = [randn([2, 3, 4], { generator: g }), randn([2, 3, 4], { generator: g })];
+          const solved = inverse.solveStep(output, t, previous);
+          const back = forward.step(output, t, solved).prevSample;
+          const error = tidy(() => back.sub(previous).abs().max().item());
+          expect(error, `${prediction_type} ${timestep_spacing} t=${t}`).toBeLessThan(2e-5);
+          // With ε or x₀ frozen the plain inverse step is already the exact inverse; a frozen v is converted at x_{t−Δ}'s level instead.
+          const plain = inverse.step(output, t, previous).prevSample;
+          apart = Math.max(apart, tidy(() => plain.sub(solved).abs().max().item()));
+          for (const x of [previous, output, solved, back, plain]) x.dispose();
+        }
+        if (prediction_type === "v_prediction") expect(apart).toBeGreaterThan(1e-2);
+        else expect(apart).toBeLessThan(2e-5);
+      }
+    }
   });
 });

@@ -68,6 +68,7 @@ export const OPTIONS = {
   method: { type: "string", arg: "NAME", help: "sdedit (default: redraw the whole image) or diffedit (change only what the prompt changes)" },
   "source-prompt": { type: "string", arg: "TEXT", help: "DiffEdit: what the input image shows (required with --method diffedit)" },
   "mask-out": { type: "string", arg: "FILE", help: "DiffEdit: also write the mask it used (white = edited) as an image" },
+  "inversion-iterations": { type: "string", arg: "N", help: "DiffEdit: fixed-point refinements of each inversion step, one model call each (default 0: plain DDIM inversion)" },
   target: { type: "string", arg: "TEXT", help: "Prompt-to-Prompt: the edited prompt (required)" },
   mode: { type: "string", arg: "NAME", help: "Prompt-to-Prompt: replace (word swap) or refine (prompts that add or drop words) (default: replace when both have as many words)" },
   "cross-replace": { type: "string", arg: "T", help: "Prompt-to-Prompt: fraction of the steps, from the first, whose cross-attention maps come from the source, in [0, 1] (default 0.8)" },
@@ -142,7 +143,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     usage: "torch-diffusion edit --image FILE --prompt TEXT [--method diffedit --source-prompt TEXT] [options]",
     options: {
       ...GENERATION, image: null, method: null, strength: "how far toward noise to go, in [0, 1] (default 0.8)",
-      "source-prompt": null, mask: "DiffEdit: edit where this mask is white instead of inferring the mask", "mask-out": null,
+      "source-prompt": null, mask: "DiffEdit: edit where this mask is white instead of inferring the mask", "mask-out": null, "inversion-iterations": null,
       width: `${RESIZE} width`, height: `${RESIZE} height`, help: null,
     },
     notes: [

@@ -217,7 +217,7 @@ export async function runEdit(values: Values, io: CliIO, signal?: AbortSignal): 
   const method = stringOption(values, "method") ?? "sdedit";
   if (method !== "sdedit" && method !== "diffedit") throw badValue("--method", "sdedit or diffedit", method);
   if (method === "diffedit") return runDiffEdit(values, io, signal);
-  for (const option of ["source-prompt", "mask", "mask-out"] as const) {
+  for (const option of ["source-prompt", "mask", "mask-out", "inversion-iterations"] as const) {
     if (values[option] !== undefined) throw new CliError(`--${option}: only with --method diffedit`);
   }
   const file = requireFile("image", stringOption(values, "image", { required: true }));
@@ -243,6 +243,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   const maskOut = stringOption(values, "mask-out");
   checkImageOutputs({ "mask-out": maskOut });
   const strength = numberOption(values, "strength", [0, 1]);
+  const inversionIterations = intOption(values, "inversion-iterations", 0) ?? 0;
   const o = commonOptions(values);
   if (o.perPrompt !== 1) throw new CliError("--batch: --method diffedit makes one image per prompt (its DDIM decoding is deterministic)");
   const td = await loadLibrary();
@@ -264,7 +265,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   try {
     output = await pipe.edit({
       image, mask, sourcePrompt, targetPrompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: e.steps, guidanceScale: e.guidanceScale,
-      clipSkip: o.clipSkip, inpaintStrength: strength, generator: new td.Generator(o.seed), signal,
+      clipSkip: o.clipSkip, inpaintStrength: strength, inversionFixedPointIterations: inversionIterations, generator: new td.Generator(o.seed), signal,
       onProgress: ({ step, total, stage }) => { stages[stage] = (stages[stage] ?? 0) + 1; bar.update(step, total); },
     });
   } finally {
@@ -272,7 +273,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   }
   const run = secondsSince(started);
   const maskNote = maskFile === undefined ? `mask from ${stages.mask ?? 0} noise draws, ` : "";
-  io.stderr.write(`diffedit: 1 image ${width}×${height}, ${maskNote}${stages.invert ?? 0} inversion + ${stages.denoise ?? 0} denoising steps of DDIMScheduler, seed ${o.seed}, guidance ${e.guidanceScale}, ${run.toFixed(1)} s\n`);
+  io.stderr.write(`diffedit: 1 image ${width}×${height}, ${maskNote}${stages.invert ?? 0} inversion${inversionIterations > 0 ? ` (${inversionIterations} fixed-point refinements each)` : ""} + ${stages.denoise ?? 0} denoising steps of DDIMScheduler, seed ${o.seed}, guidance ${e.guidanceScale}, ${run.toFixed(1)} s\n`);
   const writing = Date.now();
   const written = await writeOutputs(td, output.images, o, io);
   if (maskOut !== undefined) {
@@ -286,7 +287,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
     printJson(io, {
       ...jsonResult("edit", o, e, "DDIMScheduler", written, { width, height }, stages.denoise ?? 0, timings),
       method: "diffedit", input: file, sourcePrompt, strength: strength ?? 0.8, mask: maskFile ?? null, maskOut: maskOut ?? null,
-      maskDraws: stages.mask ?? 0, inversionSteps: stages.invert ?? 0,
+      maskDraws: stages.mask ?? 0, inversionSteps: stages.invert ?? 0, inversionIterations,
     });
   }
 }

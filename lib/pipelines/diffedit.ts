@@ -116,6 +116,8 @@ export interface DiffEditInvertOptions extends CallOptions, Omit<PromptOptions, 
   numInferenceSteps?: number;
   /** Classifier-free guidance of the inversion; ≤ 1 uses the text alone. Default 1 (diffusers: 7.5). */
   guidanceScale?: number;
+  /** Fixed-point refinements of each inversion step, one model call each (see `InvertOptions.fixedPointIterations`). Default 0. */
+  fixedPointIterations?: number;
 }
 
 /**
@@ -145,6 +147,8 @@ export interface DiffEditOptions extends CallOptions, SourceTargetPrompts, MaskI
   guidanceRescale?: number;
   /** Classifier-free guidance of the inversion. Default 1. */
   inversionGuidanceScale?: number;
+  /** Fixed-point refinements of each inversion step (see `InvertOptions.fixedPointIterations`). Default 0. */
+  inversionFixedPointIterations?: number;
   /** DDIM η of the decoding. Default 0. */
   eta?: number;
   /** The decoding scheduler instead of `DDIMScheduler` on the model's config; its timesteps must continue the inversion's. */
@@ -221,9 +225,13 @@ export class DiffEditPipeline {
     const target = checkSide(options, "target", who, { negativePrompt: options.negativePrompt, negativePromptEmbeds: options.negativePromptEmbeds });
     const inversion = options.inversion === undefined ? undefined : checkInversion(options.inversion, options);
     const inv = checkInvertOptions(
-      { numInferenceSteps: options.numInferenceSteps ?? inversion?.numInferenceSteps ?? model.defaults.numInferenceSteps, guidanceScale: options.inversionGuidanceScale, samplePosterior: options.samplePosterior },
+      {
+        numInferenceSteps: options.numInferenceSteps ?? inversion?.numInferenceSteps ?? model.defaults.numInferenceSteps,
+        guidanceScale: options.inversionGuidanceScale, samplePosterior: options.samplePosterior, fixedPointIterations: options.inversionFixedPointIterations,
+      },
       options.inpaintStrength ?? 0.8,
       "inpaintStrength",
+      "inversionFixedPointIterations",
     );
     const maskOptions = options.mask === undefined ? checkMaskOptions(options) : undefined;
     if (options.mask !== undefined && !isTensor(options.mask) && typeof options.mask !== "string" && !Buffer.isBuffer(options.mask)) {

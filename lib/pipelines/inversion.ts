@@ -10,6 +10,14 @@
  *   latent with DDIM (η = 0) over the same timesteps, the same prompt and guidance 1 walks
  *   back through the same noise levels and reconstructs the input up to the inversion's
  *   approximation ε(x_{t−Δ}, t) ≈ ε(x_t, t).
+ * - Each step solves DDIM's denoising step for x_t with the model output held fixed
+ *   (`DDIMInverseScheduler.solveStep`). For ε- and x₀-prediction that is the inverse
+ *   scheduler's own `step`. For v-prediction `step` (as diffusers') converts the v predicted at
+ *   x_{t−Δ} at x_{t−Δ}'s noise level instead, which round-trips worse: 0.040 against 0.018
+ *   mean |Δ| at 20 steps on 100 real test images with the v1 built-in model.
+ * - `fixedPointIterations` re-predicts at the new x_t and solves again (Pan et al. 2023,
+ *   "AIDI"; Garibi et al. 2024, "ReNoise"): one refinement costs a model call per step and
+ *   beats spending the same calls on more steps (README, "DDIM inversion").
  * - Latent models encode with the VAE posterior's mean by default: deterministic without a
  *   generator and the most faithful encoding. diffusers' `StableDiffusionDiffEditPipeline`
  *   (`prepare_image_latents`) draws `latent_dist.sample(generator)` instead; pass
@@ -25,7 +33,7 @@ import { ClassifierFreeGuidance } from "../guidance";
 import type { ImageSource } from "../image";
 import type { DiffusionModel, TextToImageModel } from "../models";
 import { DDIMInverseScheduler } from "../schedulers";
-import { cat, tidy, tidyAsync, type Generator, type Tensor } from "../tensor";
+import { cat, tensor, tidy, tidyAsync, type Generator, type Tensor } from "../tensor";
 import { throwIfAborted, type LoopOptions } from "./common";
 import { checkPrompts, promptContext, type PromptOptions, type Prompts } from "./prompts";
 
@@ -44,6 +52,12 @@ export interface InvertOptions extends Omit<LoopOptions, "eta">, Omit<PromptOpti
   guidanceScale?: number;
   /** Latent models: encode with a draw from the VAE posterior (diffusers) instead of its mean. Default false. */
   samplePosterior?: boolean;
+  /**
+   * Fixed-point refinements of each step (Pan et al. 2023; Garibi et al. 2024): re-predict at the
+   * new latent and solve the denoising step for it again, one more model call each. The round trip
+   * then rests on the step's fixed point, not on ε(x_{t−Δ}) ≈ ε(x_t). Default 0 (plain DDIM inversion).
+   */
+  fixedPointIterations?: number;
 }
 
 /**
@@ -119,7 +133,12 @@ export function promptsFor(prompts: Prompts, batch: number): Prompts {
  * Checks the numeric options {@link invert} shares with the pipelines built on it.
  * @example const { steps, strength, guidanceScale } = checkInvertOptions(options, "strength", 1);
  */
-export function checkInvertOptions(o: { numInferenceSteps?: number; guidanceScale?: number; samplePosterior?: boolean }, strength: number, strengthName: string) {
+export function checkInvertOptions(
+  o: { numInferenceSteps?: number; guidanceScale?: number; samplePosterior?: boolean; fixedPointIterations?: number },
+  strength: number,
+  strengthName: string,
+  iterationsName = "fixedPointIterations",
+) {
   const steps = o.numInferenceSteps ?? 50;
   assertInteger(steps, "numInferenceSteps", 1);
   assertNumber(strength, strengthName);
@@ -128,7 +147,52 @@ export function checkInvertOptions(o: { numInferenceSteps?: number; guidanceScal
   assertNumber(guidanceScale, "guidanceScale");
   const samplePosterior = o.samplePosterior ?? false;
   if (typeof samplePosterior !== "boolean") throw invalid("boolean", "samplePosterior", samplePosterior);
-  return { steps, strength, guidanceScale, samplePosterior };
+  const fixedPointIterations = o.fixedPointIterations ?? 0;
+  assertInteger(fixedPointIterations, iterationsName, 0);
+  return { steps, strength, guidanceScale, samplePosterior, fixedPointIterations };
+}
+
+/**
+ * Fixed-point refinement of one inversion step: x ← solve(x), up to `iterations` times. The
+ * residual |solve(x) − x| is the step's round-trip error at x up to a constant factor, so each
+ * image keeps iterating while its residual shrinks and, once it grows, stops at the iterate with
+ * the smaller one. The map need not contract: from a clean image with sharp edges, the first
+ * step's can diverge. Takes ownership of `start`.
+ */
+async function refineFixedPoint(start: Tensor, iterations: number, solveAt: (x: Tensor) => Promise<Tensor>, signal?: AbortSignal): Promise<Tensor> {
+  const batch = start.shape[0];
+  const stopped: boolean[] = Array(batch).fill(false);
+  let residuals: number[] = Array(batch).fill(Infinity); // |solve(x^{k−1}) − x^{k−1}| per image
+  let older: Tensor | undefined; // x^{k−1}
+  let latest = start; // x^k
+  let kept: Tensor | undefined; // the stopped images' chosen iterates, zero in the other rows
+  for (let k = 0; k < iterations && stopped.includes(false); k++) {
+    throwIfAborted(signal);
+    const next = await solveAt(latest); // x^{k+1}
+    const step = Array.from(tidy(() => next.sub(latest).abs().reshape([batch, -1]).mean(1)).toFloat32Array());
+    const newly = step.map((r, b) => !stopped[b] && r > residuals[b]);
+    if (older && newly.includes(true)) {
+      const [chosen, before] = [older, kept];
+      kept = tidy(() => {
+        const rows = chosen.mul(tensor(Float32Array.from(newly, Number), [batch, ...Array(chosen.ndim - 1).fill(1)]));
+        return before ? before.add(rows) : rows;
+      });
+      before?.dispose();
+      newly.forEach((n, b) => { stopped[b] ||= n; });
+    }
+    residuals = step;
+    older?.dispose();
+    older = latest;
+    latest = next;
+  }
+  older?.dispose();
+  if (!kept) return latest;
+  const out = tidy(() => {
+    const moving = tensor(Float32Array.from(stopped, (s) => (s ? 0 : 1)), [batch, ...Array(latest.ndim - 1).fill(1)]);
+    return latest.mul(moving).add(kept!);
+  });
+  for (const t of [latest, kept]) t.dispose();
+  return out;
 }
 
 /**
@@ -153,7 +217,7 @@ export async function invert(model: DiffusionModel, options: InvertOptions): Pro
 export async function invertChecked(
   model: TextToImageModel,
   options: InvertOptions,
-  o: { steps: number; strength: number; guidanceScale: number; samplePosterior: boolean },
+  o: { steps: number; strength: number; guidanceScale: number; samplePosterior: boolean; fixedPointIterations: number },
   who: string,
 ): Promise<Inversion> {
   const promptOptions: PromptOptions = {
@@ -180,17 +244,20 @@ export async function invertChecked(
     for (const [i, t] of timesteps.entries()) {
       throwIfAborted(options.signal);
       const current = out[i];
-      // One scope per step: the prediction and the step's temporaries go, the next latent moves out.
-      const next = await tidyAsync(async () => {
+      // The guided prediction at `at` for timestep t, in a scope of its own.
+      const predictAt = async (at: Tensor) => {
         const prediction = await noGrad(() => {
-          const batched = copies > 1 ? cat([current, current], 0) : current; // (copies·B, c, h, w)
+          const batched = copies > 1 ? cat([at, at], 0) : at; // (copies·B, c, h, w)
           return model.predict({ sample: inverse.scaleModelInput(batched, t), timestep: t, encoderHiddenStates: context });
         });
-        return noGrad(() => {
-          const guided = copies > 1 ? guider.combine(prediction.chunk(copies, 0)) : prediction;
-          return inverse.step(guided, t, current).prevSample; // x_t from x_{t−Δ}
-        });
+        return copies > 1 ? noGrad(() => guider.combine(prediction.chunk(copies, 0))) : prediction;
+      };
+      // x_t solved from x_{t−Δ} with the prediction at `at`; one scope per update, so only the new latent stays.
+      const solveAt = (at: Tensor) => tidyAsync(async () => {
+        const prediction = await predictAt(at);
+        return noGrad(() => inverse.solveStep(prediction, t, current));
       });
+      const next = await refineFixedPoint(await solveAt(current), o.fixedPointIterations, solveAt, options.signal);
       out.push(next);
       options.onProgress?.({ step: i + 1, total: timesteps.length, timestep: t, latents: next });
     }

@@ -157,4 +157,27 @@ export class DDIMInverseScheduler extends BetaScheduler<DDIMInverseConfig> {
       return { prevSample: prev, predOriginalSample: x0 };
     });
   }
+
+  /**
+   * The x_t from which `DDIMScheduler.step` (η = 0, no clipping) with this model output lands on
+   * `sample` = x_{t−Δ}. That step is linear, x_{t−Δ} = A·x_t + B·output, so x_t = (x_{t−Δ} − B·output) / A.
+   * Fed the model's prediction at the current estimate of x_t, it is one update of fixed-point
+   * inversion (Pan et al. 2023, "Effective Real Image Editing with Accelerated Iterative Diffusion
+   * Inversion"; Garibi et al. 2024, "ReNoise"), whose fixed point the denoising step maps back exactly.
+   * @example const refined = inverse.solveStep(unet(estimate, t), t, previous);
+   */
+  solveStep(modelOutput: Tensor, t: TimestepLike, sample: Tensor): Tensor {
+    this.requireTimesteps();
+    const c = this.config;
+    const target = this.trainIndex(timestepValue(t));
+    const current = Math.min(target - Math.floor(c.num_train_timesteps / this.numInferenceSteps!), c.num_train_timesteps - 1);
+    const alphaPrev = current >= 0 ? this.alphasCumprod[current] : this.initialAlphaCumprod;
+    const [a, s] = [Math.sqrt(alphaPrev), Math.sqrt(1 - alphaPrev)]; // x_{t−Δ} = a·x₀ + s·ε
+    const [at, st] = [Math.sqrt(this.alphasCumprod[target]), Math.sqrt(1 - this.alphasCumprod[target])];
+    // (x₀, ε) from (x_t, output) at ᾱ_t as ddpmX0Eps gives them, substituted into a·x₀ + s·ε.
+    const [A, B] = c.prediction_type === "epsilon" ? [a / at, s - (a * st) / at]
+      : c.prediction_type === "sample" ? [s / st, a - (s * at) / st]
+      : [a * at + s * st, s * at - a * st];
+    return tidy(() => sample.sub(modelOutput.mul(B)).div(A));
+  }
 }

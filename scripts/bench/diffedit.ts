@@ -13,7 +13,9 @@
  *   - mask: the fraction of the image the inferred mask covers.
  * The inversion round trip inverts `--round-trip` test images under their own caption (guidance
  * 1, strength 1) and denoises them back with DDIM (η = 0, guidance 1) over the same timesteps:
- * mean and max |Δ| against the input, at each step count of `--round-trip-steps`.
+ * mean and max |Δ| against the input, at each step count of `--round-trip-steps` and each count of
+ * fixed-point refinements per step of `--fixed-point-iterations` (the model calls are steps × (1 + that)).
+ * `--inversion-iterations` sets the refinements of DiffEdit's own inversion in the edits.
  *
  * `--mask-ratio` sets DiffEdit's maskThresholdingRatio (diffusers' 3 by default; lower = larger
  * masks); `--negative-source` decodes with the source text as the negative prompt (as diffusers'
@@ -21,7 +23,7 @@
  *
  *   npx tsx scripts/bench/diffedit.ts [--per-pair 2] [--steps 20] [--strength 0.8] [--guidance 2,5]
  *       [--round-trip 100] [--round-trip-steps 20,50] [--seed 0] [--sources 0,...,9]
- *       [--mask-ratio 3] [--negative-source]
+ *       [--mask-ratio 3] [--negative-source] [--fixed-point-iterations 0,1,2] [--inversion-iterations 0]
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
@@ -89,6 +91,8 @@ async function main(): Promise<void> {
       seed: { type: "string", default: "0" },
       "mask-ratio": { type: "string", default: "3" },
       "negative-source": { type: "boolean", default: false },
+      "fixed-point-iterations": { type: "string", default: "0,1,2" },
+      "inversion-iterations": { type: "string", default: "0" },
     },
   });
   if (!fs.existsSync(values.classifier!)) throw new Error(`${values.classifier} is missing: run scripts/build_classifier_init.py and scripts/train-classifier.ts first`);
@@ -119,7 +123,9 @@ async function main(): Promise<void> {
     const sourcePrompt = caption(source);
     const targetPrompts = rowTargets.map(caption);
     // The inversion depends on the image and the source text only: invert the k images once, reuse it for all 9 targets.
-    const inversion = await diffedit.invert({ image: inputs[source], prompt: sourcePrompt, numInferenceSteps: steps, inpaintStrength: strength });
+    const inversion = await diffedit.invert({
+      image: inputs[source], prompt: sourcePrompt, numInferenceSteps: steps, inpaintStrength: strength, fixedPointIterations: Number(values["inversion-iterations"]),
+    });
     const repeated = inversion.latents.map((l) => td.keep(td.cat(targets.map(() => l)))); // (9k, 1, 32, 32) each
     const shared: td.Inversion = { ...inversion, latents: repeated, dispose: () => repeated.forEach((l) => l.dispose()) };
     const { mask, imageMask } = await diffedit.generateMask({
@@ -161,16 +167,17 @@ async function main(): Promise<void> {
   const samples = Array.from({ length: count }, (_, i) => test.get(i));
   const real = td.keep(td.tidy(() => td.cat(samples.map((s) => s.image.unsqueeze(0)).concat(count > 0 ? [] : [td.zeros([1, 1, 32, 32])])).add(1).div(2))); // (N, 1, 32, 32)
   const prompts = samples.map((s) => caption(s.label as number));
-  for (const n of roundTripSteps) {
+  const iterationCounts = numberList(values["fixed-point-iterations"]!, "fixed-point-iterations");
+  for (const [n, fixedPointIterations] of roundTripSteps.flatMap((n) => iterationCounts.map((k) => [n, k]))) {
     const t0 = Date.now();
-    const inversion = await td.invert(model, { image: real, prompt: prompts, numInferenceSteps: n, strength: 1 });
+    const inversion = await td.invert(model, { image: real, prompt: prompts, numInferenceSteps: n, strength: 1, fixedPointIterations });
     const everywhere = td.ones([1, 1, 32, 32]);
     const back = await diffedit.edit({ image: real, targetPrompt: prompts, mask: everywhere, inversion, guidanceScale: 1 });
     const { mean, max } = td.tidy(() => {
       const diff = back.images.sub(real).abs();
       return { mean: diff.mean().item(), max: diff.max().item() };
     });
-    roundTrip.push(`| ${n} | ${count} | ${mean.toFixed(4)} | ${max.toFixed(3)} | ${((Date.now() - t0) / 1000).toFixed(0)} s |`);
+    roundTrip.push(`| ${n} | ${fixedPointIterations} | ${n * (2 + fixedPointIterations)} | ${count} | ${mean.toFixed(4)} | ${max.toFixed(3)} | ${((Date.now() - t0) / 1000).toFixed(0)} s |`);
     for (const t of [back.images, back.mask, back.imageMask, everywhere]) t.dispose();
     inversion.dispose();
   }
@@ -180,7 +187,7 @@ async function main(): Promise<void> {
   console.log([
     `model ${path.relative(root, values.model!) || values.model}, classifier ${path.relative(root, values.classifier!)}, ${pairs} (source, target) pairs × ${perPair} test images,`,
     `${steps} DDIM steps, strength ${strength}, seed ${seed}, ${td.getNumThreads()} thread(s); edits took ${editSeconds.toFixed(0)} s`,
-    `DiffEdit: mask from 10 noise draws at strength 0.5, threshold ratio ${values["mask-ratio"]} (mean mask area ${((100 * maskArea) / maskCount).toFixed(1)}%), inversion under the source text with guidance 1${values["negative-source"] ? ", decoding with the source text as negative prompt" : ""}`,
+    `DiffEdit: mask from 10 noise draws at strength 0.5, threshold ratio ${values["mask-ratio"]} (mean mask area ${((100 * maskArea) / maskCount).toFixed(1)}%), inversion under the source text with guidance 1 and ${values["inversion-iterations"]} fixed-point refinements${values["negative-source"] ? ", decoding with the source text as negative prompt" : ""}`,
     "",
     "| method | guidance | edit success | mean \\|Δ\\| outside mask | mean \\|Δ\\| inside mask |",
     "|---|---:|---:|---:|---:|",
@@ -191,8 +198,8 @@ async function main(): Promise<void> {
     "",
     "DDIM inversion round trip (guidance 1, strength 1, each image under its own caption), pixels in [0, 1]:",
     "",
-    "| steps | images | mean \\|Δ\\| | max \\|Δ\\| | time |",
-    "|---:|---:|---:|---:|---:|",
+    "| steps | refinements per step | model calls (inversion + decoding) | images | mean \\|Δ\\| | max \\|Δ\\| | time |",
+    "|---:|---:|---:|---:|---:|---:|---:|",
     ...roundTrip,
   ].join("\n"));
 }
