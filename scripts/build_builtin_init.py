@@ -6,11 +6,12 @@ layout (scripts/export.py) plus `joint.pt`, one TorchScript module holding both 
 so that the Node trainer optimizes them jointly (scripts/train-builtin.ts).
 
   /usr/bin/python3 scripts/build_builtin_init.py [--out build/builtin-init] [--seed 0]
-      [--channels 16,32,64] [--layers-per-block 1] [--attention-levels 1] [--norm-groups 8]
+      [--channels 24,48,96] [--layers-per-block 1] [--attention-levels 1] [--norm-groups 8]
 
-The defaults are the shipped model's; the options are the capacity knobs of issue #13's
-experiments (block widths, ResNet layers per level, how many of the lowest-resolution levels
-get cross-attention: 1 = 8x8 only, 2 = 16x16 and 8x8).
+The defaults are the shipped model's (widths 24/48/96 since December 2026; the first built-in
+model had 16/32/64); the options are the capacity knobs of issue #13's experiments (block widths,
+ResNet layers per level, how many of the lowest-resolution levels get cross-attention: 1 = 8x8
+only, 2 = 16x16 and 8x8).
 """
 import argparse
 import json
@@ -70,7 +71,7 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "build", "builtin-init"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--channels", default="16,32,64", help="block_out_channels, comma-separated")
+    parser.add_argument("--channels", default="24,48,96", help="block_out_channels, comma-separated")
     parser.add_argument("--layers-per-block", type=int, default=1)
     parser.add_argument("--attention-levels", type=int, default=1, help="cross-attention on this many of the lowest-resolution levels")
     parser.add_argument("--norm-groups", type=int, default=8)

@@ -86,11 +86,27 @@ describe("--json", () => {
 });
 
 describe("a model's recommended defaults", () => {
-  it("the built-in model's (guidance 2, 30 DDIM steps) apply unless given; given values win", async () => {
+  it("the built-in model's (guidance 2 on timesteps 200–900, 20 DPM-Solver++ steps) apply unless given; given values win", async () => {
     const byDefault = json(await cli(["generate", "a photo of a bag", "--seed", "0", "--out", file("builtin.png"), "--json"]));
-    expect(byDefault).toMatchObject({ model: td.builtinModelPath(), steps: 30, stepsRun: 30, guidanceScale: 2, scheduler: "DDIMScheduler" });
+    expect(byDefault).toMatchObject({ model: td.builtinModelPath(), steps: 20, stepsRun: 20, guidanceScale: 2, scheduler: "DPMSolverMultistepScheduler", guidanceInterval: [200, 900] });
     const given = json(await cli(["generate", "a photo of a bag", "--seed", "0", "--steps", "3", "--guidance", "1", "--scheduler", "euler", "--out", file("given.png"), "--json"]));
     expect(given).toMatchObject({ steps: 3, stepsRun: 3, guidanceScale: 1, scheduler: "EulerDiscreteScheduler" });
+    // --guidance-interval: the same interval given is the default's image; all guides every step.
+    const same = await cli(["generate", "a photo of a bag", "--seed", "0", "--guidance-interval", "200,900", "--out", file("same.png")]);
+    expect(same.stderr).toMatch(/^generate: 1 image 32×32, 20 steps of DPMSolverMultistepScheduler, seed 0, guidance 2 on timesteps 200–900, [\d.]+ s\n$/);
+    const all = json(await cli(["generate", "a photo of a bag", "--seed", "0", "--guidance-interval", "all", "--out", file("all.png"), "--json"]));
+    expect(all).toMatchObject({ guidanceScale: 2, guidanceInterval: null });
+    const pixels = async (name: string) => {
+      const image = await td.readImage(file(name));
+      const values = Array.from(image.toFloat32Array());
+      image.dispose();
+      return values;
+    };
+    expect(await pixels("same.png")).toEqual(await pixels("builtin.png"));
+    expect(await pixels("all.png")).not.toEqual(await pixels("builtin.png"));
+    for (const bad of ["900,200", "200", "a,b", "200,900,1000"]) {
+      expect(await cli(["generate", "x", "--guidance-interval", bad])).toEqual({ code: 1, stdout: "", stderr: `torch-diffusion: --guidance-interval: expected LOW,HIGH timesteps with LOW ≤ HIGH, or all but got "${bad}"\n` });
+    }
   });
 
   it("loadModel reads them into model.defaults (scheduler included); pipelines use them when a call names none", async () => {
@@ -150,7 +166,7 @@ describe("train: one training record", () => {
     fs.mkdirSync(data);
     for (let i = 0; i < 2; i++) await td.writeImage(td.rand([1, 32, 32], { generator: new td.Generator(i) }), path.join(data, `bag${i}.png`));
     const recipe = JSON.parse(fs.readFileSync(path.join(td.builtinModelPath(), "recipe.json"), "utf8"));
-    expect(recipe).toMatchObject({ recipe: "scripts/train-builtin.ts", steps: 6000 });
+    expect(recipe).toMatchObject({ recipe: "scripts/train-builtin.ts", steps: 30000 });
     expect(fs.existsSync(path.join(td.builtinModelPath(), "TRAINING.json"))).toBe(false);
 
     const first = file("bags-1");

@@ -68,7 +68,7 @@ describe("torch-diffusion command, end to end", () => {
 
   it("generate without --model runs the built-in model: a 32×32 gray PNG", async () => {
     const { code, stdout, stderr } = await runs.builtin;
-    expect(stderr).toMatch(/generate: 1 image 32×32, 8 steps of DDIMScheduler, seed 0/);
+    expect(stderr).toMatch(/generate: 1 image 32×32, 8 steps of DPMSolverMultistepScheduler, seed 0/);
     expect({ code, stdout }).toEqual({ code: 0, stdout: `${file("builtin.png")}\n` });
     const image = await expectPng(file("builtin.png"), 32, 32);
     expect(image.narrow(1, 0, 1).sub(image.narrow(1, 2, 1)).abs().max().item()).toBe(0); // gray: R = B

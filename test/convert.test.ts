@@ -193,13 +193,13 @@ describe("the built-in model by name", () => {
       expect(td.builtinModelPath()).toBe(path.resolve(__dirname, "..", "models", "builtin"));
       const model = td.loadModel("builtin");
       expect(model.dir).toBe(td.builtinModelPath());
-      expect(model.defaults).toEqual({ guidanceScale: 2, numInferenceSteps: 30, scheduler: "DDIMScheduler" });
+      expect(model.defaults).toEqual({ guidanceScale: 2, numInferenceSteps: 20, scheduler: "DPMSolverMultistepScheduler", guidanceInterval: [200, 900] });
       model.dispose();
       const pipe = td.Text2ImagePipeline.fromPretrained("builtin");
       expect(pipe.model.dir).toBe(td.builtinModelPath());
       pipe.model.dispose();
       const info = await cli(["info", "--model", "builtin"]);
-      expect(info.stdout).toContain(`model: ${td.builtinModelPath()}\n  pipeline: StableDiffusionPipeline (format 1, dtype float32, fused attention no)\n  defaults: guidance 2, 30 steps, DDIMScheduler (the image commands use them unless given)\n`);
+      expect(info.stdout).toContain(`model: ${td.builtinModelPath()}\n  pipeline: StableDiffusionPipeline (format 1, dtype float32, fused attention no)\n  defaults: guidance 2, 20 steps, DPMSolverMultistepScheduler, guidance at timesteps 200–900 (the image commands use them unless given)\n`);
       fs.mkdirSync("builtin");
       expect(() => td.loadModel("builtin")).toThrow(`loadModel: ${path.join(process.cwd(), "builtin", "model_index.json")} is missing`);
     } finally {

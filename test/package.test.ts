@@ -102,7 +102,7 @@ describe("the packed package, installed into an empty project", () => {
     const out = JSON.parse(result.stdout.trim().split("\n").pop()!);
     expect(out.shape).toEqual([1, 4, 8, 8]);
     expect(out.builtin).toBe(path.join(consumer, "node_modules", "torch-diffusion", "models", "builtin"));
-    expect(out.defaults).toEqual({ guidanceScale: 2, numInferenceSteps: 30, scheduler: "DDIMScheduler" });
+    expect(out.defaults).toEqual({ guidanceScale: 2, numInferenceSteps: 20, scheduler: "DPMSolverMultistepScheduler", guidanceInterval: [200, 900] });
     expect(out.max).toBeLessThanOrEqual(1);
     expect(out.images[0]).toBe(1);
     expect(fs.statSync(path.join(consumer, "cjs.png")).size).toBeGreaterThan(0);

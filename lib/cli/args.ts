@@ -54,6 +54,7 @@ export const OPTIONS = {
   steps: { type: "string", arg: "N", help: "denoising steps (default: the model's, else 50)" },
   guidance: { type: "string", arg: "S", help: "classifier-free guidance scale, ≤ 1 turns it off (default: the model's, else 7.5)" },
   "clip-skip": { type: "string", arg: "N", help: "condition on the text encoder's layer N before the last (default 0)" },
+  "guidance-interval": { type: "string", arg: "LOW,HIGH", help: "guide only the steps whose timestep is in [LOW, HIGH], or all (default: the model's, else all)" },
   seed: { type: "string", arg: "N", help: "random seed (default: a random one, printed)" },
   scheduler: { type: "string", arg: "NAME", help: `sampler: ${Object.keys(SCHEDULER_ALIASES).join(", ")} or a diffusers class name (default: the model's)` },
   width: { type: "string", arg: "PX", help: "image width (default: the model's)" },
@@ -136,7 +137,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
   generate: {
     summary: "text-to-image",
     usage: "torch-diffusion generate [--prompt] TEXT [options]",
-    options: { ...GENERATION, width: null, height: null, help: null, class: null },
+    options: { ...GENERATION, "guidance-interval": null, width: null, height: null, help: null, class: null },
   },
   edit: {
     summary: "redraw an image along a prompt: SDEdit, or DiffEdit (only the part the prompt changes)",
@@ -421,4 +422,17 @@ export function schedulerClassName(name: string, classes: string[]): string {
     throw badValue("--scheduler", `one of ${Object.keys(SCHEDULER_ALIASES).join(", ")} or a class name (${classes.join(", ")})`, name);
   }
   return found;
+}
+
+/**
+ * `--guidance-interval LOW,HIGH` as [LOW, HIGH], `all` as every timestep, undefined when absent.
+ * @example guidanceIntervalOption({ "guidance-interval": "200,900" }); // [200, 900]
+ */
+export function guidanceIntervalOption(values: Values): [number, number] | undefined {
+  const raw = stringOption(values, "guidance-interval");
+  if (raw === undefined) return undefined;
+  if (raw.trim() === "all") return [-Infinity, Infinity];
+  const parts = raw.split(",").map((v) => (v.trim() === "" ? NaN : Number(v)));
+  if (parts.length !== 2 || parts.some((v) => !Number.isFinite(v)) || parts[0] > parts[1]) throw badValue("--guidance-interval", "LOW,HIGH timesteps with LOW ≤ HIGH, or all", raw);
+  return [parts[0], parts[1]];
 }

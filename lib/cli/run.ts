@@ -8,7 +8,7 @@
 import type * as TD from "../index";
 import { imageFormat } from "../image_format";
 import { BUILTIN_INSTRUCT_MODEL_NAME } from "../models/directory";
-import { CliError, badValue, deviceOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
+import { CliError, badValue, deviceOption, guidanceIntervalOption, intOption, numberOption, schedulerClassName, stringOption, type Values } from "./args";
 import { ProgressBar, ensureParent, outputPaths, printJson, requireFile, resolveModelDir, secondsSince, type CliIO } from "./output";
 
 /** The options every image command shares, checked. */
@@ -193,7 +193,8 @@ async function runPipeline(
   }
   const [count, , height, width] = images.shape;
   const run = secondsSince(started);
-  io.stderr.write(`${label}: ${count} image${count > 1 ? "s" : ""} ${width}×${height}, ${steps} steps of ${scheduler.className}, seed ${o.seed}, guidance ${e.guidanceScale}, ${run.toFixed(1)} s\n`);
+  const interval = Array.isArray(extra.guidanceInterval) ? ` on timesteps ${extra.guidanceInterval.join("–")}` : "";
+  io.stderr.write(`${label}: ${count} image${count > 1 ? "s" : ""} ${width}×${height}, ${steps} steps of ${scheduler.className}, seed ${o.seed}, guidance ${e.guidanceScale}${interval}, ${run.toFixed(1)} s\n`);
   const writing = Date.now();
   const written = await writeOutputs(td, images, o, io);
   images.dispose();
@@ -203,12 +204,15 @@ async function runPipeline(
 /** `generate`: text-to-image. @example await runGenerate({ prompt: "a cat", steps: "20" }, io); */
 export async function runGenerate(values: Values, io: CliIO, signal?: AbortSignal): Promise<void> {
   const o = commonOptions(values);
+  const interval = guidanceIntervalOption(values);
   const td = await loadLibrary();
   const model = loadTextToImage(td, o, "generate");
   const e = effective(o, model);
+  const guidanceInterval = interval ?? model.defaults.guidanceInterval;
   const pipe = new td.Text2ImagePipeline(model);
   await runPipeline(td, o, e, io, "generate", model.scheduler, (loop) =>
-    pipe.generate({ ...textOptions(o, e), width: o.width, height: o.height, signal, ...loop }),
+    pipe.generate({ ...textOptions(o, e), guidanceInterval, width: o.width, height: o.height, signal, ...loop }),
+    { guidanceInterval: guidanceInterval && guidanceInterval.every(Number.isFinite) ? guidanceInterval : null },
   );
 }
 
