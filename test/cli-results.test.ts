@@ -49,7 +49,7 @@ describe("--json", () => {
     const result = await cli(["generate", ...tiny, "--prompt", "a cat", "--batch", "2", "--grid", file("grid.png"), "--out", file("gen.png"), "--json"]);
     expect(json(result)).toEqual({
       command: "generate", model: tinySd, images: [file("gen-0.png"), file("gen-1.png")], grid: file("grid.png"), prompt: "a cat", negativePrompt: null,
-      seed: 1, steps: 2, stepsRun: 2, scheduler: "DDIMScheduler", guidanceScale: 7.5, width: 16, height: 16,
+      seed: 1, steps: 2, stepsRun: 2, scheduler: "DDIMScheduler", guidanceScale: 7.5, guidanceInterval: null, width: 16, height: 16,
       timings: { load: timing, run: timing, write: timing, total: timing },
     });
     expect(result.stderr).toMatch(/^generate: 2 images 16×16, 2 steps of DDIMScheduler, seed 1, guidance 7\.5, [\d.]+ s\n$/);
