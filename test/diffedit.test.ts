@@ -151,6 +151,19 @@ describe("DDIM inversion", () => {
     for (const x of [refined, plain, inverse, forward, scales, image]) x.dispose();
   });
 
+  it("concurrent inversions on one model, refined and not, equal the same calls made one after another", async () => {
+    const options = [{ fixedPointIterations: 2 }, { fixedPointIterations: 0 }, { fixedPointIterations: 1, guidanceScale: 3 }];
+    const run = (o: (typeof options)[number]) => td.invert(model, { image: rgb, prompt: "a bag", numInferenceSteps: 6, ...o });
+    const sequential: td.Inversion[] = [];
+    for (const o of options) sequential.push(await run(o));
+    const concurrent = await Promise.all(options.map(run));
+    for (const [i, inversion] of concurrent.entries()) {
+      for (const [k, latent] of inversion.latents.entries()) expect(values(latent), `call ${i} latent ${k}`).toEqual(values(sequential[i].latents[k]));
+    }
+    expect(maxDiff(sequential[0].latents[6], sequential[1].latents[6])).toBeGreaterThan(0);
+    for (const inversion of [...sequential, ...concurrent]) inversion.dispose();
+  });
+
   it("fixed-point refinement lowers the round trip on real Fashion-MNIST test images with the built-in model", async () => {
     const builtin = td.loadModel(path.join(__dirname, "..", "models", "builtin"));
     const test = new td.FashionMNIST({ split: "test", pad32: true });
@@ -306,6 +319,26 @@ describe("DiffEdit resources", () => {
     await expect(td.invert(pixelModel, { image: pixels, prompt: "x", signal: controller.signal })).rejects.toThrow("The operation was aborted");
     await expect(pixelPipe.edit({ ...options, mask: badMask })).rejects.toThrow("edit mask: expected 8×8 (latent) or 8×8 (image) but the mask is 2×2");
     expect(td.memory().numTensors).toBe(before);
+  });
+
+  it("refined inversion leaks nothing, with images that stop early and an abort between refinements", async () => {
+    const scales = td.keep(td.tensor([0.5, 10], [2, 1, 1, 1])); // row 1's refinement grows: it stops and keeps an iterate
+    const linear = pixelModel.with({ unet: withForward(async (args) => args.sample.mul(scales)) });
+    const image = td.rand([2, 4, 8, 8], { generator: new td.Generator(4) });
+    const warm = await td.invert(linear, { image, prompt: "a bag", numInferenceSteps: 5, fixedPointIterations: 4 });
+    warm.dispose();
+    const before = await settledTensorCount();
+    const again = await td.invert(linear, { image, prompt: "a bag", numInferenceSteps: 5, fixedPointIterations: 4 });
+    again.dispose();
+    expect(td.memory().numTensors).toBe(before);
+    let calls = 0;
+    const controller = new AbortController();
+    // The abort lands after the second model call of the second step: inside its refinements.
+    const counting = pixelModel.with({ unet: withForward(async (args) => { if (++calls === 7) controller.abort(); return args.sample.mul(scales); }) });
+    await expect(td.invert(counting, { image, prompt: "a bag", numInferenceSteps: 5, fixedPointIterations: 4, signal: controller.signal })).rejects.toThrow("The operation was aborted");
+    expect(calls).toBe(7);
+    expect(td.memory().numTensors).toBe(before);
+    for (const t of [scales, image]) t.dispose();
   });
 });
 
