@@ -155,8 +155,8 @@ export function checkInvertOptions(
 /**
  * Fixed-point refinement of one inversion step: x ← solve(x), up to `iterations` times. The
  * residual |solve(x) − x| is the step's round-trip error at x up to a constant factor, so each
- * image keeps iterating while its residual shrinks and, once it grows, stops at the iterate with
- * the smaller one. The map need not contract: from a clean image with sharp edges, the first
+ * image keeps iterating while its residual shrinks and, once it stops shrinking, keeps the iterate
+ * with the smaller one; the loop ends when every image has stopped. The map need not contract: from a clean image with sharp edges, the first
  * step's can diverge. Takes ownership of `start`.
  */
 async function refineFixedPoint(start: Tensor, iterations: number, solveAt: (x: Tensor) => Promise<Tensor>, signal?: AbortSignal): Promise<Tensor> {
@@ -170,7 +170,7 @@ async function refineFixedPoint(start: Tensor, iterations: number, solveAt: (x: 
     throwIfAborted(signal);
     const next = await solveAt(latest); // x^{k+1}
     const step = Array.from(tidy(() => next.sub(latest).abs().reshape([batch, -1]).mean(1)).toFloat32Array());
-    const newly = step.map((r, b) => !stopped[b] && r > residuals[b]);
+    const newly = step.map((r, b) => !stopped[b] && r >= residuals[b]);
     if (older && newly.includes(true)) {
       const [chosen, before] = [older, kept];
       kept = tidy(() => {
