@@ -104,6 +104,19 @@ describe("a model's recommended defaults", () => {
     };
     expect(await pixels("same.png")).toEqual(await pixels("builtin.png"));
     expect(await pixels("all.png")).not.toEqual(await pixels("builtin.png"));
+    // edit (SDEdit) and inpaint report and take it the same way.
+    const input = file("builtin-input.png");
+    await td.writeImage(td.rand([1, 32, 32], { generator: new td.Generator(1) }), input);
+    const maskFile = file("builtin-mask.png");
+    await td.writeImage(td.cat([td.zeros([1, 32, 16]), td.ones([1, 32, 16])], 2), maskFile);
+    for (const [command, extra] of [["edit", []], ["inpaint", ["--mask", maskFile]]] as const) {
+      const args = [command, "--prompt", "a photo of a bag", "--image", input, ...extra, "--seed", "0", "--json"];
+      const recommended = json(await cli([...args, "--out", file(`${command}-recommended.png`)]));
+      expect(recommended, command).toMatchObject({ guidanceScale: 2, guidanceInterval: [200, 900] });
+      const every = await cli([...args.slice(0, -1), "--guidance-interval", "all", "--out", file(`${command}-all.png`)]);
+      expect(every.stderr, command).toMatch(new RegExp(`^${command}: 1 image 32×32, \\d+ steps of DPMSolverMultistepScheduler, seed 0, guidance 2, [\\d.]+ s\\n$`));
+      expect(await pixels(`${command}-all.png`), command).not.toEqual(await pixels(`${command}-recommended.png`));
+    }
     for (const bad of ["900,200", "200", "a,b", "200,900,1000"]) {
       expect(await cli(["generate", "x", "--guidance-interval", bad])).toEqual({ code: 1, stdout: "", stderr: `torch-diffusion: --guidance-interval: expected LOW,HIGH timesteps with LOW ≤ HIGH, or all but got "${bad}"\n` });
     }
@@ -130,7 +143,7 @@ describe("a model's recommended defaults", () => {
     expect(cli3).toMatchObject({ steps: 3, guidanceScale: 1.5, scheduler: "EulerDiscreteScheduler" });
   });
 
-  it("a recommended guidance interval applies to text-to-image calls that give none", async () => {
+  it("a recommended guidance interval applies to text-to-image, img2img and inpainting calls that give none", async () => {
     const dir = withDefaults("interval", { guidance_scale: 3, num_inference_steps: 4, scheduler: "DDIMScheduler", guidance_interval: [300, 600] });
     const model = td.loadModel(dir);
     expect(model.defaults.guidanceInterval).toEqual([300, 600]);
@@ -142,6 +155,23 @@ describe("a model's recommended defaults", () => {
     const byDefault = await draw({});
     expect(await draw({ guidanceInterval: [300, 600] })).toEqual(byDefault);
     expect(await draw({ guidanceInterval: [0, 1000] })).not.toEqual(byDefault);
+    // img2img and inpainting take the interval too, the model's when a call gives none; outside it, the conditional pass alone.
+    const image = td.rand([1, 3, 16, 16], { generator: new td.Generator(5) });
+    const mask = td.cat([td.zeros([1, 1, 16, 8]), td.ones([1, 1, 16, 8])], 3);
+    for (const [name, edit] of [
+      ["img2img", (o: Partial<td.EditOptions>) => new td.Img2ImagePipeline(model).edit({ prompt: "a cat", image, generator: new td.Generator(0), ...o })],
+      ["inpaint", (o: Partial<td.EditOptions>) => new td.InpaintPipeline(model).inpaint({ prompt: "a cat", image, mask, generator: new td.Generator(0), ...o })],
+    ] as const) {
+      const pixels = async (o: Partial<td.EditOptions>) => {
+        const { images } = await edit(o);
+        return td.tidy(() => Array.from(images.toFloat32Array()));
+      };
+      const recommended = await pixels({});
+      expect(await pixels({ guidanceInterval: [300, 600] }), name).toEqual(recommended);
+      expect(await pixels({ guidanceInterval: [0, 1000] }), name).not.toEqual(recommended);
+      expect(await pixels({ guidanceInterval: [2000, 3000] }), name).toEqual(await pixels({ guidanceScale: 1 }));
+    }
+    for (const t of [image, mask]) t.dispose();
     model.dispose();
     const info = await cli(["info", "--model", dir]);
     expect(info.stdout).toContain("defaults: guidance 3, 4 steps, DDIMScheduler, guidance at timesteps 300–600");

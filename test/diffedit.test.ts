@@ -389,6 +389,7 @@ describe("torch-diffusion edit --method diffedit", () => {
       [["edit", "--prompt", "x", "--image", image, "--source-prompt", "y"], "--source-prompt: only with --method diffedit"],
       [["edit", "--prompt", "x", "--image", image, "--mask-out", "m.png"], "--mask-out: only with --method diffedit"],
       [["edit", "--prompt", "x", "--image", image, "--inversion-iterations", "1"], "--inversion-iterations: only with --method diffedit"],
+      [["edit", "--method", "diffedit", "--prompt", "x", "--source-prompt", "y", "--image", image, "--guidance-interval", "200,900"], "--guidance-interval: --method diffedit guides every decoding step; leave it out"],
       [["edit", "--method", "diffedit", "--prompt", "x", "--source-prompt", "y", "--image", image, "--inversion-iterations", "-1"], '--inversion-iterations: expected a non-negative integer but got "-1"'],
       [["edit", "--method", "diffedit", "--prompt", "x", "--image", image], "--source-prompt is required"],
       [["edit", "--method", "diffedit", "--model", tinyDir, "--prompt", "x", "--source-prompt", "y", "--image", image, "--batch", "2"], "--batch: --method diffedit makes one image per prompt (its DDIM decoding is deterministic)"],

@@ -143,7 +143,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     summary: "redraw an image along a prompt: SDEdit, or DiffEdit (only the part the prompt changes)",
     usage: "torch-diffusion edit --image FILE --prompt TEXT [--method diffedit --source-prompt TEXT] [options]",
     options: {
-      ...GENERATION, image: null, method: null, strength: "how far toward noise to go, in [0, 1] (default 0.8)",
+      ...GENERATION, "guidance-interval": null, image: null, method: null, strength: "how far toward noise to go, in [0, 1] (default 0.8)",
       "source-prompt": null, mask: "DiffEdit: edit where this mask is white instead of inferring the mask", "mask-out": null, "inversion-iterations": null,
       width: `${RESIZE} width`, height: `${RESIZE} height`, help: null,
     },
@@ -173,7 +173,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
   inpaint: {
     summary: "repaint the white part of a mask",
     usage: "torch-diffusion inpaint --image FILE --mask FILE --prompt TEXT [options]",
-    options: { ...GENERATION, image: null, mask: null, strength: "noise level the masked region starts from, in [0, 1] (default 1)", width: `${RESIZE} width`, height: `${RESIZE} height`, help: null },
+    options: { ...GENERATION, "guidance-interval": null, image: null, mask: null, strength: "noise level the masked region starts from, in [0, 1] (default 1)", width: `${RESIZE} width`, height: `${RESIZE} height`, help: null },
   },
   train: {
     summary: "fine-tune a model's U-Net (and text encoder) on Fashion-MNIST or an image folder",

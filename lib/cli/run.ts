@@ -97,6 +97,16 @@ export function effective(o: { steps?: number; guidanceScale?: number }, model: 
   return { steps: o.steps ?? model.defaults.numInferenceSteps ?? 50, guidanceScale: o.guidanceScale ?? model.defaults.guidanceScale ?? 7.5 };
 }
 
+/**
+ * The guidance interval of a call: `--guidance-interval` (parsed before the model loads), else
+ * the model's recommended one; `reported` is what the summary line and --json show (null: every step).
+ * @example const { guidanceInterval, reported } = intervalFor(guidanceIntervalOption(values), model);
+ */
+function intervalFor(given: [number, number] | undefined, model: TD.DiffusionModel): { guidanceInterval?: [number, number]; reported: [number, number] | null } {
+  const guidanceInterval = given ?? model.defaults.guidanceInterval;
+  return { guidanceInterval, reported: guidanceInterval && guidanceInterval.every(Number.isFinite) ? guidanceInterval : null };
+}
+
 /** The pipeline options every image command passes the same way. */
 function textOptions(o: Common, e: Effective) {
   return { prompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: e.steps, guidanceScale: e.guidanceScale, numImagesPerPrompt: o.perPrompt, clipSkip: o.clipSkip };
@@ -208,11 +218,11 @@ export async function runGenerate(values: Values, io: CliIO, signal?: AbortSigna
   const td = await loadLibrary();
   const model = loadTextToImage(td, o, "generate");
   const e = effective(o, model);
-  const guidanceInterval = interval ?? model.defaults.guidanceInterval;
+  const { guidanceInterval, reported } = intervalFor(interval, model);
   const pipe = new td.Text2ImagePipeline(model);
   await runPipeline(td, o, e, io, "generate", model.scheduler, (loop) =>
     pipe.generate({ ...textOptions(o, e), guidanceInterval, width: o.width, height: o.height, signal, ...loop }),
-    { guidanceInterval: guidanceInterval && guidanceInterval.every(Number.isFinite) ? guidanceInterval : null },
+    { guidanceInterval: reported },
   );
 }
 
@@ -226,15 +236,17 @@ export async function runEdit(values: Values, io: CliIO, signal?: AbortSignal): 
   }
   const file = requireFile("image", stringOption(values, "image", { required: true }));
   const strength = numberOption(values, "strength", [0, 1]);
+  const interval = guidanceIntervalOption(values);
   const o = commonOptions(values);
   const td = await loadLibrary();
   const model = loadTextToImage(td, o, "edit");
   const e = effective(o, model);
+  const { guidanceInterval, reported } = intervalFor(interval, model);
   const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
   const pipe = new td.Img2ImagePipeline(model);
   await runPipeline(td, o, e, io, "edit", model.scheduler, (loop) =>
-    pipe.edit({ image, strength, ...textOptions(o, e), signal, ...loop }),
-    { method: "sdedit", input: file, strength: strength ?? 0.8 },
+    pipe.edit({ image, strength, ...textOptions(o, e), guidanceInterval, signal, ...loop }),
+    { method: "sdedit", input: file, strength: strength ?? 0.8, guidanceInterval: reported },
   );
 }
 
@@ -247,6 +259,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   const maskOut = stringOption(values, "mask-out");
   checkImageOutputs({ "mask-out": maskOut });
   const strength = numberOption(values, "strength", [0, 1]);
+  if (values["guidance-interval"] !== undefined) throw new CliError("--guidance-interval: --method diffedit guides every decoding step; leave it out");
   const inversionIterations = intOption(values, "inversion-iterations", 0) ?? 0;
   const o = commonOptions(values);
   if (o.perPrompt !== 1) throw new CliError("--batch: --method diffedit makes one image per prompt (its DDIM decoding is deterministic)");
@@ -326,17 +339,19 @@ export async function runInpaint(values: Values, io: CliIO, signal?: AbortSignal
   const file = requireFile("image", stringOption(values, "image", { required: true }));
   const maskFile = requireFile("mask", stringOption(values, "mask", { required: true }));
   const strength = numberOption(values, "strength", [0, 1]);
+  const interval = guidanceIntervalOption(values);
   const o = commonOptions(values);
   const td = await loadLibrary();
   const model = loadTextToImage(td, o, "inpaint");
   const e = effective(o, model);
+  const { guidanceInterval, reported } = intervalFor(interval, model);
   const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
   const [, , height, width] = image.shape;
   // A resized image takes its mask along; otherwise the mask must already match.
   const mask = o.width !== undefined || o.height !== undefined ? await td.readImage(maskFile, { channels: 1, width, height }) : maskFile;
   const pipe = new td.InpaintPipeline(model);
   await runPipeline(td, o, e, io, "inpaint", model.scheduler, (loop) =>
-    pipe.inpaint({ image, mask, strength, ...textOptions(o, e), signal, ...loop }),
-    { input: file, mask: maskFile, strength: strength ?? 1 },
+    pipe.inpaint({ image, mask, strength, ...textOptions(o, e), guidanceInterval, signal, ...loop }),
+    { input: file, mask: maskFile, strength: strength ?? 1, guidanceInterval: reported },
   );
 }

@@ -54,7 +54,7 @@ export class Img2ImagePipeline {
     const { count, perPrompt } = prompts;
     throwIfAborted(options.signal);
 
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
     const scheduler = callScheduler(model, options.scheduler);
     try {
       // Everything made here but the returned images is freed when the scope closes, also on abort.

@@ -86,7 +86,7 @@ export class InpaintPipeline {
     const { count, perPrompt } = prompts;
     const pasteBack = options.pasteBack ?? true;
     if (typeof pasteBack !== "boolean") throw invalid("boolean", "pasteBack", pasteBack);
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
     throwIfAborted(options.signal);
 
     // Everything made here but the returned images is freed when the scope closes, also on abort.
