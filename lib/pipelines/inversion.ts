@@ -33,6 +33,7 @@ import { ClassifierFreeGuidance } from "../guidance";
 import type { ImageSource } from "../image";
 import type { DiffusionModel, TextToImageModel } from "../models";
 import { DDIMInverseScheduler } from "../schedulers";
+import { where } from "../functional";
 import { cat, tensor, tidy, tidyAsync, type Generator, type Tensor } from "../tensor";
 import { throwIfAborted, type LoopOptions } from "./common";
 import { checkPrompts, promptContext, type PromptOptions, type Prompts } from "./prompts";
@@ -155,44 +156,40 @@ export function checkInvertOptions(
 /**
  * Fixed-point refinement of one inversion step: x ← solve(x), up to `iterations` times. The
  * residual |solve(x) − x| is the step's round-trip error at x up to a constant factor, so each
- * image keeps iterating while its residual shrinks and, once it stops shrinking, keeps the iterate
- * with the smaller one; the loop ends when every image has stopped. The map need not contract: from a clean image with sharp edges, the first
- * step's can diverge. Takes ownership of `start`.
+ * image keeps iterating while its residual shrinks; once it stops shrinking, the image keeps the
+ * iterate with the smaller residual and stays there (its rows are held, so a diverging image
+ * cannot grow without bound). The loop ends when every image has stopped. The map need not
+ * contract: from a clean image with sharp edges, the first step's can diverge. Takes ownership of `start`.
  */
 async function refineFixedPoint(start: Tensor, iterations: number, solveAt: (x: Tensor) => Promise<Tensor>, signal?: AbortSignal): Promise<Tensor> {
   const batch = start.shape[0];
   const stopped: boolean[] = Array(batch).fill(false);
   let residuals: number[] = Array(batch).fill(Infinity); // |solve(x^{k−1}) − x^{k−1}| per image
   let older: Tensor | undefined; // x^{k−1}
-  let latest = start; // x^k
-  let kept: Tensor | undefined; // the stopped images' chosen iterates, zero in the other rows
+  let latest = start; // x^k; a stopped image's rows hold its chosen iterate
+  const [rowShape, device] = [[batch, ...Array(start.ndim - 1).fill(1)], start.device];
+  const rowMask = (flags: boolean[]) => tensor(Float32Array.from(flags, Number), rowShape).to({ device }).gt(0); // (B, 1, ...) bool
   for (let k = 0; k < iterations && stopped.includes(false); k++) {
     throwIfAborted(signal);
     const next = await solveAt(latest); // x^{k+1}
     const step = Array.from(tidy(() => next.sub(latest).abs().reshape([batch, -1]).mean(1)).toFloat32Array());
-    const newly = step.map((r, b) => !stopped[b] && r >= residuals[b]);
-    if (older && newly.includes(true)) {
-      const [chosen, before] = [older, kept];
-      kept = tidy(() => {
-        const rows = chosen.mul(tensor(Float32Array.from(newly, Number), [batch, ...Array(chosen.ndim - 1).fill(1)]));
-        return before ? before.add(rows) : rows;
-      });
-      before?.dispose();
-      newly.forEach((n, b) => { stopped[b] ||= n; });
-    }
+    const newly = step.map((r, b) => !stopped[b] && r >= residuals[b]); // never at k = 0, so `older` exists
+    const held = [...stopped];
+    newly.forEach((n, b) => { stopped[b] ||= n; });
     residuals = step;
+    let updated = next;
+    if (stopped.includes(true)) {
+      // Newly stopped images take x^{k−1}, the iterate with the smaller residual; earlier ones keep theirs.
+      const [before, current] = [older!, latest];
+      updated = tidy(() => where(rowMask(newly), before, where(rowMask(held), current, next)));
+      next.dispose();
+    }
     older?.dispose();
     older = latest;
-    latest = next;
+    latest = updated;
   }
   older?.dispose();
-  if (!kept) return latest;
-  const out = tidy(() => {
-    const moving = tensor(Float32Array.from(stopped, (s) => (s ? 0 : 1)), [batch, ...Array(latest.ndim - 1).fill(1)]);
-    return latest.mul(moving).add(kept!);
-  });
-  for (const t of [latest, kept]) t.dispose();
-  return out;
+  return latest;
 }
 
 /**
