@@ -136,15 +136,23 @@ export class DDIMInverseScheduler extends BetaScheduler<DDIMInverseConfig> {
     this.numInferenceSteps = numInferenceSteps;
   }
 
-  step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, _opts: StepOptions = {}): StepOutput {
+  /**
+   * ᾱ at the two levels of the step to timestep `t`: `from`, one stride below (x_{t−Δ}; the
+   * initial ᾱ before the first step), and `to`, t itself (x_t).
+   */
+  private stepAlphas(t: TimestepLike): { from: number; to: number } {
     this.requireTimesteps();
     const c = this.config;
-    // 1. get next step value (=t+1): the given timestep is the target, the current is one stride below
+    // The given timestep is the target, the current is one stride below.
     const target = this.trainIndex(timestepValue(t));
     const current = Math.min(target - Math.floor(c.num_train_timesteps / this.numInferenceSteps!), c.num_train_timesteps - 1);
-    // 2. compute alphas, betas (matching the forward process's noise levels)
-    const a = current >= 0 ? this.alphasCumprod[current] : this.initialAlphaCumprod;
-    const an = this.alphasCumprod[target];
+    return { from: current >= 0 ? this.alphasCumprod[current] : this.initialAlphaCumprod, to: this.alphasCumprod[target] };
+  }
+
+  step(modelOutput: Tensor, t: TimestepLike, sample: Tensor, _opts: StepOptions = {}): StepOutput {
+    const c = this.config;
+    // 1.–2. the next step's value and the alphas of both levels (matching the forward process's noise levels)
+    const { from: a, to: an } = this.stepAlphas(t);
     return tidy(() => {
       // 3. predicted x₀ and ε
       const [rawX0, eps] = ddpmX0Eps(c.prediction_type, modelOutput, sample, a);
@@ -167,13 +175,10 @@ export class DDIMInverseScheduler extends BetaScheduler<DDIMInverseConfig> {
    * @example const refined = inverse.solveStep(unet(estimate, t), t, previous);
    */
   solveStep(modelOutput: Tensor, t: TimestepLike, sample: Tensor): Tensor {
-    this.requireTimesteps();
     const c = this.config;
-    const target = this.trainIndex(timestepValue(t));
-    const current = Math.min(target - Math.floor(c.num_train_timesteps / this.numInferenceSteps!), c.num_train_timesteps - 1);
-    const alphaPrev = current >= 0 ? this.alphasCumprod[current] : this.initialAlphaCumprod;
-    const [a, s] = [Math.sqrt(alphaPrev), Math.sqrt(1 - alphaPrev)]; // x_{t−Δ} = a·x₀ + s·ε
-    const [at, st] = [Math.sqrt(this.alphasCumprod[target]), Math.sqrt(1 - this.alphasCumprod[target])];
+    const { from, to } = this.stepAlphas(t);
+    const [a, s] = [Math.sqrt(from), Math.sqrt(1 - from)]; // x_{t−Δ} = a·x₀ + s·ε
+    const [at, st] = [Math.sqrt(to), Math.sqrt(1 - to)];
     // (x₀, ε) from (x_t, output) at ᾱ_t as ddpmX0Eps gives them, substituted into a·x₀ + s·ε.
     const [A, B] = c.prediction_type === "epsilon" ? [a / at, s - (a * st) / at]
       : c.prediction_type === "sample" ? [s / st, a - (s * at) / st]
