@@ -5,28 +5,12 @@
 
 export type DType = "float32" | "float16" | "bfloat16" | "float64" | "int64" | "int32" | "int16" | "int8" | "uint8" | "bool";
 
-/** A tensor handle as the addon defines it; lib/tensor.ts subclasses it. */
-export interface NativeTensorInstance {
-  /** [sync] Frees the tensor now; idempotent. */
-  dispose(): void;
-  readonly isDisposed: boolean;
-  readonly shape: number[];
-  readonly dtype: DType;
-  readonly device: string;
-  readonly ndim: number;
-  readonly numel: number;
-  requiresGrad: boolean;
-  grad: NativeTensorInstance | null;
-  readonly isLeaf: boolean;
-  /** [sync] Runs autograd from this tensor. */
-  _backward(gradient: NativeTensorInstance | null, retainGraph: boolean | undefined, createGraph: boolean): void;
-  /** [sync] A copy of the values, converted to `dtype` (float16/bfloat16 as raw Uint16 bits). */
-  _data(dtype?: DType): Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array;
-  /** [sync] The single value of a one-element tensor. */
-  _item(): number | boolean;
-  isContiguous(): boolean;
-  sharesStorageWith(other: NativeTensorInstance): boolean;
-}
+/**
+ * A JS Tensor as the addon sees it: lib/tensor.ts's class, holding a slot of the addon's tensor
+ * table (its handle) under the symbol it registers with `setTensorFactory`.
+ */
+export type NativeTensorInstance = object;
+export type TypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array;
 
 export interface NativeGeneratorInstance {
   manualSeed(seed: number | bigint): this;
@@ -115,7 +99,6 @@ export interface BuildInfo {
 }
 
 export interface Binding {
-  NativeTensor: abstract new () => NativeTensorInstance;
   NativeModule: abstract new () => NativeModuleInstance;
   NativeGenerator: new (seed?: number | bigint, device?: string) => NativeGeneratorInstance;
   tensorFromBuffer(values: ArrayBufferView, shape: number[], sourceDtype: DType, dtype: DType, device: string): NativeTensorInstance;
@@ -124,8 +107,10 @@ export interface Binding {
   emptyCpuCache(): void;
   resolveOp(name: string): number;
   callOp(handle: number, args: unknown[], kwargs?: Record<string, unknown>): unknown;
-  /** add / sub / mul / div (codes 0–3) unboxed; undefined where callOp must take the call. */
-  binaryOp(code: number, self: unknown, other: unknown, alpha?: unknown): unknown;
+  /** add / sub / mul / div (codes 0–3) of two tensor handles, unboxed: the result's handle, or undefined where callOp must take the call. */
+  binaryOp(code: number, self: number, other: number, alpha?: unknown): number | undefined;
+  /** The same with a number or boolean `other`. */
+  binaryScalarOp(code: number, self: number, other: unknown, alpha?: unknown): number | undefined;
   opSchema(handle: number): string;
   /** [sync] Every registered op as "namespace::name[.overload]". */
   opNames(): string[];
@@ -142,7 +127,29 @@ export interface Binding {
   cudaIsAvailable(): boolean;
   cudaDeviceCount(): number;
   cudaSynchronize(): void;
-  setTensorClass(cls: Function): void;
+  /** lib/tensor.ts registers how a handle becomes a Tensor, and the symbol under which a Tensor holds it. */
+  setTensorFactory(factory: (handle: number) => NativeTensorInstance, handleKey: symbol): void;
+  /** [sync] Frees a handle's slot; unknown and freed handles are ignored. */
+  releaseTensor(handle: number): void;
+  // [sync] The Tensor properties and methods, by handle; a freed handle throws "already disposed".
+  tensorShape(handle: number): number[];
+  tensorDtype(handle: number): DType;
+  tensorDevice(handle: number): string;
+  tensorNdim(handle: number): number;
+  tensorNumel(handle: number): number;
+  tensorRequiresGrad(handle: number): boolean;
+  tensorSetRequiresGrad(handle: number, on: boolean): void;
+  tensorGrad(handle: number): NativeTensorInstance | null;
+  tensorSetGrad(handle: number, grad: NativeTensorInstance | null): void;
+  tensorIsLeaf(handle: number): boolean;
+  /** Runs autograd from the tensor. */
+  tensorBackward(handle: number, gradient: NativeTensorInstance | null, retainGraph: boolean | undefined, createGraph: boolean): void;
+  /** A copy of the values, converted to `dtype` (float16/bfloat16 as raw Uint16 bits). */
+  tensorData(handle: number, dtype?: DType): TypedArray;
+  /** The single value of a one-element tensor. */
+  tensorItem(handle: number): number | boolean;
+  tensorIsContiguous(handle: number): boolean;
+  tensorSharesStorage(handle: number, other: NativeTensorInstance): boolean;
   setModuleClass(cls: Function): void;
   NativeProcessGroup: abstract new () => NativeProcessGroupInstance;
   /** [async] Joins a process group: resolves once every rank has. */

@@ -3,18 +3,26 @@
  * generic op path (dispatch.ts); results are new tensors unless the name ends in `_`
  * (in place, returns `this`). Free tensors with `dispose()`, `using`, or `tidy()`.
  */
-import type { DType, NativeTensorInstance } from "./binding";
+import type { DType, TypedArray } from "./binding";
 import { call } from "./dispatch";
 import { assertInteger, invalid } from "./errors";
 import { binding } from "./native";
 import { setTensorPredicate, track } from "./scope";
 
-export type { DType } from "./binding";
-export type TypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Int16Array | Int8Array | Uint8Array | Uint16Array;
+export type { DType, TypedArray } from "./binding";
 export type Scalar = number | boolean;
 export type TensorOrScalar = Tensor | Scalar;
 
-const NativeTensor = binding.NativeTensor as unknown as new () => NativeTensorInstance;
+/** Where a Tensor keeps its slot in the addon's tensor table (native/tensor.h); -1 once disposed. */
+const HANDLE = Symbol("torch-diffusion tensor handle");
+/** Only the factories construct tensors: a second owner of a slot would free it twice. */
+const FROM_ADDON = Symbol("torch-diffusion tensor from the addon");
+/**
+ * The GC safety net: frees the slot of a tensor nobody disposed once it is collected. dispose()
+ * does not unregister (an unregister token costs more than the rest of a small op's JS side);
+ * the addon ignores the handle of a slot freed since, which the handle's generation tells.
+ */
+const collected = new FinalizationRegistry<number>((handle) => binding.releaseTensor(handle));
 /**
  * `Symbol.dispose` (Node before 20.4 lacks it: Node's own key then), for `using` declarations.
  * Typed as `typeof Symbol.dispose`, the well-known unique symbol, so `[disposeSymbol]()` is the
@@ -24,18 +32,20 @@ export const disposeSymbol: typeof Symbol.dispose = ((Symbol as { dispose?: symb
 
 const isTensorOrScalarScalar = (v: unknown): v is Scalar => typeof v === "number" || typeof v === "boolean";
 
-/** The ops binding.binaryOp calls unboxed (native/dispatch.cc), by its codes. */
-const UNBOXED_BINARY = new Map([["add", 0], ["sub", 1], ["mul", 2], ["div", 3]]);
-
 /** `aten::<name>.Tensor` or `aten::<name>.Scalar` by the kind of `other`. */
 function binary(name: string, self: Tensor, other: TensorOrScalar, extra: unknown[] = []): Tensor {
-  const code = UNBOXED_BINARY.get(name);
-  if (code !== undefined) {
-    const out = binding.binaryOp(code, self, other, extra[0]);
-    if (out !== undefined) return out as Tensor;
-  }
   if (isTensorOrScalarScalar(other)) return call(`aten::${name}.Scalar`, [self, other, ...extra]);
   return call(`aten::${name}.Tensor`, [self, other, ...extra]);
+}
+
+/**
+ * add (code 0) / sub (1) / mul (2) / div (3), called unboxed (binding.binaryOp) where the addon
+ * can; `binary` otherwise, which also words the errors. `alpha` is undefined for its default 1.
+ */
+function arithmetic(code: number, name: string, self: Tensor, other: TensorOrScalar, alpha?: number): Tensor {
+  const out = other instanceof Tensor ? binding.binaryOp(code, self[HANDLE], other[HANDLE], alpha) : binding.binaryScalarOp(code, self[HANDLE], other, alpha);
+  if (out !== undefined) return new Tensor(FROM_ADDON, out);
+  return binary(name, self, other, alpha === undefined ? [] : [alpha]);
 }
 
 function dims(dim: number | number[]): number[] {
@@ -47,20 +57,41 @@ export interface ToOptions {
   device?: string;
 }
 
-export class Tensor extends NativeTensor {
-  constructor() {
-    super();
+export class Tensor {
+  /** @internal */
+  [HANDLE]: number;
+
+  /** @internal Tensors come from tensor(), zeros(), randn(), ops and the other factories. */
+  constructor(from: typeof FROM_ADDON, handle: number) {
+    if (from !== FROM_ADDON) throw new TypeError("Tensor: tensors are created by tensor(), zeros(), randn() and the other factories, not with new");
+    this[HANDLE] = handle;
+    collected.register(this, handle);
     track(this);
   }
 
-  declare readonly shape: number[];
-  declare readonly dtype: DType;
-  declare readonly device: string;
-  declare readonly ndim: number;
-  declare readonly numel: number;
-  declare requiresGrad: boolean;
-  declare grad: Tensor | null;
-  declare readonly isDisposed: boolean;
+  /** Frees the tensor now; idempotent. */
+  dispose(): void {
+    const handle = this[HANDLE];
+    if (handle < 0) return;
+    this[HANDLE] = -1;
+    binding.releaseTensor(handle);
+  }
+  get isDisposed(): boolean { return this[HANDLE] < 0; }
+  get shape(): number[] { return binding.tensorShape(this[HANDLE]); }
+  get dtype(): DType { return binding.tensorDtype(this[HANDLE]); }
+  get device(): string { return binding.tensorDevice(this[HANDLE]); }
+  get ndim(): number { return binding.tensorNdim(this[HANDLE]); }
+  get numel(): number { return binding.tensorNumel(this[HANDLE]); }
+  get requiresGrad(): boolean { return binding.tensorRequiresGrad(this[HANDLE]); }
+  set requiresGrad(on: boolean) { binding.tensorSetRequiresGrad(this[HANDLE], on); }
+  /** The gradient backward accumulated (a new handle on it each read), or null. */
+  get grad(): Tensor | null { return binding.tensorGrad(this[HANDLE]) as Tensor | null; }
+  set grad(value: Tensor | null) { binding.tensorSetGrad(this[HANDLE], value); }
+  get isLeaf(): boolean { return binding.tensorIsLeaf(this[HANDLE]); }
+  isContiguous(): boolean { return binding.tensorIsContiguous(this[HANDLE]); }
+  sharesStorageWith(other: Tensor): boolean { return binding.tensorSharesStorage(this[HANDLE], other); }
+  /** @internal */
+  _data(dtype?: DType): TypedArray { return binding.tensorData(this[HANDLE], dtype); }
 
   [disposeSymbol](): void {
     this.dispose();
@@ -99,7 +130,7 @@ export class Tensor extends NativeTensor {
   }
   /** The single value of a one-element tensor. */
   item(): number {
-    return Number(this._item());
+    return Number(binding.tensorItem(this[HANDLE]));
   }
 
   // ---- conversion --------------------------------------------------------------------
@@ -120,10 +151,10 @@ export class Tensor extends NativeTensor {
   contiguous(): Tensor { return call("aten::contiguous", [this]); }
 
   // ---- arithmetic (broadcasting; a number uses the Scalar overload) --------------------
-  add(other: TensorOrScalar, alpha: number = 1): Tensor { return binary("add", this, other, [alpha]); }
-  sub(other: TensorOrScalar, alpha: number = 1): Tensor { return binary("sub", this, other, [alpha]); }
-  mul(other: TensorOrScalar): Tensor { return binary("mul", this, other); }
-  div(other: TensorOrScalar): Tensor { return binary("div", this, other); }
+  add(other: TensorOrScalar, alpha: number = 1): Tensor { return arithmetic(0, "add", this, other, alpha === 1 ? undefined : alpha); }
+  sub(other: TensorOrScalar, alpha: number = 1): Tensor { return arithmetic(1, "sub", this, other, alpha === 1 ? undefined : alpha); }
+  mul(other: TensorOrScalar): Tensor { return arithmetic(2, "mul", this, other); }
+  div(other: TensorOrScalar): Tensor { return arithmetic(3, "div", this, other); }
   pow(exponent: TensorOrScalar): Tensor {
     return isTensorOrScalarScalar(exponent) ? call("aten::pow.Tensor_Scalar", [this, exponent]) : call("aten::pow.Tensor_Tensor", [this, exponent]);
   }
@@ -259,7 +290,7 @@ export class Tensor extends NativeTensor {
   // ---- autograd -----------------------------------------------------------------------
   /** Accumulates gradients into the leaves' `.grad`. A non-scalar output needs `gradient`. */
   backward(gradient: Tensor | null = null, options: { retainGraph?: boolean; createGraph?: boolean } = {}): void {
-    this._backward(gradient, options.retainGraph, options.createGraph ?? false);
+    binding.tensorBackward(this[HANDLE], gradient, options.retainGraph, options.createGraph ?? false);
   }
   /** Sets requiresGrad and returns this, like PyTorch's `requires_grad_()`. */
   requiresGrad_(on = true): this {
@@ -281,7 +312,7 @@ export function assertTensor(value: unknown, name: string): asserts value is Ten
   if (!(value instanceof Tensor)) throw invalid("Tensor", name, value);
 }
 
-binding.setTensorClass(Tensor);
+binding.setTensorFactory((handle) => new Tensor(FROM_ADDON, handle), HANDLE);
 setTensorPredicate(isTensor);
 
 // The tensor API in one import for library code (schedulers, pipelines): `import { Tensor, randn, tidy } from "../tensor"`.

@@ -18,9 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->executor = makeExecutorChannel(env);
   initComputeThreads();
 
-  auto tensorClass = TensorWrap::Init(env);
-  data->nativeTensorClass = Napi::Persistent(tensorClass);
-  exports.Set("NativeTensor", tensorClass);
+  tensors::Init(env, exports);
   auto moduleClass = ModuleWrap::Init(env);
   data->moduleClass = Napi::Persistent(moduleClass);
   exports.Set("NativeModule", moduleClass);
@@ -31,10 +29,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tensorFromBuffer", Napi::Function::New<TensorFromBuffer>(env, "tensorFromBuffer"));
   exports.Set("cpuAllocatorStats", Napi::Function::New<CpuAllocatorStats>(env, "cpuAllocatorStats"));
   exports.Set("emptyCpuCache", Napi::Function::New<EmptyCpuCache>(env, "emptyCpuCache"));
-  exports.Set("memory", Napi::Function::New<TensorWrap::Memory>(env, "memory"));
   exports.Set("resolveOp", Napi::Function::New<ResolveOp>(env, "resolveOp"));
   exports.Set("callOp", Napi::Function::New<CallOp>(env, "callOp"));
   exports.Set("binaryOp", Napi::Function::New<BinaryOp>(env, "binaryOp"));
+  exports.Set("binaryScalarOp", Napi::Function::New<BinaryScalarOp>(env, "binaryScalarOp"));
   exports.Set("opNames", Napi::Function::New<OpNames>(env, "opNames"));
   exports.Set("opSchema", Napi::Function::New<OpSchema>(env, "opSchema"));
   exports.Set("loadModule", Napi::Function::New<LoadModule>(env, "loadModule"));
@@ -50,7 +48,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaIsAvailable", Napi::Function::New<CudaIsAvailable>(env, "cudaIsAvailable"));
   exports.Set("cudaDeviceCount", Napi::Function::New<CudaDeviceCount>(env, "cudaDeviceCount"));
   exports.Set("cudaSynchronize", Napi::Function::New<CudaSynchronize>(env, "cudaSynchronize"));
-  exports.Set("setTensorClass", Napi::Function::New<SetTensorClass>(env, "setTensorClass"));
   exports.Set("setModuleClass", Napi::Function::New<SetModuleClass>(env, "setModuleClass"));
   InitDistributed(env, exports);
   exports.Set("buildInfo", BuildInfo(env));

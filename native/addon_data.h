@@ -7,12 +7,14 @@
 #include <memory>
 
 #include "executor.h"
+#include "tensor.h"
 
 namespace td {
 
 struct AddonData {
-  Napi::FunctionReference tensorClass;     // the TS subclass of NativeTensor once registered
-  Napi::FunctionReference nativeTensorClass;
+  std::unique_ptr<TensorTable> tensors;    // the tensors JS holds (tensor.h)
+  Napi::FunctionReference tensorFactory;   // handle -> JS Tensor, registered by lib/tensor.ts
+  Napi::Reference<Napi::Symbol> tensorHandleKey;
   Napi::FunctionReference moduleClass;
   Napi::FunctionReference generatorClass;
   std::unique_ptr<ExecutorChannel> executor;  // async libtorch calls (executor.h)

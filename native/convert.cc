@@ -45,7 +45,7 @@ c10::IValue inferIValue(Napi::Env env, const Napi::Value& value, const std::stri
     return d;
   }
   if (value.IsString()) return value.As<Napi::String>().Utf8Value();
-  if (TensorWrap::IsTensor(env, value)) return toIValue(env, value, c10::TensorType::get(), what, inputs);
+  if (tensors::IsTensor(env, value)) return toIValue(env, value, c10::TensorType::get(), what, inputs);
   if (value.IsArray()) {
     Nesting::Level level(env, nesting, value, what);
     auto array = value.As<Napi::Array>();
@@ -120,9 +120,9 @@ c10::IValue toIValue(Napi::Env env, const Napi::Value& value, const c10::TypePtr
                      InputTensors* inputs, c10::optional<int32_t> fixedListSize) {
   switch (type->kind()) {
     case c10::TypeKind::TensorType: {
-      auto* wrap = TensorWrap::UnwrapChecked(env, value, what);
-      if (inputs) inputs->entries.emplace_back(wrap->tensor().unsafeGetTensorImpl(), value.As<Napi::Object>());
-      return wrap->tensor();
+      const at::Tensor& t = tensors::From(env, value, what);
+      if (inputs) inputs->entries.push_back({t, value.As<Napi::Object>()});
+      return t;
     }
     case c10::TypeKind::OptionalType:
       if (value.IsNull() || value.IsUndefined()) return c10::IValue();
@@ -165,7 +165,7 @@ c10::IValue toIValue(Napi::Env env, const Napi::Value& value, const c10::TypePtr
     }
     case c10::TypeKind::DictType: {
       auto dictType = type->cast<c10::DictType>();
-      if (!value.IsObject() || value.IsArray() || TensorWrap::IsTensor(env, value)) mismatch(env, what, "a plain object (" + type->str() + ")", value);
+      if (!value.IsObject() || value.IsArray() || tensors::IsTensor(env, value)) mismatch(env, what, "a plain object (" + type->str() + ")", value);
       if (dictType->getKeyType()->kind() != c10::TypeKind::StringType) throwTypeError(env, what + ": only Dict[str, T] can be passed from JS, not " + type->str());
       auto object = value.As<Napi::Object>();
       c10::impl::GenericDict dict(dictType->getKeyType(), dictType->getValueType());
@@ -206,10 +206,10 @@ Napi::Value fromIValueAt(Napi::Env env, const c10::IValue& value, const InputTen
     const auto& t = value.toTensor();
     if (inputs && t.defined()) {
       for (const auto& entry : inputs->entries) {
-        if (entry.first == t.unsafeGetTensorImpl()) return entry.second;
+        if (entry.tensor.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return entry.object;
       }
     }
-    return TensorWrap::Wrap(env, t);
+    return tensors::Wrap(env, t);
   }
   if (value.isNone()) return env.Null();
   if (value.isBool()) return Napi::Boolean::New(env, value.toBool());

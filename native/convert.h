@@ -9,7 +9,11 @@ namespace td {
 
 // Tensors handed in, so that an op returning one of them (in-place, out=) gives back the same JS object.
 struct InputTensors {
-  std::vector<std::pair<const c10::TensorImpl*, Napi::Object>> entries;
+  struct Entry {
+    at::Tensor tensor;
+    Napi::Object object;
+  };
+  std::vector<Entry> entries;
   // Index of the schema argument each entry came from (filled by the op caller, for error messages).
   std::vector<size_t> argumentOf;
 };

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "addon_data.h"
 #include "checks.h"
 #include "convert.h"
 #include "executor.h"
@@ -51,8 +52,7 @@ std::string describeArguments(Napi::Env env, const c10::FunctionSchema& schema, 
   std::string text;
   for (size_t j = 0; j < inputs.entries.size(); ++j) {
     const auto& name = schema.arguments()[inputs.argumentOf[j]].name();
-    auto* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(inputs.entries[j].second);
-    text += (text.empty() ? "" : ", ") + name + ": " + describeTensor(wrap->tensor());
+    text += (text.empty() ? "" : ", ") + name + ": " + describeTensor(inputs.entries[j].tensor);
   }
   return text.empty() ? "" : " (" + text + ")";
 }
@@ -195,23 +195,28 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
   return results;
 }
 
-// add / sub / mul / div of a Tensor and a Tensor or number, called unboxed. Most of a small op's
-// cost was the schema-driven path around it (scripts/bench/sampling-loop.ts, section 3). Anything
-// else (other argument kinds, tensors for the executor, any error) gives undefined and the caller
-// takes CallOp, which also words the errors; these ops change nothing, so a retry is harmless.
-Napi::Value BinaryOp(const Napi::CallbackInfo& info) {
+namespace {
+
+// add / sub / mul / div of a tensor and a tensor or number, called unboxed on tensor handles; the
+// result's handle, or undefined where CallOp must take the call (other argument kinds, tensors for
+// the executor, any error: CallOp words the errors, and these ops change nothing, so a retry is
+// harmless). Most of a small op's cost was the schema-driven path around it
+// (scripts/bench/sampling-loop.ts, section 3).
+Napi::Value binaryOn(const Napi::CallbackInfo& info, bool otherIsTensor) {
   Napi::Env env = info.Env();
+  auto& tensors = *addonData(env).tensors;
   const auto tensorAt = [&](size_t i) -> const at::Tensor* {
-    if (info.Length() <= i || !TensorWrap::IsTensor(env, info[i])) return nullptr;
-    auto* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(info[i].As<Napi::Object>());
-    return wrap->disposed() ? nullptr : &wrap->tensor();
+    return info.Length() > i && info[i].IsNumber() ? tensors.find(info[i].As<Napi::Number>().DoubleValue()) : nullptr;
   };
   const at::Tensor* self = tensorAt(1);
   if (!info[0].IsNumber() || self == nullptr) return env.Undefined();
   const int code = info[0].As<Napi::Number>().Int32Value();
-  const at::Tensor* other = tensorAt(2);
+  const at::Tensor* other = nullptr;
   c10::Scalar otherScalar;
-  if (other == nullptr) {
+  if (otherIsTensor) {
+    other = tensorAt(2);
+    if (other == nullptr) return env.Undefined();
+  } else {
     if (info.Length() < 3 || !(info[2].IsNumber() || info[2].IsBoolean())) return env.Undefined();
     otherScalar = toIValue(env, info[2], c10::NumberType::get(), "other").toScalar();
   }
@@ -233,7 +238,12 @@ Napi::Value BinaryOp(const Napi::CallbackInfo& info) {
   } catch (const std::exception&) {
     return env.Undefined();
   }
-  return TensorWrap::Wrap(env, std::move(out));
+  return Napi::Number::New(env, tensors.adopt(env, std::move(out)));
 }
+
+}  // namespace
+
+Napi::Value BinaryOp(const Napi::CallbackInfo& info) { return binaryOn(info, true); }
+Napi::Value BinaryScalarOp(const Napi::CallbackInfo& info) { return binaryOn(info, false); }
 
 }  // namespace td

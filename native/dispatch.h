@@ -14,8 +14,10 @@ Napi::Value CallOp(const Napi::CallbackInfo& info);
 Napi::Value OpNames(const Napi::CallbackInfo& info);
 // opSchema(handle) -> the schema string, for error messages and docs.
 Napi::Value OpSchema(const Napi::CallbackInfo& info);
-// binaryOp(code 0 add | 1 sub | 2 mul | 3 div, self, other: Tensor | number | boolean, alpha?) ->
-// Tensor, or undefined where callOp must take the call (see dispatch.cc).
+// binaryOp(code 0 add | 1 sub | 2 mul | 3 div, selfHandle, otherHandle, alpha?) and
+// binaryScalarOp(code, selfHandle, other: number | boolean, alpha?) -> the result's tensor handle,
+// or undefined where callOp must take the call (see dispatch.cc).
 Napi::Value BinaryOp(const Napi::CallbackInfo& info);
+Napi::Value BinaryScalarOp(const Napi::CallbackInfo& info);
 
 }  // namespace td

@@ -418,7 +418,7 @@ std::vector<at::Tensor> tensorsArg(Napi::Env env, const Napi::Value& value, cons
   tensors.reserve(array.Length());
   for (uint32_t i = 0; i < array.Length(); ++i) {
     const std::string what = where + ": tensors[" + std::to_string(i) + "]";
-    const at::Tensor& t = TensorWrap::From(env, array.Get(i), what);
+    const at::Tensor& t = tensors::From(env, array.Get(i), what);
     if (t.layout() != c10::kStrided) throwError(env, what + ": expected a dense (strided) tensor");
     tensors.push_back(t);
   }

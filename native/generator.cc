@@ -94,12 +94,12 @@ Napi::Value GeneratorWrap::Device(const Napi::CallbackInfo& info) {
 
 Napi::Value GeneratorWrap::GetState(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(generator_.mutex());
-  return TensorWrap::Wrap(info.Env(), generator_.get_state());
+  return tensors::Wrap(info.Env(), generator_.get_state());
 }
 
 Napi::Value GeneratorWrap::SetState(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const auto& state = TensorWrap::From(env, info[0], "Generator.setState");
+  const auto& state = tensors::From(env, info[0], "Generator.setState");
   guarded(env, "Generator.setState", [&] {
     std::lock_guard<std::mutex> lock(generator_.mutex());
     generator_.set_state(state);

@@ -123,7 +123,7 @@ std::string methodName(Napi::Env env, const Napi::Value& value, const std::strin
 template <class List>
 Napi::Object namedTensors(Napi::Env env, const List& list) {
   auto result = Napi::Object::New(env);
-  for (const auto& item : list) result.Set(item.name, TensorWrap::Wrap(env, item.value));
+  for (const auto& item : list) result.Set(item.name, tensors::Wrap(env, item.value));
   return result;
 }
 
@@ -346,7 +346,7 @@ Napi::Value ModuleWrap::SetAttribute(const Napi::CallbackInfo& info) {
   const std::string name = info[0].As<Napi::String>().Utf8Value();
   const std::string kind = info[2].As<Napi::String>().Utf8Value();
   if (kind != "parameter" && kind != "buffer") throwTypeError(env, "Module.setAttribute: expected kind \"parameter\" or \"buffer\" but received \"" + kind + "\"");
-  const auto& value = TensorWrap::From(env, info[1], "Module.setAttribute(\"" + name + "\")");
+  const auto& value = tensors::From(env, info[1], "Module.setAttribute(\"" + name + "\")");
   std::string leaf;
   auto owner = submoduleFor(env, live(info.Env()), name, leaf);
   guarded(env, "Module.setAttribute(\"" + name + "\")", [&] {

@@ -94,12 +94,6 @@ Napi::Value BuildInfo(Napi::Env env) {
   return result;
 }
 
-Napi::Value SetTensorClass(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsFunction()) throwTypeError(info.Env(), "setTensorClass: expected a class");
-  addonData(info.Env()).tensorClass = Napi::Persistent(info[0].As<Napi::Function>());
-  return info.Env().Undefined();
-}
-
 Napi::Value SetModuleClass(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsFunction()) throwTypeError(info.Env(), "setModuleClass: expected a class");
   addonData(info.Env()).moduleClass = Napi::Persistent(info[0].As<Napi::Function>());

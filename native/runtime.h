@@ -24,8 +24,7 @@ Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info);
 Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info);
 Napi::Value CudaSynchronize(const Napi::CallbackInfo& info);
 Napi::Value BuildInfo(Napi::Env env);
-// setTensorClass(cls): the TS Tensor subclass that C++ instantiates for every tensor it returns.
-Napi::Value SetTensorClass(const Napi::CallbackInfo& info);
+// setModuleClass(cls): the TS Module subclass that C++ instantiates for every module it returns.
 Napi::Value SetModuleClass(const Napi::CallbackInfo& info);
 
 }  // namespace td

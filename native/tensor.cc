@@ -1,7 +1,9 @@
 #include "tensor.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <unordered_map>
 
@@ -12,12 +14,6 @@
 namespace td {
 
 namespace {
-
-// Distinguishes our tensor handles from look-alike objects (Object.create(Tensor.prototype), ...).
-constexpr napi_type_tag kTensorTag = {0x7d1f0c3a9b2e4d51ULL, 0xa4c86e0f13b75d29ULL};
-
-// The tensor a Wrap() call is handing to the JS constructor; the constructor takes it.
-thread_local at::Tensor pendingTensor;
 
 struct StorageAccount {
   int64_t handles = 0;
@@ -101,89 +97,89 @@ size_t typedArrayElementSize(napi_typedarray_type type) {
 
 }  // namespace
 
-Napi::Function TensorWrap::Init(Napi::Env env) {
-  return DefineClass(env, "NativeTensor",
-                     {
-                         InstanceMethod<&TensorWrap::Dispose>("dispose"),
-                         InstanceAccessor<&TensorWrap::IsDisposed>("isDisposed"),
-                         InstanceAccessor<&TensorWrap::Shape>("shape"),
-                         InstanceAccessor<&TensorWrap::Dtype>("dtype"),
-                         InstanceAccessor<&TensorWrap::Device>("device"),
-                         InstanceAccessor<&TensorWrap::Ndim>("ndim"),
-                         InstanceAccessor<&TensorWrap::Numel>("numel"),
-                         InstanceAccessor<&TensorWrap::GetRequiresGrad, &TensorWrap::SetRequiresGrad>("requiresGrad"),
-                         InstanceAccessor<&TensorWrap::GetGrad, &TensorWrap::SetGrad>("grad"),
-                         InstanceAccessor<&TensorWrap::IsLeaf>("isLeaf"),
-                         InstanceMethod<&TensorWrap::Backward>("_backward"),
-                         InstanceMethod<&TensorWrap::Data>("_data"),
-                         InstanceMethod<&TensorWrap::Item>("_item"),
-                         InstanceMethod<&TensorWrap::IsContiguous>("isContiguous"),
-                         InstanceMethod<&TensorWrap::SameStorage>("sharesStorageWith"),
-                     });
+TensorTable::Slot* TensorTable::slot(double handle) const {
+  if (!(handle >= 0 && handle < static_cast<double>(kIndexLimit) * kGenerationLimit) || handle != std::trunc(handle)) return nullptr;
+  const auto whole = static_cast<int64_t>(handle);
+  const auto index = static_cast<int32_t>(whole % kIndexLimit);
+  if (index >= size_) return nullptr;
+  Slot* s = &chunks_[index / kChunk][index % kChunk];
+  return s->generation == static_cast<uint32_t>(whole / kIndexLimit) ? s : nullptr;
 }
 
-TensorWrap::TensorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorWrap>(info) {
+double TensorTable::adopt(Napi::Env env, at::Tensor t) {
+  int32_t index;
+  if (!free_.empty()) {
+    index = free_.back();
+    free_.pop_back();
+  } else {
+    if (size_ == kIndexLimit) throwError(env, "Tensor: too many live tensors (2^26); dispose the ones you no longer need");
+    if (size_ % kChunk == 0) chunks_.emplace_back(new Slot[kChunk]);
+    index = size_++;
+  }
+  Slot& s = chunks_[index / kChunk][index % kChunk];
+  s.tensor = std::move(t);
+  const int64_t bytes = accountAdd(s.tensor, s.storageKey);
+  if (bytes) reportExternal(env, bytes);
+  return static_cast<double>(s.generation) * kIndexLimit + index;
+}
+
+const at::Tensor* TensorTable::find(double handle) const {
+  const Slot* s = slot(handle);
+  return s && s->tensor.defined() ? &s->tensor : nullptr;
+}
+
+bool TensorTable::release(Napi::Env env, double handle) {
+  Slot* s = slot(handle);
+  if (!s || !s->tensor.defined()) return false;
+  const int64_t bytes = accountRemove(s->storageKey);
+  s->tensor = at::Tensor();
+  s->storageKey = nullptr;
+  s->generation = (s->generation + 1) % kGenerationLimit;
+  free_.push_back(static_cast<int32_t>(static_cast<int64_t>(handle) % kIndexLimit));
+  if (bytes) reportExternal(env, bytes);
+  return true;
+}
+
+namespace {
+
+TensorTable& table(Napi::Env env) { return *addonData(env).tensors; }
+
+// The handle a JS Tensor holds under the registered symbol; false for anything that is not a Tensor.
+bool handleOf(Napi::Env env, const Napi::Value& value, double& handle) {
+  if (!value.IsObject()) return false;
+  auto& key = addonData(env).tensorHandleKey;
+  if (key.IsEmpty()) return false;
+  const Napi::Value held = value.As<Napi::Object>().Get(key.Value());
+  if (!held.IsNumber()) return false;
+  handle = held.As<Napi::Number>().DoubleValue();
+  return true;
+}
+
+// The tensor behind the handle in info[0], for the Tensor methods of lib/tensor.ts.
+const at::Tensor& live(const Napi::CallbackInfo& info, const char* what) {
   Napi::Env env = info.Env();
-  if (!pendingTensor.defined()) {
-    throwTypeError(env, "Tensor: tensors are created by tensor(), zeros(), randn() and the other factories, not with new");
-  }
-  tensor_ = std::move(pendingTensor);
-  pendingTensor = at::Tensor();
-  info.This().As<Napi::Object>().TypeTag(&kTensorTag);
-  const int64_t bytes = accountAdd(tensor_, storageKey_);
-  if (bytes) reportExternal(env, bytes);
+  if (!info[0].IsNumber()) throwTypeError(env, std::string("Tensor.") + what + ": expected a tensor handle but received " + describeJsValue(info[0]));
+  const at::Tensor* t = table(env).find(info[0].As<Napi::Number>().DoubleValue());
+  if (t == nullptr) throwError(env, std::string("Tensor.") + what + ": the Tensor was already disposed");
+  return *t;
 }
 
-TensorWrap::~TensorWrap() {
-  // GC safety net: the finalizer frees what dispose() was not called for. V8's external
-  // counter is not adjusted here, since finalizers may run while the environment tears down.
-  if (tensor_.defined()) {
-    accountRemove(storageKey_);
-    tensor_ = at::Tensor();
-  }
-}
-
-void TensorWrap::release(Napi::Env env) {
-  if (!tensor_.defined()) return;
-  const int64_t bytes = accountRemove(storageKey_);
-  tensor_ = at::Tensor();
-  if (bytes) reportExternal(env, bytes);
-}
-
-Napi::Value TensorWrap::Wrap(Napi::Env env, at::Tensor t) {
-  if (!t.defined()) return env.Null();
+Napi::Value SetTensorFactory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsFunction()) throwTypeError(env, "setTensorFactory: expected a function but received " + describeJsValue(info[0]));
+  if (!info[1].IsSymbol()) throwTypeError(env, "setTensorFactory: expected the handle's symbol key but received " + describeJsValue(info[1]));
   auto& data = addonData(env);
-  pendingTensor = std::move(t);
-  try {
-    auto& ctor = data.tensorClass.IsEmpty() ? data.nativeTensorClass : data.tensorClass;
-    return ctor.New({});
-  } catch (...) {
-    pendingTensor = at::Tensor();
-    throw;
-  }
+  data.tensorFactory = Napi::Persistent(info[0].As<Napi::Function>());
+  data.tensorHandleKey = Napi::Persistent(info[1].As<Napi::Symbol>());
+  return env.Undefined();
 }
 
-bool TensorWrap::IsTensor(Napi::Env env, const Napi::Value& value) {
-  return value.IsObject() && value.As<Napi::Object>().CheckTypeTag(&kTensorTag);
+Napi::Value ReleaseTensor(const Napi::CallbackInfo& info) {
+  if (info[0].IsNumber()) table(info.Env()).release(info.Env(), info[0].As<Napi::Number>().DoubleValue());
+  return info.Env().Undefined();
 }
 
-TensorWrap* TensorWrap::UnwrapChecked(Napi::Env env, const Napi::Value& value, const std::string& what) {
-  if (!IsTensor(env, value)) throwTypeError(env, what + ": expected a Tensor but received " + describeJsValue(value));
-  auto* wrap = Napi::ObjectWrap<TensorWrap>::Unwrap(value.As<Napi::Object>());
-  if (wrap->disposed()) throwError(env, what + ": the Tensor was already disposed");
-  return wrap;
-}
-
-const at::Tensor& TensorWrap::From(Napi::Env env, const Napi::Value& value, const std::string& what) {
-  return UnwrapChecked(env, value, what)->tensor_;
-}
-
-const at::Tensor& TensorWrap::live(const Napi::Env& env, const char* what) const {
-  if (!tensor_.defined()) throwError(env, std::string("Tensor.") + what + ": the Tensor was already disposed");
-  return tensor_;
-}
-
-Napi::Value TensorWrap::Memory(const Napi::CallbackInfo& info) {
+Napi::Value Memory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::lock_guard<std::mutex> lock(accountMutex);
   auto result = Napi::Object::New(env);
@@ -194,17 +190,8 @@ Napi::Value TensorWrap::Memory(const Napi::CallbackInfo& info) {
   return result;
 }
 
-Napi::Value TensorWrap::Dispose(const Napi::CallbackInfo& info) {
-  release(info.Env());
-  return info.Env().Undefined();
-}
-
-Napi::Value TensorWrap::IsDisposed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), disposed());
-}
-
-Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
-  const auto& t = live(info.Env(), "shape");
+Napi::Value Shape(const Napi::CallbackInfo& info) {
+  const auto& t = live(info, "shape");
   // A nested tensor's ragged dimensions have no size: libtorch throws for them.
   const auto sizes = guarded(info.Env(), "Tensor.shape", [&] { return t.sizes().vec(); });
   auto shape = Napi::Array::New(info.Env(), sizes.size());
@@ -212,47 +199,48 @@ Napi::Value TensorWrap::Shape(const Napi::CallbackInfo& info) {
   return shape;
 }
 
-Napi::Value TensorWrap::Dtype(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), dtypeName(live(info.Env(), "dtype").scalar_type()));
+Napi::Value Dtype(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), dtypeName(live(info, "dtype").scalar_type()));
 }
 
-Napi::Value TensorWrap::Device(const Napi::CallbackInfo& info) {
-  const auto& t = live(info.Env(), "device");
+Napi::Value Device(const Napi::CallbackInfo& info) {
+  const auto& t = live(info, "device");
   return Napi::String::New(info.Env(), t.is_cpu() ? std::string("cpu") : t.device().str());
 }
 
-Napi::Value TensorWrap::Ndim(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env(), "ndim").dim()));
+Napi::Value Ndim(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(live(info, "ndim").dim()));
 }
 
-Napi::Value TensorWrap::Numel(const Napi::CallbackInfo& info) {
-  const auto& t = live(info.Env(), "numel");
+Napi::Value Numel(const Napi::CallbackInfo& info) {
+  const auto& t = live(info, "numel");
   return Napi::Number::New(info.Env(), static_cast<double>(guarded(info.Env(), "Tensor.numel", [&] { return t.numel(); })));
 }
 
-Napi::Value TensorWrap::GetRequiresGrad(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), live(info.Env(), "requiresGrad").requires_grad());
+Napi::Value GetRequiresGrad(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), live(info, "requiresGrad").requires_grad());
 }
 
-void TensorWrap::SetRequiresGrad(const Napi::CallbackInfo& info, const Napi::Value& value) {
+Napi::Value SetRequiresGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!value.IsBoolean()) throwTypeError(env, "Tensor.requiresGrad: expected a boolean but received " + describeJsValue(value));
-  auto t = live(env, "requiresGrad");
-  guarded(env, "Tensor.requiresGrad", [&] { t.set_requires_grad(value.As<Napi::Boolean>().Value()); });
+  auto t = live(info, "requiresGrad");
+  if (!info[1].IsBoolean()) throwTypeError(env, "Tensor.requiresGrad: expected a boolean but received " + describeJsValue(info[1]));
+  guarded(env, "Tensor.requiresGrad", [&] { t.set_requires_grad(info[1].As<Napi::Boolean>().Value()); });
+  return env.Undefined();
 }
 
-Napi::Value TensorWrap::GetGrad(const Napi::CallbackInfo& info) {
-  return Wrap(info.Env(), live(info.Env(), "grad").grad());
+Napi::Value GetGrad(const Napi::CallbackInfo& info) {
+  return tensors::Wrap(info.Env(), live(info, "grad").grad());
 }
 
-void TensorWrap::SetGrad(const Napi::CallbackInfo& info, const Napi::Value& value) {
+Napi::Value SetGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto t = live(env, "grad");
-  if (value.IsNull() || value.IsUndefined()) {
+  auto t = live(info, "grad");
+  if (info[1].IsNull() || info[1].IsUndefined()) {
     t.mutable_grad() = at::Tensor();
-    return;
+    return env.Undefined();
   }
-  const auto& grad = From(env, value, "Tensor.grad");
+  const auto grad = tensors::From(env, info[1], "Tensor.grad");
   guarded(env, "Tensor.grad", [&] {
     // As PyTorch's setter: backward would otherwise accumulate into a gradient of another kind.
     TORCH_CHECK(grad.sizes() == t.sizes(), "expected a gradient of shape ", t.sizes(), " but received ", grad.sizes());
@@ -260,30 +248,31 @@ void TensorWrap::SetGrad(const Napi::CallbackInfo& info, const Napi::Value& valu
     TORCH_CHECK(grad.device() == t.device(), "expected a gradient on ", t.device(), " but received one on ", grad.device());
     t.mutable_grad() = grad;
   });
+  return env.Undefined();
 }
 
-Napi::Value TensorWrap::IsLeaf(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), live(info.Env(), "isLeaf").is_leaf());
+Napi::Value IsLeaf(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), live(info, "isLeaf").is_leaf());
 }
 
-// _backward(gradient | null, retainGraph: boolean, createGraph: boolean)
-Napi::Value TensorWrap::Backward(const Napi::CallbackInfo& info) {
+// tensorBackward(handle, gradient: Tensor | null, retainGraph: boolean, createGraph: boolean)
+Napi::Value Backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto t = live(env, "backward");
+  auto t = live(info, "backward");
   at::Tensor gradient;
-  if (info.Length() > 0 && !info[0].IsNull() && !info[0].IsUndefined()) gradient = From(env, info[0], "Tensor.backward: gradient");
+  if (info.Length() > 1 && !info[1].IsNull() && !info[1].IsUndefined()) gradient = tensors::From(env, info[1], "Tensor.backward: gradient");
   c10::optional<bool> retain;
-  if (info.Length() > 1 && info[1].IsBoolean()) retain = info[1].As<Napi::Boolean>().Value();
-  const bool create = info.Length() > 2 && info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
+  if (info.Length() > 2 && info[2].IsBoolean()) retain = info[2].As<Napi::Boolean>().Value();
+  const bool create = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
   guarded(env, "Tensor.backward", [&] { runOnExecutorAndWait([&] { t.backward(gradient, retain, create); }); });
   return env.Undefined();
 }
 
-// _data(dtype?: string) -> TypedArray copy of the tensor's values, converted to `dtype` (default: its own).
-Napi::Value TensorWrap::Data(const Napi::CallbackInfo& info) {
+// tensorData(handle, dtype?: string) -> TypedArray copy of the tensor's values, converted to `dtype` (default: its own).
+Napi::Value Data(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const auto& t = live(env, "data");
-  const c10::ScalarType type = info[0].IsUndefined() ? t.scalar_type() : dtypeArg(env, info[0], "Tensor.data");
+  const auto& t = live(info, "data");
+  const c10::ScalarType type = info[1].IsUndefined() ? t.scalar_type() : dtypeArg(env, info[1], "Tensor.data");
   at::Tensor host = guarded(env, "Tensor.data", [&] {
     auto h = t.detach().to(at::kCPU, type).contiguous();
     // A ZeroTensor (aten::_efficientzerotensor) has no memory behind it; others without storage cannot be read.
@@ -296,9 +285,9 @@ Napi::Value TensorWrap::Data(const Napi::CallbackInfo& info) {
   return typedArrayFor(env, type, buffer, static_cast<size_t>(host.numel()));
 }
 
-Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
+Napi::Value Item(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const auto& t = live(env, "item");
+  const auto& t = live(info, "item");
   return guarded(env, "Tensor.item", [&]() -> Napi::Value {
     TORCH_CHECK(t.numel() == 1, "a Tensor with ", t.numel(), " elements cannot be converted to a number (shape ", t.sizes(), ")");
     auto scalar = t.item();
@@ -308,18 +297,80 @@ Napi::Value TensorWrap::Item(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value TensorWrap::IsContiguous(const Napi::CallbackInfo& info) {
-  const auto& t = live(info.Env(), "isContiguous");
+Napi::Value IsContiguous(const Napi::CallbackInfo& info) {
+  const auto& t = live(info, "isContiguous");
   return Napi::Boolean::New(info.Env(), guarded(info.Env(), "Tensor.isContiguous", [&] { return t.is_contiguous(); }));
 }
 
-Napi::Value TensorWrap::SameStorage(const Napi::CallbackInfo& info) {
-  const auto& t = live(info.Env(), "sharesStorageWith");
-  const auto& other = From(info.Env(), info[0], "Tensor.sharesStorageWith");
+Napi::Value SharesStorage(const Napi::CallbackInfo& info) {
+  const auto& t = live(info, "sharesStorageWith");
+  const auto& other = tensors::From(info.Env(), info[1], "Tensor.sharesStorageWith");
   return Napi::Boolean::New(info.Env(), guarded(info.Env(), "Tensor.sharesStorageWith", [&] {
     return t.has_storage() && other.has_storage() && t.storage().is_alias_of(other.storage());
   }));
 }
+
+}  // namespace
+
+namespace tensors {
+
+Napi::Value Wrap(Napi::Env env, at::Tensor t) {
+  if (!t.defined()) return env.Null();
+  auto& data = addonData(env);
+  if (data.tensorFactory.IsEmpty()) throwError(env, "torch-diffusion: no Tensor class is registered (lib/tensor.ts registers it when loaded)");
+  const double handle = data.tensors->adopt(env, std::move(t));
+  try {
+    return data.tensorFactory.Call({Napi::Number::New(env, handle)});
+  } catch (...) {
+    data.tensors->release(env, handle);
+    throw;
+  }
+}
+
+bool IsTensor(Napi::Env env, const Napi::Value& value) {
+  double handle;
+  return handleOf(env, value, handle);
+}
+
+const at::Tensor& From(Napi::Env env, const Napi::Value& value, const std::string& what) {
+  double handle;
+  if (!handleOf(env, value, handle)) throwTypeError(env, what + ": expected a Tensor but received " + describeJsValue(value));
+  const at::Tensor* t = table(env).find(handle);
+  if (t == nullptr) throwError(env, what + ": the Tensor was already disposed");
+  return *t;
+}
+
+const at::Tensor* Find(Napi::Env env, const Napi::Value& value) {
+  double handle;
+  return handleOf(env, value, handle) ? table(env).find(handle) : nullptr;
+}
+
+void Init(Napi::Env env, Napi::Object exports) {
+  addonData(env).tensors = std::make_unique<TensorTable>();
+  const std::pair<const char*, Napi::Value (*)(const Napi::CallbackInfo&)> functions[] = {
+      {"setTensorFactory", SetTensorFactory},
+      {"releaseTensor", ReleaseTensor},
+      {"memory", Memory},
+      {"tensorShape", Shape},
+      {"tensorDtype", Dtype},
+      {"tensorDevice", Device},
+      {"tensorNdim", Ndim},
+      {"tensorNumel", Numel},
+      {"tensorRequiresGrad", GetRequiresGrad},
+      {"tensorSetRequiresGrad", SetRequiresGrad},
+      {"tensorGrad", GetGrad},
+      {"tensorSetGrad", SetGrad},
+      {"tensorIsLeaf", IsLeaf},
+      {"tensorBackward", Backward},
+      {"tensorData", Data},
+      {"tensorItem", Item},
+      {"tensorIsContiguous", IsContiguous},
+      {"tensorSharesStorage", SharesStorage},
+  };
+  for (const auto& [name, fn] : functions) exports.Set(name, Napi::Function::New(env, fn, name));
+}
+
+}  // namespace tensors
 
 Napi::Value TensorFromBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -353,7 +404,7 @@ Napi::Value TensorFromBuffer(const Napi::CallbackInfo& info) {
     if (source == c10::ScalarType::Bool) host = host.view(c10::ScalarType::Byte).ne(0);
     return host.to(device, target);
   });
-  return TensorWrap::Wrap(env, std::move(t));
+  return tensors::Wrap(env, std::move(t));
 }
 
 }  // namespace td

@@ -1,56 +1,68 @@
-// NativeTensor: a JS handle owning one at::Tensor, with explicit dispose and a
-// process-wide account of live handles and the storage bytes they keep alive.
+// Tensors handed to JS. Each environment keeps a table of at::Tensor slots; a JS Tensor
+// (lib/tensor.ts) holds its slot's index, the handle, under a symbol key. dispose() frees the
+// slot, and a FinalizationRegistry frees it for tensors the GC collects. A process-wide account
+// of live handles and the storage bytes they keep alive backs memory().
+//
+// One Napi::ObjectWrap per tensor used to cost about 1 µs of every small op (the C++ -> JS
+// constructor round trip, the wrap's reference and its finalizer); a slot costs a few ns.
 #pragma once
+
+#include <memory>
+#include <vector>
 
 #include "common.h"
 
 namespace td {
 
-class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
+class TensorTable {
  public:
-  static Napi::Function Init(Napi::Env env);
+  TensorTable() = default;
+  TensorTable(const TensorTable&) = delete;
+  TensorTable& operator=(const TensorTable&) = delete;
 
-  // Hands `t` to JS as an instance of the registered tensor class. An undefined tensor becomes null.
-  static Napi::Value Wrap(Napi::Env env, at::Tensor t);
-  static bool IsTensor(Napi::Env env, const Napi::Value& value);
-  // The tensor behind a JS value; throws a TypeError naming `what` for anything else or a disposed handle.
-  static const at::Tensor& From(Napi::Env env, const Napi::Value& value, const std::string& what);
-  static TensorWrap* UnwrapChecked(Napi::Env env, const Napi::Value& value, const std::string& what);
-
-  explicit TensorWrap(const Napi::CallbackInfo& info);
-  ~TensorWrap() override;
-
-  const at::Tensor& tensor() const { return tensor_; }
-  bool disposed() const { return !tensor_.defined(); }
-
-  // Live-handle account, read by memory().
-  static Napi::Value Memory(const Napi::CallbackInfo& info);
+  // Takes `t` into a free slot; returns its handle: the slot's index plus its generation times
+  // kIndexLimit, so that the handle of a freed slot never names the tensor that reuses it (the
+  // FinalizationRegistry frees by handle, and may run long after dispose() freed the slot).
+  double adopt(Napi::Env env, at::Tensor t);
+  // The live tensor behind `handle`, or null for a freed or unknown one.
+  const at::Tensor* find(double handle) const;
+  // Frees the slot; false when it was not live.
+  bool release(Napi::Env env, double handle);
 
  private:
-  Napi::Value Dispose(const Napi::CallbackInfo& info);
-  Napi::Value IsDisposed(const Napi::CallbackInfo& info);
-  Napi::Value Shape(const Napi::CallbackInfo& info);
-  Napi::Value Dtype(const Napi::CallbackInfo& info);
-  Napi::Value Device(const Napi::CallbackInfo& info);
-  Napi::Value Ndim(const Napi::CallbackInfo& info);
-  Napi::Value Numel(const Napi::CallbackInfo& info);
-  Napi::Value GetRequiresGrad(const Napi::CallbackInfo& info);
-  void SetRequiresGrad(const Napi::CallbackInfo& info, const Napi::Value& value);
-  Napi::Value GetGrad(const Napi::CallbackInfo& info);
-  void SetGrad(const Napi::CallbackInfo& info, const Napi::Value& value);
-  Napi::Value IsLeaf(const Napi::CallbackInfo& info);
-  Napi::Value Backward(const Napi::CallbackInfo& info);
-  Napi::Value Data(const Napi::CallbackInfo& info);
-  Napi::Value Item(const Napi::CallbackInfo& info);
-  Napi::Value IsContiguous(const Napi::CallbackInfo& info);
-  Napi::Value SameStorage(const Napi::CallbackInfo& info);
+  struct Slot {
+    at::Tensor tensor;
+    const void* storageKey = nullptr;
+    uint32_t generation = 0;
+  };
+  static constexpr int32_t kChunk = 4096;
+  // 2^26 live tensors; generations wrap at 2^27 (handles stay below 2^53, exact as JS numbers).
+  static constexpr int32_t kIndexLimit = 1 << 26;
+  static constexpr uint32_t kGenerationLimit = 1u << 27;
+  // Chunks never move, so a reference into a slot stays valid while the table grows.
+  std::vector<std::unique_ptr<Slot[]>> chunks_;
+  std::vector<int32_t> free_;
+  int32_t size_ = 0;
 
-  const at::Tensor& live(const Napi::Env& env, const char* what) const;
-  void release(Napi::Env env);
-
-  at::Tensor tensor_;
-  const void* storageKey_ = nullptr;
+  // The slot a handle names while that slot still holds the handle's generation; null otherwise.
+  Slot* slot(double handle) const;
 };
+
+namespace tensors {
+
+// Hands `t` to JS as a Tensor (lib/tensor.ts registers the factory). An undefined tensor becomes null.
+Napi::Value Wrap(Napi::Env env, at::Tensor t);
+// Whether `value` is a live or disposed Tensor object.
+bool IsTensor(Napi::Env env, const Napi::Value& value);
+// The tensor behind a JS Tensor; throws a TypeError naming `what` for anything else, an Error for a disposed one.
+const at::Tensor& From(Napi::Env env, const Napi::Value& value, const std::string& what);
+// The tensor behind a JS Tensor, or null for anything else (a disposed tensor included).
+const at::Tensor* Find(Napi::Env env, const Napi::Value& value);
+
+// The tensor functions of the binding (tensorShape, releaseTensor, ...) and memory().
+void Init(Napi::Env env, Napi::Object exports);
+
+}  // namespace tensors
 
 // Creates a tensor from a TypedArray holding `numel(shape)` elements of `source` dtype,
 // then converts it to `dtype` on `device`. Arguments: (typedArray, shape, sourceDtype, dtype, device).

@@ -11,7 +11,6 @@ import { fixtures } from "./helpers";
 /** The addon's own entry points, as any code that requires the .node can reach them (no TS checks in front). */
 const raw = binding as unknown as Record<string, (...args: unknown[]) => unknown>;
 const nativeModule = binding.NativeModule.prototype as unknown as Record<string, (this: unknown, ...args: unknown[]) => unknown>;
-const nativeTensor = binding.NativeTensor.prototype as unknown as Record<string, (this: unknown, ...args: unknown[]) => unknown>;
 
 /** A zip archive of stored (uncompressed) files, as torch.save writes them. */
 function storedZip(files: [string, Buffer][]): Buffer {
@@ -228,7 +227,17 @@ describe("bad input never crashes the process", () => {
       expect(() => raw.setNumThreads(1e6)).toThrow("setNumThreads: expected an integer from 1 to 1024 but received number 1e+06");
       expect(() => raw.callOp(1.5, [])).toThrow("callOp: unknown op handle number 1.5");
       expect(() => raw.opSchema("x")).toThrow('opSchema: expected an op handle from resolveOp but received string "x"');
-      expect(() => nativeTensor._data.call(td.ones([2]), 5)).toThrow('Tensor.data: expected a dtype name such as "float32" but received number 5');
+      expect(() => td.ones([2])._data(5 as unknown as td.DType)).toThrow('Tensor.data: expected a dtype name such as "float32" but received number 5');
+      // Tensor handles: anything but a live slot's index is an Error, never another tensor's memory.
+      const disposed = td.ones([2]);
+      disposed.dispose();
+      for (const handle of [-1, 2 ** 31, 1.5, NaN]) expect(() => raw.tensorShape(handle)).toThrow("Tensor.shape: the Tensor was already disposed");
+      expect(() => raw.tensorData("x")).toThrow('Tensor.data: expected a tensor handle but received string "x"');
+      expect(() => disposed.shape).toThrow("Tensor.shape: the Tensor was already disposed");
+      expect(() => disposed.add(1)).toThrow(/already disposed/);
+      for (const handle of [-1, 2 ** 40, "x", undefined]) expect(raw.releaseTensor(handle)).toBeUndefined();
+      expect(raw.binaryOp(0, 2 ** 31, 0)).toBeUndefined();
+      expect(() => new (td.Tensor as unknown as new (a: unknown, b: unknown) => unknown)(Symbol("x"), 0)).toThrow("Tensor: tensors are created by tensor(), zeros(), randn() and the other factories, not with new");
       const x = td.ones([2]);
       expect(() => {
         x.grad = td.ones([2], { dtype: "int64" });

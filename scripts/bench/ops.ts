@@ -6,7 +6,7 @@
 import { execFileSync } from "node:child_process";
 import * as path from "node:path";
 import * as td from "../../lib";
-import { median, timeUs } from "./timing";
+import { median, timeSettledUs, timeUs } from "./timing";
 
 const REPEATS = 7;
 const root = path.resolve(__dirname, "../..");
@@ -60,12 +60,12 @@ async function main(): Promise<void> {
   const conv = td.load(convPath);
   const g = new td.Generator(0);
   const ours: Record<string, number> = {};
-  td.noGrad(() => {
-    ours["add [16]"] = timeUs(20000, () => a.add(b).dispose());
-    ours["mul scalar [16]"] = timeUs(20000, () => a.mul(0.5).dispose());
-    ours["chain x*0.9+0.1 [16]"] = timeUs(10000, () => td.tidy(() => { a.mul(0.9).add(0.1); }));
-    ours["randn [16]"] = timeUs(20000, () => td.randn([16], { generator: g }).dispose());
-    ours["x*0.5+1 [2,4,64,64]"] = timeUs(2000, () => td.tidy(() => { x64.mul(0.5).add(1); }));
+  await td.noGradAsync(async () => {
+    ours["add [16]"] = await timeSettledUs(20000, () => a.add(b).dispose());
+    ours["mul scalar [16]"] = await timeSettledUs(20000, () => a.mul(0.5).dispose());
+    ours["chain x*0.9+0.1 [16]"] = await timeSettledUs(10000, () => td.tidy(() => { a.mul(0.9).add(0.1); }));
+    ours["randn [16]"] = await timeSettledUs(20000, () => td.randn([16], { generator: g }).dispose());
+    ours["x*0.5+1 [2,4,64,64]"] = await timeSettledUs(2000, () => td.tidy(() => { x64.mul(0.5).add(1); }));
     ours["matmul 256x256"] = timeUs(300, () => m.matmul(m).dispose());
     ours["tiny conv forward [2,4,32,32]"] = timeUs(300, () => (conv.forwardSync(x) as td.Tensor).dispose());
   });

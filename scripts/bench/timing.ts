@@ -24,3 +24,20 @@ export function timeUs(iterations: number, body: () => void, repeats = 7): numbe
   }
   return median(runs);
 }
+
+/**
+ * timeUs for calls that leave work to the event loop: each run ends by yielding to it, inside the
+ * timed window, so the FinalizationRegistry callbacks (the tensors' GC safety net) run and count.
+ * @example await timeSettledUs(20000, () => a.add(b).dispose())
+ */
+export async function timeSettledUs(iterations: number, body: () => void, repeats = 7): Promise<number> {
+  for (let i = 0; i < Math.min(iterations, 200); i++) body();
+  const runs: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < iterations; i++) body();
+    await new Promise((resolve) => setImmediate(resolve));
+    runs.push(Number(process.hrtime.bigint() - start) / 1e3 / iterations);
+  }
+  return median(runs);
+}
