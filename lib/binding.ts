@@ -107,6 +107,9 @@ export interface Binding {
   emptyCpuCache(): void;
   resolveOp(name: string): number;
   callOp(handle: number, args: unknown[], kwargs?: Record<string, unknown>): unknown;
+  /** callOp for an op returning exactly one Tensor (opReturnsTensor): a new tensor's handle, an input Tensor it returned, or null. */
+  callTensorOp(handle: number, args: unknown[], kwargs?: Record<string, unknown>): number | NativeTensorInstance | null;
+  opReturnsTensor(handle: number): boolean;
   /** add / sub / mul / div (codes 0–3) of two tensor handles, unboxed: the result's handle, or undefined where callOp must take the call. */
   binaryOp(code: number, self: number, other: number, alpha?: unknown): number | undefined;
   /** The same with a number or boolean `other`. */

@@ -80,60 +80,61 @@ export function tensor(values: TypedArray | Nested, shape?: number[], options: T
   return binding.tensorFromBuffer(buffer, finalShape, "float64", dtype, device) as Tensor;
 }
 
-const factoryArgs = (options: TensorOptions, fallback: DType | null = "float32") => ({
-  dtype: options.dtype ?? fallback,
-  device: options.device ?? null,
-});
+/**
+ * The `dtype, layout, device, pin_memory` every factory op's schema ends with, by position:
+ * keyword arguments cost the addon a property walk and a string conversion each.
+ */
+const factoryArgs = (options: TensorOptions, fallback: DType | null = "float32"): unknown[] => [options.dtype ?? fallback, null, options.device ?? null, null];
 
 /** @example zeros([2, 3]) */
 export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::zeros", [shape], factoryArgs(options));
+  return call("aten::zeros", [shape, ...factoryArgs(options)]);
 }
 /** @example ones([2, 3], { dtype: "float16" }) */
 export function ones(shape: number[], options: TensorOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::ones", [shape], factoryArgs(options));
+  return call("aten::ones", [shape, ...factoryArgs(options)]);
 }
 /** @example full([2, 2], 7.5) */
 export function full(shape: number[], value: number | boolean, options: TensorOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::full", [shape, value], factoryArgs(options, typeof value === "boolean" ? "bool" : "float32"));
+  return call("aten::full", [shape, value, ...factoryArgs(options, typeof value === "boolean" ? "bool" : "float32")]);
 }
 /** Like torch.arange: integer arguments give int64 unless `dtype` says otherwise. @example arange(0, 10, 2) */
 export function arange(start: number, end?: number, step = 1, options: TensorOptions = {}): Tensor {
   if (end === undefined) [start, end] = [0, start];
   const integral = [start, end, step].every(Number.isInteger);
-  return call("aten::arange.start_step", [start, end, step], factoryArgs(options, integral ? "int64" : "float32"));
+  return call("aten::arange.start_step", [start, end, step, ...factoryArgs(options, integral ? "int64" : "float32")]);
 }
 /** @example linspace(0, 1, 5) */
 export function linspace(start: number, end: number, steps: number, options: TensorOptions = {}): Tensor {
-  return call("aten::linspace", [start, end, steps], factoryArgs(options));
+  return call("aten::linspace", [start, end, steps, ...factoryArgs(options)]);
 }
 /** Standard normal samples. @example randn([1, 4, 64, 64], { generator: new Generator(0) }) */
 export function randn(shape: number[], options: RandomOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::randn.generator", [shape], { generator: options.generator ?? null, ...factoryArgs(options) });
+  return call("aten::randn.generator", [shape, options.generator ?? null, ...factoryArgs(options)]);
 }
 /** Uniform samples in [0, 1). */
 export function rand(shape: number[], options: RandomOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::rand.generator", [shape], { generator: options.generator ?? null, ...factoryArgs(options) });
+  return call("aten::rand.generator", [shape, options.generator ?? null, ...factoryArgs(options)]);
 }
 /** Integers in [low, high) (int64 by default). @example randint(0, 1000, [4]) */
 export function randint(low: number, high: number, shape: number[], options: RandomOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::randint.low_generator", [low, high, shape], { generator: options.generator ?? null, ...factoryArgs(options, "int64") });
+  return call("aten::randint.low_generator", [low, high, shape, options.generator ?? null, ...factoryArgs(options, "int64")]);
 }
 /** Normal samples of `mean` and `std` (torch.normal with float mean/std). @example normal(0, 1, [8], { generator }) */
 export function normal(mean: number, std: number, shape: number[], options: RandomOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::normal.float_float", [mean, std, shape], { generator: options.generator ?? null, ...factoryArgs(options) });
+  return call("aten::normal.float_float", [mean, std, shape, options.generator ?? null, ...factoryArgs(options)]);
 }
 /** A random permutation of 0..n-1 (int64), as torch.randperm. @example randperm(10, { generator: new Generator(0) }) */
 export function randperm(n: number, options: RandomOptions = {}): Tensor {
   assertInteger(n, "randperm n", 0);
-  return call("aten::randperm.generator", [n], { generator: options.generator ?? null, ...factoryArgs(options, "int64") });
+  return call("aten::randperm.generator", [n, options.generator ?? null, ...factoryArgs(options, "int64")]);
 }
 
 const like = (t: Tensor, options: TensorOptions): Required<TensorOptions> => ({ dtype: options.dtype ?? t.dtype, device: options.device ?? t.device });

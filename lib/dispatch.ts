@@ -4,20 +4,37 @@
  */
 import { binding } from "./native";
 
-const handles = new Map<string, number>();
+interface ResolvedOp {
+  handle: number;
+  /** Exactly one Tensor back: called through callTensorOp, which hands back a bare handle. */
+  returnsTensor: boolean;
+}
+const resolved = new Map<string, ResolvedOp>();
 
-function handleFor(name: string): number {
-  let handle = handles.get(name);
-  if (handle === undefined) {
-    handle = binding.resolveOp(name);
-    handles.set(name, handle);
+function resolve(name: string): ResolvedOp {
+  let op = resolved.get(name);
+  if (op === undefined) {
+    const handle = binding.resolveOp(name);
+    op = { handle, returnsTensor: binding.opReturnsTensor(handle) };
+    resolved.set(name, op);
   }
-  return handle;
+  return op;
+}
+
+let tensorFromHandle: (handle: number) => unknown = () => {
+  throw new Error("torch-diffusion: lib/tensor.ts has not registered the Tensor class");
+};
+/** lib/tensor.ts tells the op path how a handle becomes a Tensor (avoids an import cycle). */
+export function setTensorFromHandle(wrap: (handle: number) => unknown): void {
+  tensorFromHandle = wrap;
 }
 
 /** Calls op `name` with positional `args` (and keyword `kwargs`); returns tensors as Tensor. */
 export function call<T = unknown>(name: string, args: unknown[], kwargs?: Record<string, unknown>): T {
-  return binding.callOp(handleFor(name), args, kwargs) as T;
+  const op = resolve(name);
+  if (!op.returnsTensor) return binding.callOp(op.handle, args, kwargs) as T;
+  const out = binding.callTensorOp(op.handle, args, kwargs);
+  return (typeof out === "number" ? tensorFromHandle(out) : out) as T;
 }
 
 function isKeywordBag(value: unknown): value is Record<string, unknown> {
@@ -44,5 +61,5 @@ export function opNames(): string[] {
 
 /** The schema string of op `name`, e.g. `aten::add.Tensor(Tensor self, Tensor other, *, Scalar alpha=1) -> Tensor`. */
 export function opSchema(name: string): string {
-  return binding.opSchema(handleFor(name));
+  return binding.opSchema(resolve(name).handle);
 }

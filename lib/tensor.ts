@@ -4,7 +4,7 @@
  * (in place, returns `this`). Free tensors with `dispose()`, `using`, or `tidy()`.
  */
 import type { DType, TypedArray } from "./binding";
-import { call } from "./dispatch";
+import { call, setTensorFromHandle } from "./dispatch";
 import { assertInteger, invalid } from "./errors";
 import { binding } from "./native";
 import { setTensorPredicate, track } from "./scope";
@@ -313,6 +313,7 @@ export function assertTensor(value: unknown, name: string): asserts value is Ten
 }
 
 binding.setTensorFactory((handle) => new Tensor(FROM_ADDON, handle), HANDLE);
+setTensorFromHandle((handle) => new Tensor(FROM_ADDON, handle));
 setTensorPredicate(isTensor);
 
 // The tensor API in one import for library code (schedulers, pipelines): `import { Tensor, randn, tidy } from "../tensor"`.

@@ -31,6 +31,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("emptyCpuCache", Napi::Function::New<EmptyCpuCache>(env, "emptyCpuCache"));
   exports.Set("resolveOp", Napi::Function::New<ResolveOp>(env, "resolveOp"));
   exports.Set("callOp", Napi::Function::New<CallOp>(env, "callOp"));
+  exports.Set("callTensorOp", Napi::Function::New<CallTensorOp>(env, "callTensorOp"));
+  exports.Set("opReturnsTensor", Napi::Function::New<OpReturnsTensor>(env, "opReturnsTensor"));
   exports.Set("binaryOp", Napi::Function::New<BinaryOp>(env, "binaryOp"));
   exports.Set("binaryScalarOp", Napi::Function::New<BinaryScalarOp>(env, "binaryScalarOp"));
   exports.Set("opNames", Napi::Function::New<OpNames>(env, "opNames"));

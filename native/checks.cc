@@ -276,24 +276,36 @@ void checkPolynomialDegree(Napi::Env env, const std::string& what, const c10::IV
 
 }  // namespace
 
-void checkOpCall(Napi::Env env, const std::string& name, const c10::FunctionSchema& schema, std::vector<c10::IValue>& stack) {
+OpCheckPlan planOpChecks(const std::string& name, const c10::FunctionSchema& schema) {
+  OpCheckPlan plan;
   const auto& refused = refusedOps();
-  if (refused.count(schema.name()) || refused.count(name)) {
+  plan.refused = refused.count(schema.name()) > 0 || refused.count(name) > 0;
+  plan.readsOne = schema.name() == "aten::_local_scalar_dense" || schema.name() == "aten::item";
+  plan.polynomial = schema.name().find("_polynomial_") != std::string::npos;
+  const auto& params = schema.arguments();
+  plan.hasSelf = !params.empty() && params[0].name() == "self" && params[0].type()->kind() == c10::TypeKind::TensorType;
+  for (const auto& param : params) {
+    plan.structural.push_back(isStructural(param.name()));
+    plan.what.push_back(name + ": argument '" + param.name() + "'");
+  }
+  return plan;
+}
+
+void checkOpCall(Napi::Env env, const std::string& name, const c10::FunctionSchema& schema, const OpCheckPlan& plan, std::vector<c10::IValue>& stack) {
+  if (plan.refused) {
     throwError(env, name + ": refused, it crashes libtorch on malformed arguments instead of raising an error (see docs/unchecked-ops.md)");
   }
   const auto& params = schema.arguments();
-  const bool hasSelf = !params.empty() && params[0].name() == "self" && params[0].type()->kind() == c10::TypeKind::TensorType;
-  // item() and _local_scalar_dense read one element without checking that there is one.
-  if ((schema.name() == "aten::_local_scalar_dense" || schema.name() == "aten::item") && stack[0].isTensor()) {
+  const bool hasSelf = plan.hasSelf;
+  if (plan.readsOne && stack[0].isTensor()) {
     const auto& t = stack[0].toTensor();
     if (t.numel() != 1) throwError(env, name + ": a Tensor with " + std::to_string(t.numel()) + " elements cannot be converted to a number (shape " + c10::str(t.sizes()) + ")");
   }
-  const bool polynomial = schema.name().find("_polynomial_") != std::string::npos;
   for (size_t i = 0; i < params.size() && i < stack.size(); ++i) {
     const auto& param = params[i];
-    const std::string what = name + ": argument '" + param.name() + "'";
-    if (polynomial && param.name() == "n") checkPolynomialDegree(env, what, stack[i]);
-    if (stack[i].isInt() && isStructural(param.name())) checkStructural(env, what, stack[i].toInt());
+    const std::string& what = plan.what[i];
+    if (plan.polynomial && param.name() == "n") checkPolynomialDegree(env, what, stack[i]);
+    if (stack[i].isInt() && plan.structural[i]) checkStructural(env, what, stack[i].toInt());
     // An element offset into a storage (set_, as_strided): offsets past 2^40 overflow the byte count.
     if (stack[i].isInt() && param.name() == "storage_offset" && (stack[i].toInt() < 0 || stack[i].toInt() > kMaxElements)) {
       throwError(env, what + ": expected an offset from 0 to 2^40 but received " + std::to_string(stack[i].toInt()));
@@ -315,7 +327,7 @@ void checkOpCall(Napi::Env env, const std::string& name, const c10::FunctionSche
         throwError(env, what + ": expected " + std::to_string(n) + " values but received " + c10::str(c10::IntArrayRef(values)));
       }
     }
-    if (param.N() && isStructural(param.name())) {
+    if (param.N() && plan.structural[i]) {
       for (const int64_t v : values) checkStructural(env, what, v);
     }
     // Dimensions of self (reductions, fft): within its rank, as PyTorch wraps them (a 0-dim tensor has dims 0 and -1).

@@ -58,9 +58,21 @@ class Nesting {
   std::vector<Napi::Value> ancestors_;
 };
 
+// What checkOpCall needs to know of an op, worked out once when the op is resolved: a small op's
+// call used to spend a microsecond hashing and concatenating names.
+struct OpCheckPlan {
+  bool refused = false;     // known to crash libtorch on malformed arguments
+  bool readsOne = false;    // item / _local_scalar_dense: reads one element unchecked
+  bool polynomial = false;  // the orthogonal-polynomial kernels, which loop n times per element
+  bool hasSelf = false;     // a Tensor `self` first, whose rank bounds `dim`
+  std::vector<bool> structural;  // per argument: kernel sizes, strides, groups, ...
+  std::vector<std::string> what;  // per argument: "aten::x: argument 'y'", for messages
+};
+OpCheckPlan planOpChecks(const std::string& name, const c10::FunctionSchema& schema);
+
 // Checks an op call whose arguments are converted, before dispatch: known-crashing ops are
 // refused by name; one-element reads, sizes, int[N] lengths and kernel/stride/group values are
 // checked (see docs/unchecked-ops.md). A one-value int[N] is widened to N values in `stack`.
-void checkOpCall(Napi::Env env, const std::string& name, const c10::FunctionSchema& schema, std::vector<c10::IValue>& stack);
+void checkOpCall(Napi::Env env, const std::string& name, const c10::FunctionSchema& schema, const OpCheckPlan& plan, std::vector<c10::IValue>& stack);
 
 }  // namespace td

@@ -20,6 +20,8 @@ namespace {
 struct OpEntry {
   c10::OperatorHandle handle;
   std::string name;  // as the caller spelled it, e.g. "aten::add.Tensor"
+  OpCheckPlan plan;
+  bool returnsTensor;  // exactly one Tensor: callTensorOp may hand back a bare handle
 };
 
 // Resolved ops live for the whole process; a deque keeps references stable while it grows.
@@ -62,19 +64,30 @@ std::vector<c10::IValue> convertArguments(Napi::Env env, const OpEntry& entry, c
                                           InputTensors& inputs) {
   const auto& schema = entry.handle.schema();
   const auto& params = schema.arguments();
-  size_t keywordsUsed = 0;
+  // Keyword arguments by schema position: one lookup per keyword given, none per parameter.
+  std::vector<Napi::Value> byKeyword;
+  if (!keywords.IsEmpty()) {
+    const auto names = keywords.GetPropertyNames();
+    for (uint32_t k = 0; k < names.Length(); ++k) {
+      const Napi::Value key = names.Get(k);
+      const std::string keyName = key.ToString().Utf8Value();
+      size_t i = 0;
+      while (i < params.size() && params[i].name() != keyName) ++i;
+      if (i == params.size()) throwError(env, entry.name + ": unknown keyword argument '" + keyName + "'; schema: " + c10::toString(schema));
+      if (i < positional.Length()) throwError(env, entry.name + ": argument '" + keyName + "' given both by position and by name");
+      if (byKeyword.empty()) byKeyword.resize(params.size());
+      byKeyword[i] = keywords.Get(key);
+    }
+  }
   std::vector<c10::IValue> stack;
   stack.reserve(params.size());
+  const uint32_t given = positional.Length();
   for (size_t i = 0; i < params.size(); ++i) {
     const auto& param = params[i];
-    const std::string what = entry.name + ": argument '" + param.name() + "'";
-    Napi::Value value = env.Undefined();
-    if (i < positional.Length()) value = positional.Get(static_cast<uint32_t>(i));
-    if (!keywords.IsEmpty() && keywords.Has(param.name())) {
-      if (i < positional.Length()) throwError(env, entry.name + ": argument '" + param.name() + "' given both by position and by name");
-      value = keywords.Get(param.name());
-      ++keywordsUsed;
-    }
+    Napi::Value value;
+    if (i < given) value = positional.Get(static_cast<uint32_t>(i));
+    else if (!byKeyword.empty() && !byKeyword[i].IsEmpty()) value = byKeyword[i];
+    else value = env.Undefined();
     if (value.IsUndefined()) {
       if (param.default_value()) {
         stack.push_back(*param.default_value());
@@ -85,11 +98,8 @@ std::vector<c10::IValue> convertArguments(Napi::Env env, const OpEntry& entry, c
       }
     }
     // real_type(): ScalarType, Layout and MemoryFormat, which type() declares as int, so their values are range-checked.
-    stack.push_back(toIValue(env, value, param.real_type(), what, &inputs, param.N()));
+    stack.push_back(toIValue(env, value, param.real_type(), entry.plan.what[i], &inputs, param.N()));
     inputs.argumentOf.resize(inputs.entries.size(), i);
-  }
-  if (!keywords.IsEmpty() && keywordsUsed != keywords.GetPropertyNames().Length()) {
-    throwError(env, entry.name + ": unknown keyword argument; schema: " + c10::toString(schema));
   }
   return stack;
 }
@@ -133,7 +143,9 @@ Napi::Value ResolveOp(const Napi::CallbackInfo& info) {
     throwError(env, "op: unknown op \"" + full + "\"" + (known.empty() ? "" : "; overloads that exist: " + known));
   }
   std::lock_guard<std::mutex> lock(opsMutex);
-  ops.push_back({*handle, full});
+  const auto& returns = handle->schema().returns();
+  const bool returnsTensor = returns.size() == 1 && returns[0].type()->kind() == c10::TypeKind::TensorType;
+  ops.push_back({*handle, full, planOpChecks(full, handle->schema()), returnsTensor});
   opIndex[full] = ops.size() - 1;
   return Napi::Number::New(env, static_cast<double>(ops.size() - 1));
 }
@@ -154,9 +166,14 @@ Napi::Value OpSchema(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), c10::toString(entry.handle.schema()));
 }
 
-Napi::Value CallOp(const Napi::CallbackInfo& info) {
+namespace {
+
+// callOp, and callTensorOp with `handleResult`: a new tensor comes back as its bare handle, which
+// lib/dispatch.ts wraps; asking JS's Tensor factory from here costs a C++ -> JS call per op.
+Napi::Value callOpWith(const Napi::CallbackInfo& info, bool handleResult) {
   Napi::Env env = info.Env();
-  const auto& entry = entryFor(env, info[0], "callOp");
+  const auto& entry = entryFor(env, info[0], handleResult ? "callTensorOp" : "callOp");
+  if (handleResult && !entry.returnsTensor) throwTypeError(env, "callTensorOp: " + entry.name + " does not return exactly one Tensor");
   const auto& schema = entry.handle.schema();
   const auto& params = schema.arguments();
   if (!info[1].IsArray()) throwTypeError(env, entry.name + ": expected the arguments as an array but received " + describeJsValue(info[1]));
@@ -173,7 +190,7 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
   // Conversion and checks throw our own Errors; guarded() turns anything else (e.g. bad_alloc) into one.
   auto stack = guarded(env, entry.name, [&] {
     auto converted = convertArguments(env, entry, positional, keywords, inputs);
-    checkOpCall(env, entry.name, schema, converted);
+    checkOpCall(env, entry.name, schema, entry.plan, converted);
     return converted;
   });
   try {
@@ -189,10 +206,27 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
     throwError(env, message + describeArguments(env, schema, inputs));
   }
   if (stack.empty()) return env.Undefined();
+  if (handleResult && stack.size() == 1 && stack[0].isTensor()) {
+    const at::Tensor& t = stack[0].toTensor();
+    for (const auto& input : inputs.entries) {
+      if (t.defined() && input.tensor.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return input.object;
+    }
+    if (!t.defined()) return env.Null();
+    return Napi::Number::New(env, addonData(env).tensors->adopt(env, t));
+  }
   if (stack.size() == 1) return fromIValue(env, stack[0], &inputs);
   auto results = Napi::Array::New(env, stack.size());
   for (size_t i = 0; i < stack.size(); ++i) results.Set(static_cast<uint32_t>(i), fromIValue(env, stack[i], &inputs));
   return results;
+}
+
+}  // namespace
+
+Napi::Value CallOp(const Napi::CallbackInfo& info) { return callOpWith(info, false); }
+Napi::Value CallTensorOp(const Napi::CallbackInfo& info) { return callOpWith(info, true); }
+
+Napi::Value OpReturnsTensor(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), entryFor(info.Env(), info[0], "opReturnsTensor").returnsTensor);
 }
 
 namespace {

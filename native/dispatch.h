@@ -10,6 +10,11 @@ namespace td {
 Napi::Value ResolveOp(const Napi::CallbackInfo& info);
 // callOp(handle, positionalArgs: unknown[], keywordArgs?: object) -> converted result(s).
 Napi::Value CallOp(const Napi::CallbackInfo& info);
+// callTensorOp(handle, positionalArgs, keywordArgs?) for an op returning exactly one Tensor: a new
+// tensor's handle (a number), an input Tensor it returned (in place, out=), or null.
+Napi::Value CallTensorOp(const Napi::CallbackInfo& info);
+// opReturnsTensor(handle) -> whether callTensorOp takes the op.
+Napi::Value OpReturnsTensor(const Napi::CallbackInfo& info);
 // opNames() -> every registered op as "namespace::name[.overload]" (for tools and the fuzz test).
 Napi::Value OpNames(const Napi::CallbackInfo& info);
 // opSchema(handle) -> the schema string, for error messages and docs.

@@ -237,6 +237,14 @@ describe("bad input never crashes the process", () => {
       expect(() => disposed.add(1)).toThrow(/already disposed/);
       for (const handle of [-1, 2 ** 40, "x", undefined]) expect(raw.releaseTensor(handle)).toBeUndefined();
       expect(raw.binaryOp(0, 2 ** 31, 0)).toBeUndefined();
+      const addHandle = raw.resolveOp("aten::add.Tensor");
+      const maxHandle = raw.resolveOp("aten::max.dim");
+      expect(raw.opReturnsTensor(addHandle)).toBe(true);
+      expect(raw.opReturnsTensor(maxHandle)).toBe(false);
+      expect(() => raw.callTensorOp(maxHandle, [td.ones([2]), 0])).toThrow("callTensorOp: aten::max.dim does not return exactly one Tensor");
+      expect(() => raw.callTensorOp(addHandle, [td.ones([2])], { self: td.ones([2]) })).toThrow("aten::add.Tensor: argument 'self' given both by position and by name");
+      expect(() => td.op("aten::add.Tensor", td.ones([2]), { other: td.ones([2]), beta: 2 })).toThrow("aten::add.Tensor: unknown keyword argument 'beta'");
+      expect((td.op("aten::add.Tensor", td.ones([2]), { other: td.ones([2]), alpha: 3 }) as Tensor).toArray()).toEqual([4, 4]);
       expect(() => new (td.Tensor as unknown as new (a: unknown, b: unknown) => unknown)(Symbol("x"), 0)).toThrow("Tensor: tensors are created by tensor(), zeros(), randn() and the other factories, not with new");
       const x = td.ones([2]);
       expect(() => {
