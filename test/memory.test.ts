@@ -139,4 +139,24 @@ describe("tensor lifetimes", () => {
     gc!();
     expect(live()).toBeLessThan(base + 100);
   });
+
+  it("the late GC callback of a disposed tensor leaves the tensor that reused its slot alone", async () => {
+    const gc = (globalThis as { gc?: () => void }).gc!;
+    const settle = async () => {
+      for (let i = 0; i < 2; i++) {
+        gc();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    await settle(); // earlier tests' garbage first
+    const base = live();
+    // Disposed at once: their slots are free, their objects garbage whose callbacks are still due.
+    for (let i = 0; i < 200; i++) td.zeros([4]).dispose();
+    const kept = Array.from({ length: 200 }, (_, i) => td.full([4], i));
+    await settle();
+    expect(live()).toBe(base + 200);
+    kept.forEach((t, i) => expect(t.toArray()).toEqual([i, i, i, i]));
+    kept.forEach((t) => t.dispose());
+    expect(live()).toBe(base);
+  });
 });
