@@ -312,8 +312,9 @@ export function assertTensor(value: unknown, name: string): asserts value is Ten
   if (!(value instanceof Tensor)) throw invalid("Tensor", name, value);
 }
 
-binding.setTensorFactory((handle) => new Tensor(FROM_ADDON, handle), HANDLE);
-setTensorFromHandle((handle) => new Tensor(FROM_ADDON, handle));
+const fromHandle = (handle: number): Tensor => new Tensor(FROM_ADDON, handle);
+binding.setTensorFactory(fromHandle, HANDLE);
+setTensorFromHandle(fromHandle);
 setTensorPredicate(isTensor);
 
 // The tensor API in one import for library code (schedulers, pipelines): `import { Tensor, randn, tidy } from "../tensor"`.

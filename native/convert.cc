@@ -204,10 +204,9 @@ Napi::Value fromIValueAt(Napi::Env env, const c10::IValue& value, const InputTen
   if (depth > kMaxNesting) throwError(env, "a result nested deeper than " + std::to_string(kMaxNesting) + " levels cannot be converted to JS");
   if (value.isTensor()) {
     const auto& t = value.toTensor();
-    if (inputs && t.defined()) {
-      for (const auto& entry : inputs->entries) {
-        if (entry.tensor.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return entry.object;
-      }
+    if (inputs) {
+      const Napi::Object input = inputs->objectOf(t);
+      if (!input.IsEmpty()) return input;
     }
     return tensors::Wrap(env, t);
   }

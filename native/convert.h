@@ -16,6 +16,16 @@ struct InputTensors {
   std::vector<Entry> entries;
   // Index of the schema argument each entry came from (filled by the op caller, for error messages).
   std::vector<size_t> argumentOf;
+
+  // The JS Tensor handed in that `t` is, or an empty object when it is none of them.
+  Napi::Object objectOf(const at::Tensor& t) const {
+    if (t.defined()) {
+      for (const auto& entry : entries) {
+        if (entry.tensor.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return entry.object;
+      }
+    }
+    return Napi::Object();
+  }
 };
 
 // Converts `value` to an IValue of `type`; `what` names the argument in error messages.

@@ -208,9 +208,8 @@ Napi::Value callOpWith(const Napi::CallbackInfo& info, bool handleResult) {
   if (stack.empty()) return env.Undefined();
   if (handleResult && stack.size() == 1 && stack[0].isTensor()) {
     const at::Tensor& t = stack[0].toTensor();
-    for (const auto& input : inputs.entries) {
-      if (t.defined() && input.tensor.unsafeGetTensorImpl() == t.unsafeGetTensorImpl()) return input.object;
-    }
+    const Napi::Object input = inputs.objectOf(t);
+    if (!input.IsEmpty()) return input;
     if (!t.defined()) return env.Null();
     return Napi::Number::New(env, addonData(env).tensors->adopt(env, t));
   }
@@ -238,9 +237,9 @@ namespace {
 // (scripts/bench/sampling-loop.ts, section 3).
 Napi::Value binaryOn(const Napi::CallbackInfo& info, bool otherIsTensor) {
   Napi::Env env = info.Env();
-  auto& tensors = *addonData(env).tensors;
+  auto& table = *addonData(env).tensors;
   const auto tensorAt = [&](size_t i) -> const at::Tensor* {
-    return info.Length() > i && info[i].IsNumber() ? tensors.find(info[i].As<Napi::Number>().DoubleValue()) : nullptr;
+    return info.Length() > i && info[i].IsNumber() ? table.find(info[i].As<Napi::Number>().DoubleValue()) : nullptr;
   };
   const at::Tensor* self = tensorAt(1);
   if (!info[0].IsNumber() || self == nullptr) return env.Undefined();
@@ -272,7 +271,7 @@ Napi::Value binaryOn(const Napi::CallbackInfo& info, bool otherIsTensor) {
   } catch (const std::exception&) {
     return env.Undefined();
   }
-  return Napi::Number::New(env, tensors.adopt(env, std::move(out)));
+  return Napi::Number::New(env, table.adopt(env, std::move(out)));
 }
 
 }  // namespace

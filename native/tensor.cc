@@ -340,11 +340,6 @@ const at::Tensor& From(Napi::Env env, const Napi::Value& value, const std::strin
   return *t;
 }
 
-const at::Tensor* Find(Napi::Env env, const Napi::Value& value) {
-  double handle;
-  return handleOf(env, value, handle) ? table(env).find(handle) : nullptr;
-}
-
 void Init(Napi::Env env, Napi::Object exports) {
   addonData(env).tensors = std::make_unique<TensorTable>();
   const std::pair<const char*, Napi::Value (*)(const Napi::CallbackInfo&)> functions[] = {

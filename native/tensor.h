@@ -56,8 +56,6 @@ Napi::Value Wrap(Napi::Env env, at::Tensor t);
 bool IsTensor(Napi::Env env, const Napi::Value& value);
 // The tensor behind a JS Tensor; throws a TypeError naming `what` for anything else, an Error for a disposed one.
 const at::Tensor& From(Napi::Env env, const Napi::Value& value, const std::string& what);
-// The tensor behind a JS Tensor, or null for anything else (a disposed tensor included).
-const at::Tensor* Find(Napi::Env env, const Napi::Value& value);
 
 // The tensor functions of the binding (tensorShape, releaseTensor, ...) and memory().
 void Init(Napi::Env env, Napi::Object exports);
