@@ -114,6 +114,8 @@ export interface Binding {
   binaryOp(code: number, self: number, other: number, alpha?: unknown): number | undefined;
   /** The same with a number or boolean `other`. */
   binaryScalarOp(code: number, self: number, other: unknown, alpha?: unknown): number | undefined;
+  /** zeros / ones / randn / rand (codes 0–3) of a CPU tensor of torch ScalarType `dtypeId`, unboxed: the result's handle, or undefined where callOp must take the call. */
+  factoryOp(code: number, shape: number[], dtypeId: number, generator?: unknown): number | undefined;
   opSchema(handle: number): string;
   /** [sync] Every registered op as "namespace::name[.overload]". */
   opNames(): string[];

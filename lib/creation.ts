@@ -3,7 +3,7 @@
  * float32 (JS has one number type, so `[1, 2]` cannot say "int").
  */
 import type { DType } from "./binding";
-import { call } from "./dispatch";
+import { call, callFactory } from "./dispatch";
 import { assertInteger, assertShape, invalid } from "./errors";
 import { binding } from "./native";
 import type { Generator } from "./random";
@@ -86,15 +86,29 @@ export function tensor(values: TypedArray | Nested, shape?: number[], options: T
  */
 const factoryArgs = (options: TensorOptions, fallback: DType | null = "float32"): unknown[] => [options.dtype ?? fallback, null, options.device ?? null, null];
 
+/** torch's ScalarType numbers, for the factories the addon calls unboxed (callFactory). */
+const SCALAR_TYPE_IDS: Record<DType, number> = { uint8: 0, int8: 1, int16: 2, int32: 3, int64: 4, float16: 5, float32: 6, float64: 7, bool: 11, bfloat16: 15 };
+
+/**
+ * zeros (0) / ones (1) / randn (2) / rand (3) on the CPU without the generic op path's argument
+ * conversion (a small randn cost 2.5× PyTorch's through it); undefined where that path must take
+ * the call (another device, an unknown dtype, any error it then words).
+ */
+function unboxedFactory(code: number, shape: number[], options: RandomOptions): Tensor | undefined {
+  if (options.device !== undefined && options.device !== "cpu") return undefined;
+  const dtypeId: unknown = SCALAR_TYPE_IDS[options.dtype ?? "float32"]; // a bad name gives undefined or an Object.prototype member
+  return typeof dtypeId === "number" ? callFactory<Tensor>(code, shape, dtypeId, options.generator) : undefined;
+}
+
 /** @example zeros([2, 3]) */
 export function zeros(shape: number[], options: TensorOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::zeros", [shape, ...factoryArgs(options)]);
+  return unboxedFactory(0, shape, options) ?? call("aten::zeros", [shape, ...factoryArgs(options)]);
 }
 /** @example ones([2, 3], { dtype: "float16" }) */
 export function ones(shape: number[], options: TensorOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::ones", [shape, ...factoryArgs(options)]);
+  return unboxedFactory(1, shape, options) ?? call("aten::ones", [shape, ...factoryArgs(options)]);
 }
 /** @example full([2, 2], 7.5) */
 export function full(shape: number[], value: number | boolean, options: TensorOptions = {}): Tensor {
@@ -114,12 +128,12 @@ export function linspace(start: number, end: number, steps: number, options: Ten
 /** Standard normal samples. @example randn([1, 4, 64, 64], { generator: new Generator(0) }) */
 export function randn(shape: number[], options: RandomOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::randn.generator", [shape, options.generator ?? null, ...factoryArgs(options)]);
+  return unboxedFactory(2, shape, options) ?? call("aten::randn.generator", [shape, options.generator ?? null, ...factoryArgs(options)]);
 }
 /** Uniform samples in [0, 1). */
 export function rand(shape: number[], options: RandomOptions = {}): Tensor {
   assertShape(shape);
-  return call("aten::rand.generator", [shape, options.generator ?? null, ...factoryArgs(options)]);
+  return unboxedFactory(3, shape, options) ?? call("aten::rand.generator", [shape, options.generator ?? null, ...factoryArgs(options)]);
 }
 /** Integers in [low, high) (int64 by default). @example randint(0, 1000, [4]) */
 export function randint(low: number, high: number, shape: number[], options: RandomOptions = {}): Tensor {

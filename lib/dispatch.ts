@@ -37,6 +37,16 @@ export function call<T = unknown>(name: string, args: unknown[], kwargs?: Record
   return (typeof out === "number" ? tensorFromHandle(out) : out) as T;
 }
 
+/**
+ * zeros (code 0) / ones (1) / randn (2) / rand (3) of a CPU tensor, called unboxed
+ * (binding.factoryOp) where the addon can; undefined where the generic op must take the call.
+ * `dtypeId` is torch's ScalarType number.
+ */
+export function callFactory<T = unknown>(code: number, shape: number[], dtypeId: number, generator?: unknown): T | undefined {
+  const handle = binding.factoryOp(code, shape, dtypeId, generator);
+  return handle === undefined ? undefined : (tensorFromHandle(handle) as T);
+}
+
 function isKeywordBag(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && Object.getPrototypeOf(value) === Object.prototype;
 }

@@ -35,6 +35,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("opReturnsTensor", Napi::Function::New<OpReturnsTensor>(env, "opReturnsTensor"));
   exports.Set("binaryOp", Napi::Function::New<BinaryOp>(env, "binaryOp"));
   exports.Set("binaryScalarOp", Napi::Function::New<BinaryScalarOp>(env, "binaryScalarOp"));
+  exports.Set("factoryOp", Napi::Function::New<FactoryOp>(env, "factoryOp"));
   exports.Set("opNames", Napi::Function::New<OpNames>(env, "opNames"));
   exports.Set("opSchema", Napi::Function::New<OpSchema>(env, "opSchema"));
   exports.Set("loadModule", Napi::Function::New<LoadModule>(env, "loadModule"));

@@ -127,6 +127,10 @@ c10::ScalarType dtypeArg(Napi::Env env, const Napi::Value& value, const std::str
   return dtypeFromName(env, value.As<Napi::String>().Utf8Value(), what);
 }
 
+bool isOpDtype(c10::ScalarType type) {
+  return std::find(kOpDtypes.begin(), kOpDtypes.end(), type) != kOpDtypes.end();
+}
+
 c10::ScalarType scalarTypeFromId(Napi::Env env, int64_t id, const std::string& what) {
   for (auto type : kOpDtypes) {
     if (static_cast<int64_t>(type) == id) return type;

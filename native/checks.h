@@ -30,6 +30,8 @@ c10::ScalarType dtypeArg(Napi::Env env, const Napi::Value& value, const std::str
 
 // ---- libtorch enums given as integers or names, where a schema declares ScalarType, Layout, MemoryFormat ----
 c10::ScalarType scalarTypeFromId(Napi::Env env, int64_t id, const std::string& what);
+// Whether ops take `type` as a dtype (the kinds scalarTypeFromId accepts).
+bool isOpDtype(c10::ScalarType type);
 int64_t layoutId(Napi::Env env, const Napi::Value& value, const std::string& what);
 int64_t memoryFormatId(Napi::Env env, const Napi::Value& value, const std::string& what);
 

@@ -11,6 +11,7 @@
 #include "checks.h"
 #include "convert.h"
 #include "executor.h"
+#include "generator.h"
 #include "tensor.h"
 
 namespace td {
@@ -278,5 +279,52 @@ Napi::Value binaryOn(const Napi::CallbackInfo& info, bool otherIsTensor) {
 
 Napi::Value BinaryOp(const Napi::CallbackInfo& info) { return binaryOn(info, true); }
 Napi::Value BinaryScalarOp(const Napi::CallbackInfo& info) { return binaryOn(info, false); }
+
+Napi::Value FactoryOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsArray() || !info[2].IsNumber()) return env.Undefined();
+  const int code = info[0].As<Napi::Number>().Int32Value();
+  const Napi::Array shapeArray = info[1].As<Napi::Array>();
+  const uint32_t ndim = shapeArray.Length();
+  if (ndim > 8) return env.Undefined();
+  int64_t shape[8];
+  double elements = 1;
+  for (uint32_t i = 0; i < ndim; ++i) {
+    const Napi::Value size = shapeArray.Get(i);
+    const double d = size.IsNumber() ? size.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0) || d != std::trunc(d)) return env.Undefined();
+    shape[i] = static_cast<int64_t>(d);
+    elements *= d;
+  }
+  // Large ones go through callOp, which runs them on the executor.
+  if (elements >= static_cast<double>(kExecutorMinElements)) return env.Undefined();
+  const double typeId = info[2].As<Napi::Number>().DoubleValue();
+  if (!(typeId >= 0 && typeId < 64) || typeId != std::trunc(typeId)) return env.Undefined();
+  const auto dtype = static_cast<c10::ScalarType>(static_cast<int>(typeId));
+  const bool random = code == 2 || code == 3;
+  // Refused before the call: a libtorch error costs milliseconds, and callOp would raise it again.
+  if (!isOpDtype(dtype) || (random && !at::isFloatingType(dtype))) return env.Undefined();
+  c10::optional<at::Generator> generator;
+  if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
+    const at::Generator* found = GeneratorWrap::Find(info[3]);
+    if (found == nullptr) return env.Undefined();
+    generator = *found;
+  }
+  const at::IntArrayRef size(shape, ndim);
+  const auto options = at::TensorOptions().dtype(dtype);
+  at::Tensor out;
+  try {
+    switch (code) {
+      case 0: out = at::zeros(size, options); break;
+      case 1: out = at::ones(size, options); break;
+      case 2: out = at::randn(size, generator, options); break;
+      case 3: out = at::rand(size, generator, options); break;
+      default: return env.Undefined();
+    }
+  } catch (const std::exception&) {
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, addonData(env).tensors->adopt(env, std::move(out)));
+}
 
 }  // namespace td

@@ -24,5 +24,9 @@ Napi::Value OpSchema(const Napi::CallbackInfo& info);
 // or undefined where callOp must take the call (see dispatch.cc).
 Napi::Value BinaryOp(const Napi::CallbackInfo& info);
 Napi::Value BinaryScalarOp(const Napi::CallbackInfo& info);
+// factoryOp(code 0 zeros | 1 ones | 2 randn | 3 rand, shape: number[], dtypeId, generator?) -> a new
+// CPU tensor's handle, called unboxed, or undefined where callOp must take the call (other
+// arguments, large tensors for the executor, any error: callOp words the errors).
+Napi::Value FactoryOp(const Napi::CallbackInfo& info);
 
 }  // namespace td

@@ -69,10 +69,14 @@ GeneratorWrap::GeneratorWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
 }
 
 at::Generator GeneratorWrap::From(Napi::Env env, const Napi::Value& value, const std::string& what) {
-  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kGeneratorTag)) {
-    throwTypeError(env, what + ": expected a Generator but received " + describeJsValue(value));
-  }
-  return Unwrap(value.As<Napi::Object>())->generator_;
+  const at::Generator* generator = Find(value);
+  if (generator == nullptr) throwTypeError(env, what + ": expected a Generator but received " + describeJsValue(value));
+  return *generator;
+}
+
+const at::Generator* GeneratorWrap::Find(const Napi::Value& value) {
+  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kGeneratorTag)) return nullptr;
+  return &Unwrap(value.As<Napi::Object>())->generator_;
 }
 
 Napi::Value GeneratorWrap::ManualSeed(const Napi::CallbackInfo& info) {

@@ -9,6 +9,8 @@ class GeneratorWrap : public Napi::ObjectWrap<GeneratorWrap> {
  public:
   static Napi::Function Init(Napi::Env env);
   static at::Generator From(Napi::Env env, const Napi::Value& value, const std::string& what);
+  // The generator `value` wraps, or nullptr where it is no Generator.
+  static const at::Generator* Find(const Napi::Value& value);
 
   // new NativeGenerator(seed?: number | bigint, device?: string); `"default"` as device wraps the global CPU generator.
   explicit GeneratorWrap(const Napi::CallbackInfo& info);

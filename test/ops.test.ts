@@ -144,3 +144,64 @@ describe("unboxed arithmetic equals the aten op by schema", () => {
     });
   });
 });
+
+describe("unboxed factories equal the aten op by schema", () => {
+  const schemaNames = { zeros: "aten::zeros", ones: "aten::ones", randn: "aten::randn.generator", rand: "aten::rand.generator" } as const;
+  const dtypes = ["float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool", "bogus", "toString"] as const;
+  // [0] and [] are edge sizes; 300×300 goes past the unboxed path's size limit (the executor's).
+  const shapes = [[], [0], [2, 3], [1, 2, 1, 2], [300, 300]];
+
+  it("in values, dtypes and errors, with and without a generator, on every device name", () => {
+    td.tidy(() => {
+      for (const [factory, schemaName] of Object.entries(schemaNames)) {
+        const random = factory === "randn" || factory === "rand";
+        for (const dtype of dtypes) {
+          const refused = random && !["float32", "float64", "float16", "bfloat16"].includes(dtype);
+          // libtorch's errors cost ~10 ms each: one shape for the dtypes a random draw refuses.
+          for (const shape of refused ? [[2, 3]] : shapes) {
+            for (const device of shape.length === 2 ? [undefined, "cpu", "cuda"] : [undefined, "cpu"]) {
+              for (const seeded of random ? [true, false] : [false]) {
+                const label = `${factory} ${dtype} [${shape}] ${device} ${seeded ? "generator" : "global"}`;
+                const options = { dtype: dtype as td.DType, device };
+                const schemaArgs: unknown[] = random ? [shape, seeded ? new td.Generator(11) : null] : [shape];
+                td.manualSeed(4);
+                let viaSchema: td.Tensor | Error;
+                try {
+                  viaSchema = td.op(schemaName, ...schemaArgs, { dtype, device: device ?? null }) as td.Tensor;
+                } catch (error) {
+                  viaSchema = error as Error;
+                }
+                td.manualSeed(4);
+                const make = () => (td[factory as keyof typeof schemaNames] as (s: number[], o: object) => td.Tensor)(shape, seeded ? { ...options, generator: new td.Generator(11) } : options);
+                if (viaSchema instanceof Error) {
+                  expect(make, label).toThrow(viaSchema.message);
+                  continue;
+                }
+                const unboxed = make();
+                expect([unboxed.dtype, unboxed.shape, unboxed.device], label).toEqual([viaSchema.dtype, viaSchema.shape, viaSchema.device]);
+                expect(td.op("aten::equal", unboxed, viaSchema), label).toBe(true);
+              }
+            }
+          }
+        }
+      }
+    });
+  });
+
+  it("draw from the given generator's state, so both paths continue one sequence", () => {
+    const generator = new td.Generator(3);
+    const small = td.tidy(() => [td.randn([4], { generator }), td.rand([4], { generator }), td.randn([70000], { generator }).narrow(0, 0, 4), td.randn([4], { generator })].map((t) => Array.from(t.toFloat64Array())));
+    const reference = new td.Generator(3);
+    const expected = td.tidy(() =>
+      [["aten::randn.generator", [4]], ["aten::rand.generator", [4]], ["aten::randn.generator", [70000]], ["aten::randn.generator", [4]]].map(([name, shape]) =>
+        Array.from((td.op(name as string, shape, reference) as td.Tensor).narrow(0, 0, 4).toFloat64Array()),
+      ),
+    );
+    expect(small).toEqual(expected);
+  });
+
+  it("words a wrong generator the way the generic op does", () => {
+    expect(() => td.randn([2], { generator: {} as td.Generator })).toThrow("generator");
+    expect(() => td.rand([2], { generator: 5 as unknown as td.Generator })).toThrow("expected a Generator");
+  });
+});
