@@ -143,7 +143,7 @@ describe("a model's recommended defaults", () => {
     expect(cli3).toMatchObject({ steps: 3, guidanceScale: 1.5, scheduler: "EulerDiscreteScheduler" });
   });
 
-  it("a recommended guidance interval applies to text-to-image, img2img and inpainting calls that give none", async () => {
+  it("a recommended guidance interval applies to text-to-image, img2img, inpainting, DiffEdit and InstructPix2Pix calls that give none", async () => {
     const dir = withDefaults("interval", { guidance_scale: 3, num_inference_steps: 4, scheduler: "DDIMScheduler", guidance_interval: [300, 600] });
     const model = td.loadModel(dir);
     expect(model.defaults.guidanceInterval).toEqual([300, 600]);
@@ -171,6 +171,33 @@ describe("a model's recommended defaults", () => {
       expect(await pixels({ guidanceInterval: [0, 1000] }), name).not.toEqual(recommended);
       expect(await pixels({ guidanceInterval: [2000, 3000] }), name).toEqual(await pixels({ guidanceScale: 1 }));
     }
+    // DiffEdit's decoding too (its inversion is unguided), inside a given mask.
+    const diffedit = new td.DiffEditPipeline(model);
+    const edited = async (o: Partial<td.DiffEditOptions>) => {
+      const { images, mask: used, imageMask } = await diffedit.edit({ image, mask, sourcePrompt: "a cat", targetPrompt: "a dog", generator: new td.Generator(0), ...o });
+      used.dispose();
+      imageMask.dispose();
+      return td.tidy(() => Array.from(images.toFloat32Array()));
+    };
+    const diffeditRecommended = await edited({});
+    expect(await edited({ guidanceInterval: [300, 600] })).toEqual(diffeditRecommended);
+    expect(await edited({ guidanceInterval: [0, 1000] })).not.toEqual(diffeditRecommended);
+    expect(await edited({ guidanceInterval: [2000, 3000] })).toEqual(await edited({ guidanceScale: 1 }));
+    // InstructPix2Pix's dual guidance: outside the interval the image+text pass alone, which the
+    // guided formula gives with both scales 1 (to rounding: it adds and subtracts the other passes).
+    const ip2p = new td.InstructPix2PixPipeline(td.widenInputChannels(model, 4));
+    const instructed = async (o: Partial<td.InstructOptions>) => {
+      const { images } = await ip2p.edit({ image, instruction: "make it a dog", generator: new td.Generator(0), ...o });
+      return td.tidy(() => Array.from(images.toFloat32Array()));
+    };
+    const instructRecommended = await instructed({});
+    expect(await instructed({ guidanceInterval: [300, 600] })).toEqual(instructRecommended);
+    expect(await instructed({ guidanceInterval: [0, 1000] })).not.toEqual(instructRecommended);
+    const unguided = await instructed({ guidanceInterval: [2000, 3000] });
+    const bothScalesOne = await instructed({ guidanceScale: 1, imageGuidanceScale: 1 });
+    expect(Math.max(...unguided.map((v, i) => Math.abs(v - bothScalesOne[i])))).toBeLessThan(1e-5);
+    expect(unguided).not.toEqual(instructRecommended);
+    await expect(instructed({ guidanceInterval: [600, 300] })).rejects.toThrow("guidanceInterval");
     for (const t of [image, mask]) t.dispose();
     model.dispose();
     const info = await cli(["info", "--model", dir]);

@@ -380,6 +380,16 @@ describe("torch-diffusion edit --method diffedit", () => {
     expect(JSON.parse(refined.stdout)).toMatchObject({ method: "diffedit", inversionSteps: 3, inversionIterations: 2 });
     const [plainImage, refinedImage] = await Promise.all([td.readImage(path.join(dir, "given.png")), td.readImage(path.join(dir, "refined.png"))]);
     expect(maxDiff(plainImage, refinedImage)).toBeGreaterThan(0);
+
+    // A guidance interval that holds no decoding step: the target text's pass alone, as guidance 1 gives.
+    const outside = await run([...args, "--mask", maskFile, "--guidance-interval", "2000,3000", "--out", path.join(dir, "outside.png"), "--json"]);
+    expect(outside.stderr).toMatch(/^diffedit: 1 image 16×16, 3 inversion \+ 3 denoising steps of DDIMScheduler, seed 1, guidance 7.5 on timesteps 2000–3000, [\d.]+ s\n$/);
+    expect(JSON.parse(outside.stdout)).toMatchObject({ method: "diffedit", guidanceInterval: [2000, 3000] });
+    const unguided = await run([...args, "--mask", maskFile, "--guidance", "1", "--out", path.join(dir, "unguided.png")]);
+    expect(unguided.code).toBe(0);
+    const [outsideImage, unguidedImage] = await Promise.all([td.readImage(path.join(dir, "outside.png")), td.readImage(path.join(dir, "unguided.png"))]);
+    expect(maxDiff(outsideImage, unguidedImage)).toBe(0);
+    expect(maxDiff(outsideImage, plainImage)).toBeGreaterThan(0);
   });
 
   it("reports bad combinations in one line", async () => {
@@ -389,7 +399,7 @@ describe("torch-diffusion edit --method diffedit", () => {
       [["edit", "--prompt", "x", "--image", image, "--source-prompt", "y"], "--source-prompt: only with --method diffedit"],
       [["edit", "--prompt", "x", "--image", image, "--mask-out", "m.png"], "--mask-out: only with --method diffedit"],
       [["edit", "--prompt", "x", "--image", image, "--inversion-iterations", "1"], "--inversion-iterations: only with --method diffedit"],
-      [["edit", "--method", "diffedit", "--prompt", "x", "--source-prompt", "y", "--image", image, "--guidance-interval", "200,900"], "--guidance-interval: --method diffedit guides every decoding step; leave it out"],
+      [["edit", "--method", "diffedit", "--prompt", "x", "--source-prompt", "y", "--image", image, "--guidance-interval", "900,200"], '--guidance-interval: expected LOW,HIGH timesteps with LOW ≤ HIGH, or all but got "900,200"'],
       [["edit", "--method", "diffedit", "--prompt", "x", "--source-prompt", "y", "--image", image, "--inversion-iterations", "-1"], '--inversion-iterations: expected a non-negative integer but got "-1"'],
       [["edit", "--method", "diffedit", "--prompt", "x", "--image", image], "--source-prompt is required"],
       [["edit", "--method", "diffedit", "--model", tinyDir, "--prompt", "x", "--source-prompt", "y", "--image", image, "--batch", "2"], "--batch: --method diffedit makes one image per prompt (its DDIM decoding is deterministic)"],

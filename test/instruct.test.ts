@@ -176,6 +176,9 @@ describe("InstructPix2Pix training through fineTune", () => {
     expect(ok.code, ok.stderr).toBe(0);
     expect(JSON.parse(ok.stdout)).toMatchObject({ command: "instruct", images: [out], prompt: "make it a bag", imageGuidanceScale: 1.2, guidanceScale: 3, stepsRun: 2 });
     expect(fs.existsSync(out)).toBe(true);
+    const interval = await runCli(["instruct", "--model", model, "--image", input, "--instruction", "make it a bag", "--steps", "2", "--guidance-interval", "0,500", "--seed", "1", "--json", "--out", out]);
+    expect(interval.stderr).toMatch(/^instruct: 1 image 32×32, 2 steps of \w+, seed 1, guidance [\d.]+ on timesteps 0–500, [\d.]+ s\n$/);
+    expect(JSON.parse(interval.stdout)).toMatchObject({ guidanceInterval: [0, 500] });
     const refused = await runCli(["instruct", "--model", "builtin", "--image", input, "--instruction", "make it a bag", "--out", out]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain("--model: InstructPix2PixPipeline: the U-Net takes 1 input channels");

@@ -215,7 +215,7 @@ export const COMMANDS: Record<string, CommandSpec> = {
     usage: "torch-diffusion instruct --image FILE --instruction TEXT [--image-guidance S] [--guidance S] [options]",
     options: {
       model: "an image-conditioned (InstructPix2Pix) model directory (default: builtin-instruct, the built-in one)",
-      image: null, instruction: null, "image-guidance": null, guidance: "how strongly to follow the instruction, s_T (default: the model's, else 7.5)",
+      image: null, instruction: null, "image-guidance": null, guidance: "how strongly to follow the instruction, s_T (default: the model's, else 7.5)", "guidance-interval": null,
       "negative-prompt": null, steps: null, seed: null, scheduler: null, batch: null, grid: null, out: null, device: null, "no-verify": null, json: null,
       width: `${RESIZE} width`, height: `${RESIZE} height`, help: null,
     },

@@ -259,7 +259,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   const maskOut = stringOption(values, "mask-out");
   checkImageOutputs({ "mask-out": maskOut });
   const strength = numberOption(values, "strength", [0, 1]);
-  if (values["guidance-interval"] !== undefined) throw new CliError("--guidance-interval: --method diffedit guides every decoding step; leave it out");
+  const interval = guidanceIntervalOption(values);
   const inversionIterations = intOption(values, "inversion-iterations", 0) ?? 0;
   const o = commonOptions(values);
   if (o.perPrompt !== 1) throw new CliError("--batch: --method diffedit makes one image per prompt (its DDIM decoding is deterministic)");
@@ -269,6 +269,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   }
   const model = loadTextToImage(td, o, "edit");
   const e = effective(o, model);
+  const { guidanceInterval, reported } = intervalFor(interval, model);
   const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
   const [, , height, width] = image.shape;
   // A resized image takes its mask along; otherwise the mask must be of the image's (or the latents') size.
@@ -281,7 +282,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   let output: TD.DiffEditOutput;
   try {
     output = await pipe.edit({
-      image, mask, sourcePrompt, targetPrompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: e.steps, guidanceScale: e.guidanceScale,
+      image, mask, sourcePrompt, targetPrompt: o.prompt, negativePrompt: o.negativePrompt, numInferenceSteps: e.steps, guidanceScale: e.guidanceScale, guidanceInterval,
       clipSkip: o.clipSkip, inpaintStrength: strength, inversionFixedPointIterations: inversionIterations, generator: new td.Generator(o.seed), signal,
       onProgress: ({ step, total, stage }) => { stages[stage] = (stages[stage] ?? 0) + 1; bar.update(step, total); },
     });
@@ -290,7 +291,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
   }
   const run = secondsSince(started);
   const maskNote = maskFile === undefined ? `mask from ${stages.mask ?? 0} noise draws, ` : "";
-  io.stderr.write(`diffedit: 1 image ${width}×${height}, ${maskNote}${stages.invert ?? 0} inversion${inversionIterations > 0 ? ` (${inversionIterations} fixed-point refinements each)` : ""} + ${stages.denoise ?? 0} denoising steps of DDIMScheduler, seed ${o.seed}, guidance ${e.guidanceScale}, ${run.toFixed(1)} s\n`);
+  io.stderr.write(`diffedit: 1 image ${width}×${height}, ${maskNote}${stages.invert ?? 0} inversion${inversionIterations > 0 ? ` (${inversionIterations} fixed-point refinements each)` : ""} + ${stages.denoise ?? 0} denoising steps of DDIMScheduler, seed ${o.seed}, guidance ${e.guidanceScale}${reported ? ` on timesteps ${reported.join("–")}` : ""}, ${run.toFixed(1)} s\n`);
   const writing = Date.now();
   const written = await writeOutputs(td, output.images, o, io);
   if (maskOut !== undefined) {
@@ -304,7 +305,7 @@ async function runDiffEdit(values: Values, io: CliIO, signal?: AbortSignal): Pro
     printJson(io, {
       ...jsonResult("edit", o, e, "DDIMScheduler", written, { width, height }, stages.denoise ?? 0, timings),
       method: "diffedit", input: file, sourcePrompt, strength: strength ?? 0.8, mask: maskFile ?? null, maskOut: maskOut ?? null,
-      maskDraws: stages.mask ?? 0, inversionSteps: stages.invert ?? 0, inversionIterations,
+      maskDraws: stages.mask ?? 0, inversionSteps: stages.invert ?? 0, inversionIterations, guidanceInterval: reported,
     });
   }
 }
@@ -314,10 +315,12 @@ export async function runInstruct(values: Values, io: CliIO, signal?: AbortSigna
   const file = requireFile("image", stringOption(values, "image", { required: true }));
   const instruction = stringOption(values, "instruction", { required: true });
   const imageGuidanceScale = numberOption(values, "image-guidance");
+  const interval = guidanceIntervalOption(values);
   const o = commonOptions({ ...values, prompt: instruction, model: stringOption(values, "model") ?? BUILTIN_INSTRUCT_MODEL_NAME });
   const td = await loadLibrary();
   const model = loadTextToImage(td, o, "instruct");
   const e = effective(o, model);
+  const { guidanceInterval, reported } = intervalFor(interval, model);
   let pipe: TD.InstructPix2PixPipeline;
   try {
     pipe = new td.InstructPix2PixPipeline(model);
@@ -327,10 +330,10 @@ export async function runInstruct(values: Values, io: CliIO, signal?: AbortSigna
   const image = await model.readImages(file, { width: o.width, height: o.height, who: "--image" });
   await runPipeline(td, o, e, io, "instruct", model.scheduler, (loop) =>
     pipe.edit({
-      image, instruction, negativePrompt: o.negativePrompt, imageGuidanceScale, guidanceScale: e.guidanceScale, numInferenceSteps: e.steps,
+      image, instruction, negativePrompt: o.negativePrompt, imageGuidanceScale, guidanceScale: e.guidanceScale, guidanceInterval, numInferenceSteps: e.steps,
       numImagesPerPrompt: o.perPrompt, signal, ...loop,
     }),
-    { input: file, instruction, imageGuidanceScale: imageGuidanceScale ?? 1.5 },
+    { input: file, instruction, imageGuidanceScale: imageGuidanceScale ?? 1.5, guidanceInterval: reported },
   );
 }
 

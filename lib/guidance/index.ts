@@ -67,19 +67,30 @@ export class ClassifierFreeGuidance implements Guider {
 
 /**
  * InstructPix2Pix's dual guidance (Brooks et al., 2023, Eq. 3) over an image and a text
- * condition: ε = ε(∅,∅) + s_I·(ε(I,∅) − ε(∅,∅)) + s_T·(ε(I,T) − ε(I,∅)).
- * @example const guider = new DualGuidance({ textScale: 7.5, imageScale: 1.5 });
+ * condition: ε = ε(∅,∅) + s_I·(ε(I,∅) − ε(∅,∅)) + s_T·(ε(I,T) − ε(I,∅)). With `interval`
+ * [low, high] it guides only the steps whose timestep lies in it and runs the image+text pass
+ * alone elsewhere, as {@link ClassifierFreeGuidance} does.
+ * @example const guider = new DualGuidance({ textScale: 7.5, imageScale: 1.5, interval: [200, 900] });
  */
 export class DualGuidance implements Guider {
   readonly conditions = ["image+text", "image", "unconditional"] as const;
+  readonly fullCondition = 0;
   readonly textScale: number;
   readonly imageScale: number;
+  readonly interval: readonly [number, number];
 
-  constructor(options: { textScale: number; imageScale: number }) {
+  constructor(options: { textScale: number; imageScale: number; interval?: readonly [number, number] }) {
     assertNumber(options?.textScale, "textScale");
     assertNumber(options.imageScale, "imageScale");
+    const interval = options.interval ?? [-Infinity, Infinity];
+    if (!isTimestepInterval(interval)) throw invalid("[low, high] timesteps with low ≤ high", "guidanceInterval", interval);
     this.textScale = options.textScale;
     this.imageScale = options.imageScale;
+    this.interval = [interval[0], interval[1]];
+  }
+
+  activeAt(t: number): boolean {
+    return t >= this.interval[0] && t <= this.interval[1];
   }
 
   combine([full, imageOnly, unconditional]: Tensor[]): Tensor {

@@ -142,9 +142,14 @@ export interface DiffEditOptions extends CallOptions, SourceTargetPrompts, MaskI
   inpaintStrength?: number;
   /** DDIM steps of a full run. Default 50, or the inversion's. */
   numInferenceSteps?: number;
-  /** Classifier-free guidance of the decoding; ≤ 1 disables it. Default 7.5. */
+  /** Classifier-free guidance of the decoding; ≤ 1 disables it. Default: the model's (`model.defaults`), else 7.5. */
   guidanceScale?: number;
   guidanceRescale?: number;
+  /**
+   * Guide only the decoding steps whose timestep lies in [low, high]; the others run the target
+   * text's pass alone. Default: the model's (`model.defaults`), else every step.
+   */
+  guidanceInterval?: [number, number];
   /** Classifier-free guidance of the inversion. Default 1. */
   inversionGuidanceScale?: number;
   /** Fixed-point refinements of each inversion step (see `InvertOptions.fixedPointIterations`). Default 0. */
@@ -237,7 +242,7 @@ export class DiffEditPipeline {
     if (options.mask !== undefined && !isTensor(options.mask) && typeof options.mask !== "string" && !Buffer.isBuffer(options.mask)) {
       throw invalid("Tensor, file path or Buffer", "mask", options.mask);
     }
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0);
+    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
     throwIfAborted(options.signal);
 
     const decodeSteps = inversion ? inversion.timesteps.length : inverseSteps(inv.steps, inv.strength);

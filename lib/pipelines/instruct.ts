@@ -35,6 +35,11 @@ export interface InstructOptions extends LoopOptions {
   guidanceScale?: number;
   /** s_I: how strongly to stay with the input image. Default 1.5 (the paper's and diffusers'). */
   imageGuidanceScale?: number;
+  /**
+   * Guide only the steps whose timestep lies in [low, high]; the others run the image+text pass
+   * alone. Default: the model's (`model.defaults`), else every step.
+   */
+  guidanceInterval?: [number, number];
   numInferenceSteps?: number;
   /** Edits drawn for each (image, instruction). Default 1. */
   numImagesPerPrompt?: number;
@@ -126,7 +131,7 @@ export class InstructPix2PixPipeline {
     const imageScale = options.imageGuidanceScale ?? 1.5;
     assertNumber(textScale, "guidanceScale");
     assertNumber(imageScale, "imageGuidanceScale");
-    const guider = new DualGuidance({ textScale, imageScale });
+    const guider = new DualGuidance({ textScale, imageScale, interval: options.guidanceInterval ?? model.defaults.guidanceInterval });
     throwIfAborted(options.signal);
 
     const scheduler = callScheduler(model, options.scheduler);
