@@ -79,6 +79,8 @@ describe("DiffEdit mask inference", () => {
     const a = await real.generateMask({ ...options, generator: new td.Generator(1) });
     const b = await real.generateMask({ ...options, generator: new td.Generator(1) });
     expect(values(a.map)).toEqual(values(b.map));
+    // No gradient graph: one would keep every U-Net call's activations alive as long as the map.
+    expect([a.map.requiresGrad, a.mask.requiresGrad, a.imageMask.requiresGrad]).toEqual([false, false, false]);
     const loose = await real.generateMask({ ...options, generator: new td.Generator(1), maskThresholdingRatio: 1 });
     expect(loose.mask.sum().item()).toBeGreaterThanOrEqual(a.mask.sum().item());
     // Ratio r keeps map > r/2 × mean: with r = 1, at least the pixels above the mean.

@@ -26,6 +26,7 @@
  *    also get the input's pixels pasted back outside the mask, so there it is exact. (diffusers
  *    blends each step with the inverted latent one level noisier and never with the clean one.)
  */
+import { noGrad } from "../autograd";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { interpolate } from "../functional";
 import { ClassifierFreeGuidance } from "../guidance";
@@ -353,7 +354,7 @@ export class DiffEditPipeline {
           });
           const difference = await tidyAsync(async () => {
             const input = scheduler.scaleModelInput(cat([noisy, noisy], 0), t); // (2B, c, h, w)
-            const prediction = await model.predict({ sample: input, timestep: t, encoderHiddenStates: context });
+            const prediction = await noGrad(() => model.predict({ sample: input, timestep: t, encoderHiddenStates: context }));
             const [fromSource, fromTarget] = prediction.chunk(2, 0);
             return fromTarget.sub(fromSource).abs().float().mean(1, true); // (B, 1, h, w): mean over channels
           });

@@ -128,10 +128,10 @@ async function main(): Promise<void> {
     });
     const repeated = inversion.latents.map((l) => td.keep(td.cat(targets.map(() => l)))); // (9k, 1, 32, 32) each
     const shared: td.Inversion = { ...inversion, latents: repeated, dispose: () => repeated.forEach((l) => l.dispose()) };
-    const { mask, imageMask } = await diffedit.generateMask({
+    const { mask, imageMask, map } = await diffedit.generateMask({
       image: images, sourcePrompt, targetPrompt: targetPrompts, numInferenceSteps: steps, maskThresholdingRatio: Number(values["mask-ratio"]), generator: new td.Generator(seed + source),
     });
-    maskArea += imageMask.sum().item();
+    maskArea += td.tidy(() => imageMask.sum().item());
     maskCount += imageMask.numel;
     const outsideRegion = td.keep(td.tidy(() => imageMask.mul(-1).add(1)));
     for (const guidance of guidances) {
@@ -152,7 +152,7 @@ async function main(): Promise<void> {
       }
       for (const t of [edited.images, edited.mask, edited.imageMask, sd.images]) t.dispose();
     }
-    for (const t of [mask, imageMask, outsideRegion, images]) t.dispose();
+    for (const t of [mask, imageMask, map, outsideRegion, images]) t.dispose();
     inversion.dispose();
     shared.dispose();
     process.stderr.write(`source ${td.FASHION_MNIST_CLASSES[source]} done (${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
