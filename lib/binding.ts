@@ -162,4 +162,6 @@ export interface Binding {
   /** [sync] The c10d backends this build has: "gloo", "nccl". */
   distributedBackends(): string[];
   buildInfo: BuildInfo;
+  /** torch's ScalarType number of each dtype name (for factoryOp). */
+  dtypeIds: Record<string, number>;
 }

@@ -86,9 +86,6 @@ export function tensor(values: TypedArray | Nested, shape?: number[], options: T
  */
 const factoryArgs = (options: TensorOptions, fallback: DType | null = "float32"): unknown[] => [options.dtype ?? fallback, null, options.device ?? null, null];
 
-/** torch's ScalarType numbers, for the factories the addon calls unboxed (callFactory). */
-const SCALAR_TYPE_IDS: Record<DType, number> = { uint8: 0, int8: 1, int16: 2, int32: 3, int64: 4, float16: 5, float32: 6, float64: 7, bool: 11, bfloat16: 15 };
-
 /**
  * zeros (0) / ones (1) / randn (2) / rand (3) on the CPU without the generic op path's argument
  * conversion (a small randn cost 2.5× PyTorch's through it); undefined where that path must take
@@ -96,7 +93,7 @@ const SCALAR_TYPE_IDS: Record<DType, number> = { uint8: 0, int8: 1, int16: 2, in
  */
 function unboxedFactory(code: number, shape: number[], options: RandomOptions): Tensor | undefined {
   if (options.device !== undefined && options.device !== "cpu") return undefined;
-  const dtypeId: unknown = SCALAR_TYPE_IDS[options.dtype ?? "float32"]; // a bad name gives undefined or an Object.prototype member
+  const dtypeId: unknown = binding.dtypeIds[options.dtype ?? "float32"]; // a bad name gives undefined or an Object.prototype member
   return typeof dtypeId === "number" ? callFactory<Tensor>(code, shape, dtypeId, options.generator) : undefined;
 }
 

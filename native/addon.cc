@@ -54,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setModuleClass", Napi::Function::New<SetModuleClass>(env, "setModuleClass"));
   InitDistributed(env, exports);
   exports.Set("buildInfo", BuildInfo(env));
+  exports.Set("dtypeIds", DtypeIds(env));
   return exports;
 }
 

@@ -132,9 +132,8 @@ bool isOpDtype(c10::ScalarType type) {
 }
 
 c10::ScalarType scalarTypeFromId(Napi::Env env, int64_t id, const std::string& what) {
-  for (auto type : kOpDtypes) {
-    if (static_cast<int64_t>(type) == id) return type;
-  }
+  // Range first: ScalarType is an int8_t enum.
+  if (id >= 0 && id < 64 && isOpDtype(static_cast<c10::ScalarType>(id))) return static_cast<c10::ScalarType>(id);
   throwTypeError(env, what + ": " + std::to_string(id) + " is not a dtype id; give a dtype name such as \"float32\"");
 }
 

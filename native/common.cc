@@ -67,6 +67,12 @@ c10::ScalarType dtypeFromName(Napi::Env env, const std::string& name, const std:
                           "\" (expected float32, float16, bfloat16, float64, int64, int32, int16, int8, uint8 or bool)");
 }
 
+Napi::Object DtypeIds(Napi::Env env) {
+  auto ids = Napi::Object::New(env);
+  for (const auto& entry : kDtypes) ids.Set(entry.name, Napi::Number::New(env, static_cast<double>(entry.type)));
+  return ids;
+}
+
 std::string describeTensor(const at::Tensor& t) {
   if (!t.defined()) return "undefined tensor";
   // A nested tensor's ragged dimensions have no size (t.size(i) throws).

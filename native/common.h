@@ -52,6 +52,8 @@ std::string describeJsValue(const Napi::Value& value);
 // "float32" / "int64" / ... from a scalar type; the inverse of dtypeFromName.
 const char* dtypeName(c10::ScalarType type);
 c10::ScalarType dtypeFromName(Napi::Env env, const std::string& name, const std::string& where);
+// { float32: 6, ... }: torch's ScalarType number of each dtype name, for calls that pass it unboxed.
+Napi::Object DtypeIds(Napi::Env env);
 
 // "[2, 3] float32 cpu" for error messages.
 std::string describeTensor(const at::Tensor& t);

@@ -299,11 +299,11 @@ Napi::Value FactoryOp(const Napi::CallbackInfo& info) {
   // Large ones go through callOp, which runs them on the executor.
   if (elements >= static_cast<double>(kExecutorMinElements)) return env.Undefined();
   const double typeId = info[2].As<Napi::Number>().DoubleValue();
-  if (!(typeId >= 0 && typeId < 64) || typeId != std::trunc(typeId)) return env.Undefined();
+  // Range first: ScalarType is an int8_t enum.
+  if (!(typeId >= 0 && typeId < 64) || typeId != std::trunc(typeId) || !isOpDtype(static_cast<c10::ScalarType>(static_cast<int>(typeId)))) return env.Undefined();
   const auto dtype = static_cast<c10::ScalarType>(static_cast<int>(typeId));
-  const bool random = code == 2 || code == 3;
   // Refused before the call: a libtorch error costs milliseconds, and callOp would raise it again.
-  if (!isOpDtype(dtype) || (random && !at::isFloatingType(dtype))) return env.Undefined();
+  if ((code == 2 || code == 3) && !at::isFloatingType(dtype)) return env.Undefined();
   c10::optional<at::Generator> generator;
   if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
     const at::Generator* found = GeneratorWrap::Find(info[3]);
