@@ -10,7 +10,7 @@
  * queued), never across an await, so training code running meanwhile keeps its graph.
  */
 import { noGrad } from "../autograd";
-import type { Guider } from "../guidance";
+import { ClassifierFreeGuidance, type Guider } from "../guidance";
 import type { DiffusionModel } from "../models";
 import type { Scheduler } from "../schedulers";
 import { cat, keep, tidyAsync, type Generator, type Tensor } from "../tensor";
@@ -137,6 +137,15 @@ export function modelInput(latents: Tensor, copies: number, scheduler: Scheduler
 export function guidedStep(prediction: Tensor, guider: Guider | null, scheduler: Scheduler, t: number, latents: Tensor, options: { generator?: Generator; eta?: number }): Tensor {
   const guided = guider ? guider.combine(prediction.chunk(guider.conditions.length, 0)) : prediction;
   return scheduler.step(guided, t, latents, { generator: options.generator, eta: options.eta }).prevSample;
+}
+
+/**
+ * A text-guided call's classifier-free guidance: its own scale, rescale and interval, else the
+ * model's recommended scale and interval (`model.defaults`), else scale 7.5 on every step.
+ * @example const guider = callGuidance(model, options);
+ */
+export function callGuidance(model: DiffusionModel, options: { guidanceScale?: number; guidanceRescale?: number; guidanceInterval?: [number, number] }): ClassifierFreeGuidance {
+  return new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
 }
 
 /**

@@ -29,12 +29,11 @@
 import { noGrad } from "../autograd";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { interpolate } from "../functional";
-import { ClassifierFreeGuidance } from "../guidance";
 import { toImageTensor, type ImageSource } from "../image";
 import { loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImageModel } from "../models";
 import type { Scheduler } from "../schedulers";
 import { assertTensor, cat, isTensor, randn, stack, tidy, tidyAsync, where, type Generator, type Tensor } from "../tensor";
-import { denoise, throwIfAborted, type ProgressInfo } from "./common";
+import { callGuidance, denoise, throwIfAborted, type ProgressInfo } from "./common";
 import { timestepsForStrength } from "./img2img";
 import { batchSize, checkInvertOptions, encodeClean, expandBatch, invertChecked, promptsFor, type Inversion } from "./inversion";
 import { checkPrompts, promptContext, type PromptOptions, type Prompts } from "./prompts";
@@ -243,7 +242,7 @@ export class DiffEditPipeline {
     if (options.mask !== undefined && !isTensor(options.mask) && typeof options.mask !== "string" && !Buffer.isBuffer(options.mask)) {
       throw invalid("Tensor, file path or Buffer", "mask", options.mask);
     }
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
+    const guider = callGuidance(model, options);
     throwIfAborted(options.signal);
 
     const decodeSteps = inversion ? inversion.timesteps.length : inverseSteps(inv.steps, inv.strength);

@@ -4,13 +4,12 @@
  * an intermediate time set by `strength`, then denoise it with the prompt. Strength 0
  * returns the input; strength 1 is text-to-image from pure noise.
  */
-import { ClassifierFreeGuidance } from "../guidance";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import type { ImageSource } from "../image";
 import { loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImageModel } from "../models";
 import { randnLike, tidyAsync } from "../tensor";
 import { checkPrompts, promptContext } from "./prompts";
-import { callScheduler, denoiseToImages, throwIfAborted } from "./common";
+import { callGuidance, callScheduler, denoiseToImages, throwIfAborted } from "./common";
 import type { GenerateOptions, PipelineOutput } from "./text2img";
 
 export interface EditOptions extends Omit<GenerateOptions, "height" | "width" | "latents"> {
@@ -54,7 +53,7 @@ export class Img2ImagePipeline {
     const { count, perPrompt } = prompts;
     throwIfAborted(options.signal);
 
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
+    const guider = callGuidance(model, options);
     const scheduler = callScheduler(model, options.scheduler);
     try {
       // Everything made here but the returned images is freed when the scope closes, also on abort.

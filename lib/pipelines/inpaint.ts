@@ -15,14 +15,13 @@
  * pixels over the decoded result. Pixel-space models always paste back, so there the known
  * region equals the input exactly.
  */
-import { ClassifierFreeGuidance } from "../guidance";
 import { assertInteger, assertNumber, invalid } from "../errors";
 import { toImageTensor, type ImageSource } from "../image";
 import { interpolate } from "../functional";
 import { loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImageModel } from "../models";
 import { cat, randn, tidy, tidyAsync, where, type Tensor } from "../tensor";
 import { checkPrompts, promptContext } from "./prompts";
-import { callScheduler, denoise, throwIfAborted } from "./common";
+import { callGuidance, callScheduler, denoise, throwIfAborted } from "./common";
 import { timestepsForStrength, type EditOptions } from "./img2img";
 import type { PipelineOutput } from "./text2img";
 
@@ -86,7 +85,7 @@ export class InpaintPipeline {
     const { count, perPrompt } = prompts;
     const pasteBack = options.pasteBack ?? true;
     if (typeof pasteBack !== "boolean") throw invalid("boolean", "pasteBack", pasteBack);
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
+    const guider = callGuidance(model, options);
     throwIfAborted(options.signal);
 
     // Everything made here but the returned images is freed when the scope closes, also on abort.

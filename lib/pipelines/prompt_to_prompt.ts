@@ -33,13 +33,13 @@
  */
 import { noGrad } from "../autograd";
 import { assertInteger, assertNumber, assertOneOf, invalid } from "../errors";
-import { ClassifierFreeGuidance, type Guider } from "../guidance";
+import type { Guider } from "../guidance";
 import { crossAttentionEdit, promptWords, reweightScales, type AttentionReweight, type CrossAttentionEditMode } from "../guidance/attention_control";
 import { loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImageModel } from "../models";
 import { defaultGenerator, Generator } from "../random";
 import type { Scheduler } from "../schedulers";
 import { cat, keep, ones, tensor, tidy, tidyAsync, zerosLike, type Tensor } from "../tensor";
-import { callScheduler, conditionRows, guidedStep, guidesAt, modelInput, throwIfAborted, type LoopOptions } from "./common";
+import { callGuidance, callScheduler, conditionRows, guidedStep, guidesAt, modelInput, throwIfAborted, type LoopOptions } from "./common";
 import { checkPrompts, promptContext, type Prompts } from "./prompts";
 import { drawLatents } from "./text2img";
 
@@ -142,7 +142,7 @@ export class PromptToPromptPipeline {
   async generate(options: PromptToPromptOptions): Promise<PromptToPromptOutput> {
     const model = this.model;
     const o = checkOptions(model, options);
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
+    const guider = callGuidance(model, { guidanceScale: options.guidanceScale, guidanceInterval: options.guidanceInterval });
     const copies = guider.enabled ? guider.conditions.length : 1;
     const size = { height: options.height, width: options.width };
     const shape = model.latentShape(o.source.count * o.source.perPrompt, size); // (N, C, h, w)

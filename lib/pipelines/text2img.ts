@@ -2,13 +2,12 @@
  * Text-to-image: latent (Stable Diffusion) or pixel-space U-Net models with classifier-free
  * guidance and any scheduler.
  */
-import { ClassifierFreeGuidance } from "../guidance";
 import { assertInteger } from "../errors";
 import { loadModel, type DiffusionModel, type ModelLoadOptions, type TextToImageModel } from "../models";
 import type { Scheduler } from "../schedulers";
 import { randn, tidy, type Generator, type Tensor } from "../tensor";
 import { checkPrompts, promptContext, type PromptOptions } from "./prompts";
-import { callScheduler, denoiseToImages, throwIfAborted, type LoopOptions } from "./common";
+import { callGuidance, callScheduler, denoiseToImages, throwIfAborted, type LoopOptions } from "./common";
 
 export interface GenerateOptions extends LoopOptions, PromptOptions {
   /** Classifier-free guidance scale; ≤ 1 disables guidance. Default: the model's (`model.defaults`), else 7.5. */
@@ -61,7 +60,7 @@ export class Text2ImagePipeline {
     const steps = options.numInferenceSteps ?? model.defaults.numInferenceSteps ?? 50;
     assertInteger(steps, "numInferenceSteps", 1);
     const shape = model.latentShape(prompts.count * prompts.perPrompt, { height: options.height, width: options.width }); // (B, C, h, w)
-    const guider = new ClassifierFreeGuidance(options.guidanceScale ?? model.defaults.guidanceScale ?? 7.5, options.guidanceRescale ?? 0, options.guidanceInterval ?? model.defaults.guidanceInterval);
+    const guider = callGuidance(model, options);
     model.checkMemory(shape[0] * (guider.enabled ? guider.conditions.length : 1), { height: options.height, width: options.width }, "generate");
     throwIfAborted(options.signal);
 
