@@ -6,6 +6,14 @@
 import { assertNumber, invalid, isTimestepInterval } from "../errors";
 import { tidy, type Tensor } from "../tensor";
 
+/** A guider's `interval` option, checked and copied. */
+function checkedInterval(interval: readonly [number, number]): readonly [number, number] {
+  if (!isTimestepInterval(interval)) throw invalid("[low, high] timesteps with low ≤ high", "guidanceInterval", interval);
+  return [interval[0], interval[1]];
+}
+
+const inInterval = (t: number, [low, high]: readonly [number, number]): boolean => t >= low && t <= high;
+
 export interface Guider {
   /** Conditions per sample, in the order the pipeline stacks them along the batch. */
   readonly conditions: readonly string[];
@@ -37,14 +45,11 @@ export class ClassifierFreeGuidance implements Guider {
   constructor(readonly scale: number, readonly guidanceRescale = 0, interval: readonly [number, number] = [-Infinity, Infinity]) {
     assertNumber(scale, "guidance scale");
     assertNumber(guidanceRescale, "guidanceRescale");
-    if (!isTimestepInterval(interval)) {
-      throw invalid("[low, high] timesteps with low ≤ high", "guidanceInterval", interval);
-    }
-    this.interval = [interval[0], interval[1]];
+    this.interval = checkedInterval(interval);
   }
 
   activeAt(t: number): boolean {
-    return t >= this.interval[0] && t <= this.interval[1];
+    return inInterval(t, this.interval);
   }
 
   /** Whether the unconditional pass is needed at all (diffusers skips it for scale ≤ 1). */
@@ -82,15 +87,13 @@ export class DualGuidance implements Guider {
   constructor(options: { textScale: number; imageScale: number; interval?: readonly [number, number] }) {
     assertNumber(options?.textScale, "textScale");
     assertNumber(options.imageScale, "imageScale");
-    const interval = options.interval ?? [-Infinity, Infinity];
-    if (!isTimestepInterval(interval)) throw invalid("[low, high] timesteps with low ≤ high", "guidanceInterval", interval);
     this.textScale = options.textScale;
     this.imageScale = options.imageScale;
-    this.interval = [interval[0], interval[1]];
+    this.interval = checkedInterval(options.interval ?? [-Infinity, Infinity]);
   }
 
   activeAt(t: number): boolean {
-    return t >= this.interval[0] && t <= this.interval[1];
+    return inInterval(t, this.interval);
   }
 
   combine([full, imageOnly, unconditional]: Tensor[]): Tensor {
